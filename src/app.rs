@@ -1,0 +1,416 @@
+//! The modes of the program, from a parsed command line to an exit code.
+
+use std::ffi::OsString;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{self, User};
+
+use crate::address;
+use crate::cli::{self, DeliveryMode, Invocation, Mode};
+use crate::config::{Aliases, AuthFile, Config, conf};
+use crate::context::Ctx;
+use crate::exit::*;
+use crate::intake::{self, IntakeError};
+use crate::route::{Route, Router, getpwnam_uid};
+use crate::spool::{Envelope, Locked, OpenError, Rcpt, now};
+use crate::{crit, deliver, info, mailq, privsep};
+
+/// Runs the program called `progname` with `args`; returns the exit code.
+pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
+    let inv = cli::parse(progname, args)?;
+    // Who called us, before any change of ids.
+    let caller = Caller::current();
+    setup_privileges(&inv)?;
+    crate::logging::init(inv.log_tag.as_deref().unwrap_or("dma"), inv.verbose);
+    let path = inv
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(conf::DEFAULT_PATH));
+    let config = Config::load(&path).map_err(|e| Fatal::new(EX_CONFIG, e.to_string()))?;
+    if let Some(auth) = &config.authpath {
+        // Read at every start, as dma does, so a broken file is noticed early.
+        AuthFile::load(auth).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => Fatal::new(EX_CONFIG, e.to_string()),
+            _ => Fatal::new(
+                EX_NOINPUT,
+                format!("can not open auth file `{}': {e}", auth.display()),
+            ),
+        })?;
+    }
+    let mut ctx = Ctx::new(config, inv.config.clone());
+    match inv.mode {
+        Mode::NewAliases => newaliases(&ctx.config.aliases),
+        Mode::ListQueue => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            mailq::list(&ctx.spool, &mut out)
+                .and_then(|_| out.flush())
+                .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
+            Ok(EX_OK)
+        }
+        Mode::RunQueue { due_only } => run_queue(&mut ctx, due_only),
+        Mode::Verify => verify(&mut ctx, &inv),
+        Mode::Submit => submit(&mut ctx, &inv, &caller),
+    }
+}
+
+/// `-C` gives up set-id privilege; root without `-C` becomes `mail`, as in
+/// dma (only `dma-local` ever runs as root); a set-id run cleans the
+/// environment it got from the caller.
+fn setup_privileges(inv: &Invocation) -> Result<(), Fatal> {
+    let oserr = |e: nix::Error| Fatal::new(EX_OSERR, format!("can not drop privileges: {e}"));
+    if inv.config.is_some() {
+        privsep::drop_setid().map_err(oserr)?;
+        return Ok(());
+    }
+    if privsep::is_setid() {
+        privsep::clear_env(&["LOGNAME", "USER", "EMAIL", "TZ"]);
+        privsep::set_env("PATH", "/usr/bin:/bin");
+    }
+    if (unistd::getuid().is_root() || unistd::geteuid().is_root())
+        && let Some(mail) = privsep::mail_user()
+    {
+        privsep::become_user(&mail).map_err(oserr)?;
+    }
+    Ok(())
+}
+
+/// The submitting user.
+struct Caller {
+    name: String,
+    uid: u32,
+}
+
+impl Caller {
+    /// `$LOGNAME` or `$USER` if it names the real uid, else the password
+    /// entry of the real uid, else `uid=N`, as dma does.
+    fn current() -> Caller {
+        let uid = unistd::getuid();
+        let from_env = ["LOGNAME", "USER"].iter().find_map(|k| {
+            let v = std::env::var(k).ok()?;
+            let u = User::from_name(&v).ok()??;
+            (u.uid == uid && address::validate(&v).is_ok()).then_some(v)
+        });
+        let name = from_env
+            .or_else(|| User::from_uid(uid).ok().flatten().map(|u| u.name))
+            .filter(|n| address::validate(n).is_ok())
+            .unwrap_or_else(|| format!("uid={uid}"));
+        Caller {
+            name,
+            uid: uid.as_raw(),
+        }
+    }
+}
+
+/// The envelope sender: `-f`/`-r`, else `$EMAIL`, with a missing user part
+/// taken from the login and a missing host from MAILNAME; then MASQUERADE.
+/// `<>` or an empty `-f` is the null sender.
+fn envelope_sender(ctx: &Ctx, inv: &Invocation, caller: &Caller) -> Result<String, Fatal> {
+    let given = inv.sender.clone().or_else(|| std::env::var("EMAIL").ok());
+    let raw = given.as_deref().map(address::strip_brackets);
+    if let Some(raw) = raw {
+        if raw.is_empty() && inv.sender.is_some() {
+            return Ok(String::new());
+        }
+        if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(Fatal::new(EX_DATAERR, "invalid sender: control character"));
+        }
+    }
+    let (mut user, mut host) = match raw.filter(|r| !r.is_empty()) {
+        Some(r) => match r.split_once('@') {
+            Some((u, h)) => (u.to_string(), h.to_string()),
+            None => (r.to_string(), String::new()),
+        },
+        None => (String::new(), String::new()),
+    };
+    if user.is_empty() {
+        user = caller.name.clone();
+    }
+    if host.is_empty() {
+        host = ctx.hostname.clone();
+    }
+    if let Some(m) = &ctx.config.masquerade {
+        if let Some(u) = &m.user {
+            user = u.clone();
+        }
+        if let Some(h) = &m.host {
+            host = h.clone();
+        }
+    }
+    let sender = format!("{user}@{host}");
+    address::validate(&sender)
+        .map_err(|e| Fatal::new(EX_DATAERR, format!("invalid sender `{sender}': {e}")))?;
+    Ok(sender)
+}
+
+/// Splits argv recipients on commas and validates each.
+fn argv_rcpts(inv: &Invocation) -> Result<Vec<String>, Fatal> {
+    let mut out = Vec::new();
+    for arg in &inv.rcpts {
+        for part in arg.split(',') {
+            let a = address::strip_brackets(part);
+            if a.is_empty() {
+                continue;
+            }
+            address::validate(a)
+                .map_err(|e| Fatal::new(EX_DATAERR, format!("invalid recipient `{a}': {e}")))?;
+            out.push(a.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn ensure_spool(ctx: &Ctx) -> Result<(), Fatal> {
+    let dir = ctx.spool.dir();
+    if !dir.exists() && !privsep::is_setid() {
+        // Convenient for a private configuration (`-C`); an installed spool
+        // is made by the install script with its modes.
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Fatal::new(
+                EX_CANTCREAT,
+                format!("can not create spool {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal> {
+    let sender = envelope_sender(ctx, inv, caller)?;
+    let mut rcpts = argv_rcpts(inv)?;
+    if rcpts.is_empty() && !inv.extract_rcpts {
+        return Err(Fatal::new(EX_NOINPUT, "no recipients"));
+    }
+    ensure_spool(ctx)?;
+    let cantcreat =
+        |e: std::io::Error| Fatal::new(EX_CANTCREAT, format!("can not create spool file: {e}"));
+    let (id, data) = ctx.spool.create().map_err(cantcreat)?;
+    let data_path = ctx.spool.data_path(&id);
+    let discard = |f: Fatal| {
+        let _ = std::fs::remove_file(&data_path);
+        f
+    };
+    info!(
+        "new mail from user={} uid={} envelope_from=<{sender}>",
+        caller.name, caller.uid
+    );
+    let stamp = intake::Stamp {
+        id: id.clone(),
+        sender: sender.clone(),
+        user: caller.name.clone(),
+        uid: caller.uid,
+        hostname: ctx.hostname.clone(),
+        date: intake::rfc2822_now(),
+    };
+    let opts = intake::Options {
+        extract_rcpts: inv.extract_rcpts,
+        ignore_dots: inv.ignore_dots,
+        full_name: inv.full_name.clone(),
+    };
+    if let Some(n) = &opts.full_name
+        && n.bytes().any(|b| b < 0x20 || b == 0x7f)
+    {
+        return Err(discard(Fatal::new(
+            EX_DATAERR,
+            "invalid full name (-F): control character",
+        )));
+    }
+    let stdin = std::io::stdin();
+    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+    let mut out = BufWriter::with_capacity(64 * 1024, &data);
+    let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
+        discard(match e {
+            IntakeError::Io(e) => {
+                Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
+            }
+            other => Fatal::new(EX_DATAERR, other.to_string()),
+        })
+    })?;
+    drop(out);
+    for r in read.header_rcpts {
+        rcpts.push(r);
+    }
+    let mut seen = std::collections::HashSet::new();
+    rcpts.retain(|r| seen.insert(r.clone()));
+    if rcpts.is_empty() {
+        return Err(discard(Fatal::new(
+            EX_NOINPUT,
+            if inv.extract_rcpts {
+                "no recipients from headers"
+            } else {
+                "no recipients"
+            },
+        )));
+    }
+    let env = Envelope {
+        id: id.clone(),
+        created: now(),
+        sender,
+        user: caller.name.clone(),
+        uid: caller.uid,
+        double_bounce: false,
+        rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
+    };
+    ctx.spool
+        .commit(&data, &env)
+        .map_err(|e| discard(cantcreat(e)))?;
+    crate::logging::set_queue_id(Some(&id));
+    for r in &rcpts {
+        info!("mail to=<{r}> queued as {id}");
+    }
+    let mode = if ctx.config.defer {
+        DeliveryMode::Queue
+    } else {
+        inv.delivery
+    };
+    let locked = Locked { data, env };
+    match mode {
+        DeliveryMode::Queue => {}
+        DeliveryMode::Foreground => deliver_logged(ctx, locked),
+        DeliveryMode::Background => {
+            std::io::stdout().flush().ok();
+            privsep::daemonize()
+                .map_err(|e| Fatal::new(EX_OSERR, format!("can not go to the background: {e}")))?;
+            deliver_logged(ctx, locked);
+        }
+    }
+    Ok(EX_OK)
+}
+
+/// Delivers; an error (the spool became unwritable) is logged, and the
+/// message stays queued for the next run.
+fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
+    let id = msg.env.id.clone();
+    if let Err(e) = deliver::run(ctx, msg, false) {
+        crit!("{id}: delivery interrupted, left queued: {e}");
+    }
+}
+
+fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
+    let dir = ctx.spool.dir().to_path_buf();
+    let ids = ctx.spool.ids().map_err(|e| {
+        Fatal::new(
+            EX_NOINPUT,
+            format!("can not load queue {}: {e}", dir.display()),
+        )
+    })?;
+    if let Err(e) = ctx.spool.reap_orphans() {
+        crit!("can not clean the queue: {e}");
+    }
+    for id in ids {
+        match ctx.spool.open_locked(&id) {
+            Ok(msg) => {
+                if let Err(e) = deliver::run(ctx, msg, !due_only) {
+                    crit!("{id}: delivery interrupted, left queued: {e}");
+                }
+            }
+            Err(OpenError::Busy) => {}
+            Err(OpenError::Corrupt(why)) => crit!("{id}: {why}; left for an administrator"),
+            Err(OpenError::Io(e)) => crit!("{id}: {e}"),
+        }
+    }
+    Ok(EX_OK)
+}
+
+fn newaliases(path: &Path) -> Result<i32, Fatal> {
+    let a = Aliases::load(path).map_err(|e| {
+        crit!("{e}");
+        Fatal::new(EX_SOFTWARE, e.to_string())
+    })?;
+    println!("{}: {} aliases", path.display(), a.entries.len());
+    Ok(EX_OK)
+}
+
+/// `-bv`: prints where each recipient would go, alias trees expanded.
+fn verify(ctx: &mut Ctx, inv: &Invocation) -> Result<i32, Fatal> {
+    let rcpts = argv_rcpts(inv)?;
+    if rcpts.is_empty() {
+        return Err(Fatal::new(EX_NOINPUT, "no recipients"));
+    }
+    let mut ok = true;
+    let mut out = String::new();
+    for r in rcpts {
+        ok &= explain(ctx, &r, &mut Vec::new(), 0, &mut out);
+    }
+    print!("{out}");
+    Ok(if ok { EX_OK } else { EX_NOUSER })
+}
+
+fn explain(
+    ctx: &mut Ctx,
+    addr: &str,
+    ancestors: &mut Vec<String>,
+    depth: usize,
+    out: &mut String,
+) -> bool {
+    let pad = "  ".repeat(depth);
+    let local_domains = ctx.local_domains.clone();
+    let nullclient = ctx.config.nullclient;
+    let route = Router {
+        aliases: ctx.aliases(),
+        local_domains: &local_domains,
+        nullclient,
+        lookup_user: &getpwnam_uid,
+    }
+    .route(addr, ancestors);
+    match route {
+        Route::Mailbox { user, uid } => {
+            let path = ctx.config.mailspool.join(&user);
+            out.push_str(&format!(
+                "{pad}{addr}: mailbox {} (user {user}, uid {uid})\n",
+                path.display()
+            ));
+            true
+        }
+        Route::Expand {
+            children,
+            catch_all,
+            loops,
+        } => {
+            let via = if catch_all {
+                "catch-all `*' in"
+            } else {
+                "alias in"
+            };
+            out.push_str(&format!(
+                "{pad}{addr}: {via} {} -> {}\n",
+                ctx.config.aliases.display(),
+                children.join(", ")
+            ));
+            for l in loops {
+                out.push_str(&format!(
+                    "{pad}  (alias loop {l}: delivered to the mailbox instead)\n"
+                ));
+            }
+            let name = match address::classify(addr, &local_domains) {
+                address::Dest::Local(n) => n,
+                address::Dest::Remote { addr, .. } => addr,
+            };
+            ancestors.push(name);
+            let mut ok = true;
+            for c in children {
+                ok &= explain(ctx, &c, ancestors, depth + 1, out);
+            }
+            ancestors.pop();
+            ok
+        }
+        Route::Remote { addr: a, domain } => {
+            let hop = match &ctx.config.smarthost {
+                Some(h) => format!("smarthost {h} port {}", ctx.config.port),
+                None => format!("MX hosts of {domain}"),
+            };
+            out.push_str(&format!(
+                "{pad}{a}: remote, via {hop} (remote delivery is not available in this version)\n"
+            ));
+            true
+        }
+        Route::Fail(why) => {
+            out.push_str(&format!("{pad}{addr}: undeliverable: {why}\n"));
+            false
+        }
+        Route::Defer(why) => {
+            out.push_str(&format!("{pad}{addr}: temporarily undeliverable: {why}\n"));
+            false
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! `dma.conf`, parsed exactly as dma's `conf.c:parse_conf` does.
+//!
+//! A `#` anywhere starts a comment. The key runs to the first space or tab and
+//! the rest of the line is the value, verbatim. A line that starts with a blank
+//! has an empty key and is skipped, as in dma. Flag keys must have no value,
+//! value keys must have one, unknown keys are errors: `syntax error in
+//! FILE:N`, exit 78. The last occurrence of a key wins. Beyond dma, values of
+//! keys that belong to remote delivery are validated here (a port is a number,
+//! a fingerprint is 64 hex digits), and a few keys of our own exist (see the
+//! README's configuration reference).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::duration;
+
+/// The default configuration file, fixed at build time (`DMA_CONF_PATH`).
+pub const DEFAULT_PATH: &str = match option_env!("DMA_CONF_PATH") {
+    Some(p) => p,
+    None => "/etc/dma/dma.conf",
+};
+
+/// A configuration error: the file, the line and what is wrong.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("syntax error in {path}:{line}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+pub struct ConfError {
+    /// The file.
+    pub path: String,
+    /// The 1-based line number.
+    pub line: usize,
+    /// What is wrong, beyond dma's plain "syntax error".
+    pub reason: Option<String>,
+}
+
+/// `MASQUERADE [user@][host]`: what replaces the sender's user and host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Masquerade {
+    /// Replaces the local part when set.
+    pub user: Option<String>,
+    /// Replaces the domain when set.
+    pub host: Option<String>,
+}
+
+/// Everything `dma.conf` can say, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub path: PathBuf,
+    /// `SMARTHOST`: all remote mail goes there.
+    pub smarthost: Option<String>,
+    /// `PORT` (default 25), used with SMARTHOST only.
+    pub port: u16,
+    /// `ALIASES` (default `/etc/aliases`).
+    pub aliases: PathBuf,
+    /// `SPOOLDIR` (default `/var/spool/dma`).
+    pub spooldir: PathBuf,
+    /// `AUTHPATH`: the auth.conf file, if any.
+    pub authpath: Option<PathBuf>,
+    /// `CERTFILE`: client certificate and key (PEM).
+    pub certfile: Option<PathBuf>,
+    /// `MAILNAME`: a name, or a file (starting with `/`) whose first line is it.
+    pub mailname: Option<String>,
+    /// `MASQUERADE`.
+    pub masquerade: Option<Masquerade>,
+    /// `SECURETRANSFER`.
+    pub securetransfer: bool,
+    /// `STARTTLS`.
+    pub starttls: bool,
+    /// `OPPORTUNISTIC_TLS`.
+    pub opportunistic_tls: bool,
+    /// `VERIFYCERT`.
+    pub verifycert: bool,
+    /// `FINGERPRINT`: SHA-256 of the server's leaf certificate.
+    pub fingerprint: Option<[u8; 32]>,
+    /// `INSECURE`: allow AUTH without TLS.
+    pub insecure: bool,
+    /// `DEFER`: queue only; deliver on `-q`.
+    pub defer: bool,
+    /// `FULLBOUNCE`: bounces carry the whole message.
+    pub fullbounce: bool,
+    /// `NULLCLIENT`: everything goes to the smarthost.
+    pub nullclient: bool,
+    /// `MAILSPOOL` (ours, default `/var/mail`): where mbox files live.
+    pub mailspool: PathBuf,
+    /// `QUEUE_LIFETIME` (ours, default 5d): a recipient still deferred after
+    /// this long is bounced.
+    pub queue_lifetime: Duration,
+    /// `RETRY_MIN` (ours, default 5m): the first retry delay.
+    pub retry_min: Duration,
+    /// `RETRY_MAX` (ours, default 4h): the longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            path: PathBuf::from(DEFAULT_PATH),
+            smarthost: None,
+            port: 25,
+            aliases: PathBuf::from("/etc/aliases"),
+            spooldir: PathBuf::from("/var/spool/dma"),
+            authpath: None,
+            certfile: None,
+            mailname: None,
+            masquerade: None,
+            securetransfer: false,
+            starttls: false,
+            opportunistic_tls: false,
+            verifycert: false,
+            fingerprint: None,
+            insecure: false,
+            defer: false,
+            fullbounce: false,
+            nullclient: false,
+            mailspool: PathBuf::from("/var/mail"),
+            queue_lifetime: Duration::from_secs(5 * 86400),
+            retry_min: Duration::from_secs(300),
+            retry_max: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+enum Kind {
+    Flag,
+    Value,
+}
+
+fn kind(key: &str) -> Option<Kind> {
+    Some(match key {
+        "SECURETRANSFER" | "STARTTLS" | "OPPORTUNISTIC_TLS" | "VERIFYCERT" | "INSECURE"
+        | "DEFER" | "FULLBOUNCE" | "NULLCLIENT" => Kind::Flag,
+        "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
+        | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
+        | "RETRY_MAX" => Kind::Value,
+        _ => return None,
+    })
+}
+
+impl Config {
+    /// Reads `path`. A missing file means all defaults, as in dma; any other
+    /// error opening it is fatal.
+    pub fn load(path: &Path) -> Result<Config, ConfError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Config::parse(path, &String::from_utf8_lossy(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config {
+                path: path.to_path_buf(),
+                ..Config::default()
+            }),
+            Err(e) => Err(ConfError {
+                path: path.display().to_string(),
+                line: 0,
+                reason: Some(format!("can not open: {e}")),
+            }),
+        }
+    }
+
+    /// Parses the text of a configuration file named `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfError> {
+        let mut c = Config {
+            path: path.to_path_buf(),
+            ..Config::default()
+        };
+        let err = |line: usize, reason: Option<String>| ConfError {
+            path: path.display().to_string(),
+            line,
+            reason,
+        };
+        for (n, raw) in text.split('\n').enumerate() {
+            let lineno = n + 1;
+            let line = raw.split('#').next().unwrap_or("");
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let (key, value) = match line.find([' ', '\t']) {
+                Some(i) => (&line[..i], Some(&line[i + 1..])),
+                None => (line, None),
+            };
+            if key.is_empty() {
+                continue;
+            }
+            let value = value.filter(|v| !v.is_empty());
+            match (kind(key), value) {
+                (None, _) => return Err(err(lineno, Some(format!("unknown key `{key}'")))),
+                (Some(Kind::Flag), Some(_)) => {
+                    return Err(err(lineno, Some(format!("{key} takes no value"))));
+                }
+                (Some(Kind::Value), None) => {
+                    return Err(err(lineno, Some(format!("{key} needs a value"))));
+                }
+                (Some(Kind::Flag), None) => match key {
+                    "SECURETRANSFER" => c.securetransfer = true,
+                    "STARTTLS" => c.starttls = true,
+                    "OPPORTUNISTIC_TLS" => c.opportunistic_tls = true,
+                    "VERIFYCERT" => c.verifycert = true,
+                    "INSECURE" => c.insecure = true,
+                    "DEFER" => c.defer = true,
+                    "FULLBOUNCE" => c.fullbounce = true,
+                    _ => c.nullclient = true,
+                },
+                (Some(Kind::Value), Some(v)) => {
+                    c.set_value(key, v).map_err(|r| err(lineno, Some(r)))?;
+                }
+            }
+        }
+        if c.nullclient && c.smarthost.is_none() {
+            return Err(ConfError {
+                path: path.display().to_string(),
+                line: 0,
+                reason: Some("NULLCLIENT needs SMARTHOST".into()),
+            });
+        }
+        if c.retry_min > c.retry_max {
+            return Err(err(0, Some("RETRY_MIN is larger than RETRY_MAX".into())));
+        }
+        Ok(c)
+    }
+
+    fn set_value(&mut self, key: &str, v: &str) -> Result<(), String> {
+        let dur = |v: &str| {
+            duration::parse(v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{key} needs a duration such as 90s, 5m, 4h or 5d"))
+        };
+        match key {
+            "SMARTHOST" => self.smarthost = Some(v.to_string()),
+            "PORT" => {
+                self.port = v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("PORT needs a number from 1 to 65535, not `{v}'"))?;
+            }
+            "ALIASES" => self.aliases = PathBuf::from(v),
+            "SPOOLDIR" => self.spooldir = PathBuf::from(v),
+            "AUTHPATH" => self.authpath = Some(PathBuf::from(v)),
+            "CERTFILE" => self.certfile = Some(PathBuf::from(v)),
+            "MAILNAME" => self.mailname = Some(v.to_string()),
+            "MAILSPOOL" => self.mailspool = PathBuf::from(v),
+            "MASQUERADE" => {
+                let m = match v.split_once('@') {
+                    Some((u, h)) => Masquerade {
+                        user: Some(u.to_string()).filter(|s| !s.is_empty()),
+                        host: Some(h.to_string()).filter(|s| !s.is_empty()),
+                    },
+                    None => Masquerade {
+                        user: None,
+                        host: Some(v.to_string()),
+                    },
+                };
+                for part in [&m.user, &m.host].into_iter().flatten() {
+                    crate::address::validate(part).map_err(|e| format!("MASQUERADE: {e}"))?;
+                }
+                self.masquerade = Some(m);
+            }
+            "FINGERPRINT" => {
+                let hex = v.trim();
+                let mut fp = [0u8; 32];
+                if hex.len() != 64 {
+                    return Err("FINGERPRINT needs 64 hex digits (SHA-256)".into());
+                }
+                for (i, b) in fp.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                        .map_err(|_| "FINGERPRINT needs 64 hex digits (SHA-256)".to_string())?;
+                }
+                self.fingerprint = Some(fp);
+            }
+            "QUEUE_LIFETIME" => self.queue_lifetime = dur(v)?,
+            "RETRY_MIN" => self.retry_min = dur(v)?,
+            "RETRY_MAX" => self.retry_max = dur(v)?,
+            _ => unreachable!("every value key is handled"),
+        }
+        Ok(())
+    }
+
+    /// The name this host uses for itself: MAILNAME (a name, or the first
+    /// line of a file cut at the first character outside `[A-Za-z0-9_.-]`),
+    /// else the system host name.
+    pub fn hostname(&self) -> String {
+        if let Some(m) = self.mailname.as_deref().filter(|m| !m.is_empty()) {
+            if !m.starts_with('/') {
+                return m.to_string();
+            }
+            if let Ok(text) = std::fs::read_to_string(m) {
+                let first: String = text
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                    .collect();
+                if !first.is_empty() {
+                    return first;
+                }
+            }
+        }
+        system_hostname()
+    }
+}
+
+/// The kernel's host name (`gethostname`), or `localhost` if it has none.
+pub fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfError> {
+        Config::parse(Path::new("/etc/dma/dma.conf"), text)
+    }
+
+    #[test]
+    fn values_are_verbatim_and_comments_start_anywhere() {
+        let c = parse("SMARTHOST mail.example.org\nPORT 587 # submission\nMAILNAME  two blanks\n")
+            .unwrap();
+        assert_eq!(c.smarthost.as_deref(), Some("mail.example.org"));
+        assert_eq!(c.port, 587);
+        assert_eq!(c.mailname.as_deref(), Some(" two blanks"));
+    }
+
+    #[test]
+    fn flags_and_new_keys() {
+        let c = parse(
+            "SECURETRANSFER\nSTARTTLS\nDEFER\nFULLBOUNCE\nMAILSPOOL /tmp/m\nQUEUE_LIFETIME 90s\nRETRY_MIN 1m\nRETRY_MAX 2h\n",
+        )
+        .unwrap();
+        assert!(c.securetransfer && c.starttls && c.defer && c.fullbounce);
+        assert_eq!(c.mailspool, PathBuf::from("/tmp/m"));
+        assert_eq!(c.queue_lifetime.as_secs(), 90);
+        assert_eq!(c.retry_min.as_secs(), 60);
+        assert_eq!(c.retry_max.as_secs(), 7200);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (text, line) in [
+            ("FOO bar\n", 1),
+            ("# ok\nSTARTTLS yes\n", 2),
+            ("\n\nSMARTHOST\n", 3),
+            ("PORT abc\n", 1),
+            ("PORT 0\n", 1),
+            ("FINGERPRINT abcd\n", 1),
+            ("SECURE\n", 1),
+            ("QUEUE_LIFETIME forever\n", 1),
+            ("starttls\n", 1),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("syntax error in /etc/dma/dma.conf:{line}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_led_lines_are_skipped_as_in_dma() {
+        assert_eq!(
+            parse("  FOO bar\n\tjunk\n").unwrap(),
+            Config::default_at("/etc/dma/dma.conf")
+        );
+    }
+
+    #[test]
+    fn masquerade_forms() {
+        let c = parse("MASQUERADE john@\n").unwrap();
+        assert_eq!(c.masquerade.unwrap().user.as_deref(), Some("john"));
+        let c = parse("MASQUERADE example.org\n").unwrap();
+        assert_eq!(c.masquerade.unwrap().host.as_deref(), Some("example.org"));
+        assert!(parse("NULLCLIENT\n").is_err());
+        assert!(parse("NULLCLIENT\nSMARTHOST relay\n").unwrap().nullclient);
+    }
+
+    impl Config {
+        fn default_at(p: &str) -> Config {
+            Config {
+                path: PathBuf::from(p),
+                ..Config::default()
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Working on one queued message: route each due recipient, deliver, record
+//! each outcome durably, bounce what failed.
+//!
+//! The caller holds the message lock. Every change to a recipient is written
+//! to the envelope before the next recipient is tried: an alias expansion
+//! before its members are delivered, an outcome right after it is known. A
+//! recipient that failed is first recorded as `failed`, then its bounce is
+//! queued, then it becomes `bounced`: a crash in between re-sends the bounce
+//! rather than losing it.
+
+use std::io;
+use std::time::Duration;
+
+use crate::address::{self, Dest};
+use crate::context::Ctx;
+use crate::route::{Route, Router, getpwnam_uid};
+use crate::spool::{Locked, State, now};
+use crate::{bounce, error, info, notice, warning};
+
+/// The result of one delivery attempt to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Delivered,
+    /// Try again later: `<enhanced status> <text>`.
+    Deferred(String),
+    /// Bounce: `<enhanced status> <text>`.
+    Failed(String),
+}
+
+/// The retry delay after `attempts` failed attempts: `RETRY_MIN` doubled per
+/// attempt, with ±20 % jitter, within `RETRY_MIN`..=`RETRY_MAX`.
+pub fn backoff(min: Duration, max: Duration, attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let base = min.saturating_mul(1u32 << exp).min(max);
+    let jitter = 0.8 + 0.4 * (getrandom::u32().unwrap_or(0) as f64 / u32::MAX as f64);
+    base.mul_f64(jitter).clamp(min, max)
+}
+
+/// Whether the recipient is due now (or `force`d).
+fn due(state: State, next_try: i64, force: bool, expired: bool, now: i64) -> bool {
+    match state {
+        State::Pending | State::Failed { bounced: false } => true,
+        State::Deferred => force || expired || next_try <= now,
+        State::Delivered | State::Expanded | State::Failed { bounced: true } => false,
+    }
+}
+
+fn local_name(addr: &str, ctx: &Ctx) -> String {
+    match address::classify(addr, &ctx.local_domains) {
+        Dest::Local(n) => n,
+        Dest::Remote { addr, .. } => addr,
+    }
+}
+
+/// Delivers what is due of the locked message `msg`. Bounces it queues are
+/// delivered right away, in this process.
+pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
+    crate::logging::set_queue_id(Some(&msg.env.id));
+    let data_path = ctx.spool.data_path(&msg.env.id);
+    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let expired = now() - msg.env.created >= lifetime;
+    let mut i = 0;
+    while i < msg.env.rcpts.len() {
+        let r = &msg.env.rcpts[i];
+        if !due(r.state, r.next_try, force, expired, now())
+            || r.state == (State::Failed { bounced: false })
+        {
+            i += 1;
+            continue;
+        }
+        let addr = r.addr.clone();
+        let mut ancestors = Vec::new();
+        let mut p = r.parent;
+        while let Some(j) = p {
+            ancestors.push(local_name(&msg.env.rcpts[j].addr, ctx));
+            p = msg.env.rcpts[j].parent;
+        }
+        ancestors.reverse();
+        let route = {
+            let local_domains = ctx.local_domains.clone();
+            let nullclient = ctx.config.nullclient;
+            let aliases = ctx.aliases();
+            Router {
+                aliases,
+                local_domains: &local_domains,
+                nullclient,
+                lookup_user: &getpwnam_uid,
+            }
+            .route(&addr, &ancestors)
+        };
+        let outcome = match route {
+            Route::Expand {
+                children,
+                catch_all,
+                loops,
+            } => {
+                for l in &loops {
+                    warning!("alias loop {l}: delivering to the mailbox of the looping name");
+                }
+                let mut added = Vec::new();
+                for c in children {
+                    if !msg.env.rcpts.iter().any(|r| r.addr == c) {
+                        msg.env
+                            .rcpts
+                            .push(crate::spool::Rcpt::new(c.clone(), Some(i)));
+                        added.push(c);
+                    }
+                }
+                info!(
+                    "<{addr}> {} to <{}>",
+                    if catch_all {
+                        "caught by `*' and sent"
+                    } else {
+                        "aliased"
+                    },
+                    added.join(">, <")
+                );
+                msg.env.rcpts[i].state = State::Expanded;
+                ctx.spool.write_env(&msg.env)?;
+                i += 1;
+                continue;
+            }
+            Route::Mailbox { user, .. } => {
+                info!("<{addr}> trying delivery");
+                crate::local::deliver_mailbox(ctx, &data_path, &msg.env.sender, &user)
+            }
+            Route::Remote { .. } => Outcome::Deferred(
+                "4.3.2 remote delivery is not available in this version; the message stays queued"
+                    .to_string(),
+            ),
+            Route::Fail(why) => Outcome::Failed(why),
+            Route::Defer(why) => Outcome::Deferred(why),
+        };
+        record(ctx, &mut msg, i, outcome, lifetime);
+        if msg.env.is_done() {
+            break;
+        }
+        ctx.spool.write_env(&msg.env)?;
+        i += 1;
+    }
+    let failed: Vec<usize> = (0..msg.env.rcpts.len())
+        .filter(|&i| msg.env.rcpts[i].state == State::Failed { bounced: false })
+        .collect();
+    let mut bounce_msg = None;
+    if !failed.is_empty() {
+        bounce_msg = bounce::queue(ctx, &msg.env, &data_path, &failed)?;
+        for &i in &failed {
+            msg.env.rcpts[i].state = State::Failed { bounced: true };
+        }
+    }
+    if msg.env.is_done() {
+        ctx.spool.remove(&msg.env.id)?;
+        info!("finished with the message");
+    } else if !failed.is_empty() {
+        ctx.spool.write_env(&msg.env)?;
+    }
+    drop(msg);
+    if let Some(b) = bounce_msg {
+        run(ctx, b, true)?;
+    }
+    crate::logging::set_queue_id(None);
+    Ok(())
+}
+
+/// Applies one outcome to recipient `i`, with the log line dma writes.
+fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64) {
+    let created = msg.env.created;
+    let r = &mut msg.env.rcpts[i];
+    r.attempts += 1;
+    match outcome {
+        Outcome::Delivered => {
+            info!("<{}> delivery successful", r.addr);
+            r.state = State::Delivered;
+            r.reply = None;
+        }
+        Outcome::Deferred(why) if now() - created >= lifetime => {
+            error!(
+                "<{}> delivery failed: giving up after {}: {why}",
+                r.addr,
+                crate::config::duration::format(Duration::from_secs(lifetime as u64))
+            );
+            r.state = State::Failed { bounced: false };
+            r.reply = Some(format!(
+                "4.4.7 could not deliver for {}; last error: {why}",
+                crate::config::duration::format(Duration::from_secs(lifetime as u64))
+            ));
+        }
+        Outcome::Deferred(why) => {
+            let wait = backoff(ctx.config.retry_min, ctx.config.retry_max, r.attempts);
+            notice!(
+                "<{}> delivery deferred, next try in {}s: {why}",
+                r.addr,
+                wait.as_secs()
+            );
+            r.state = State::Deferred;
+            r.next_try = now() + wait.as_secs() as i64;
+            r.reply = Some(why);
+        }
+        Outcome::Failed(why) => {
+            error!("<{}> delivery failed: {why}", r.addr);
+            r.state = State::Failed { bounced: false };
+            r.reply = Some(why);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_in_bounds() {
+        let (min, max) = (Duration::from_secs(300), Duration::from_secs(4 * 3600));
+        for attempts in 1..40 {
+            let d = backoff(min, max, attempts);
+            assert!(d >= min && d <= max, "{attempts}: {d:?}");
+        }
+        assert!(backoff(min, max, 1) <= Duration::from_secs(360));
+        assert!(backoff(min, max, 4) >= Duration::from_secs(1920));
+        assert!(backoff(min, max, 30) >= max.mul_f64(0.8));
+    }
+
+    #[test]
+    fn due_rules() {
+        assert!(due(State::Pending, 0, false, false, 100));
+        assert!(!due(State::Deferred, 200, false, false, 100));
+        assert!(due(State::Deferred, 200, true, false, 100));
+        assert!(due(State::Deferred, 200, false, true, 100));
+        assert!(!due(State::Delivered, 0, true, true, 100));
+    }
+}

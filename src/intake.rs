@@ -1,0 +1,444 @@
+//! Reading a message from stdin into the spool, with dma's header fixes.
+//!
+//! The header section ends at the first empty line, or at the first line that
+//! is not a header field (then an empty line is inserted before it, so that
+//! `echo test | sendmail bob` still gets a proper header; dma adds nothing
+//! there). We prepend `Received:`, add `Date:`, `Message-ID:` and `From:` when
+//! missing, and drop `Bcc:`. Input may use LF or CRLF; the spool holds LF.
+//! The header section is held in memory (bounded); the body is streamed.
+
+use std::io::{self, BufRead, Write};
+
+use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use thiserror::Error;
+
+/// A header section larger than this is refused.
+pub const MAX_HEADER: usize = 1 << 20;
+
+/// How to read the message.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `-t`: collect recipients from To/Cc/Bcc.
+    pub extract_rcpts: bool,
+    /// `-i`/`-oi`: a lone `.` does not end the input.
+    pub ignore_dots: bool,
+    /// `-F`: the full name for the `From:` header we add.
+    pub full_name: Option<String>,
+}
+
+/// What goes into the headers we add.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The queue id.
+    pub id: String,
+    /// The envelope sender; empty for a bounce.
+    pub sender: String,
+    /// The submitter's login name.
+    pub user: String,
+    /// The submitter's real uid.
+    pub uid: u32,
+    /// Our mail name (MAILNAME or the host name).
+    pub hostname: String,
+    /// RFC 5322 date-time of acceptance.
+    pub date: String,
+}
+
+/// Why a message was refused.
+#[derive(Debug, Error)]
+pub enum IntakeError {
+    /// Reading stdin or writing the spool failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The header section is too large.
+    #[error("bad mail input format: header section over {MAX_HEADER} bytes")]
+    HeaderTooLarge,
+    /// A `-t` header holds an address we refuse.
+    #[error("invalid address in header: `{0}'")]
+    BadHeaderAddress(String),
+}
+
+/// What intake learned from the message.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Recipients from To/Cc/Bcc when `-t` was given, in order.
+    pub header_rcpts: Vec<String>,
+    /// Bytes written to the spool.
+    pub size: u64,
+}
+
+/// Whether `line` (without its newline) starts a header field: a name of
+/// printable ASCII without `:` or blanks, then `:`.
+fn is_field(line: &[u8]) -> bool {
+    match line.iter().position(|&b| b == b':') {
+        Some(0) | None => false,
+        Some(i) => line[..i].iter().all(|&b| (0x21..=0x7e).contains(&b)),
+    }
+}
+
+fn field_name(field: &[u8]) -> &[u8] {
+    let i = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    &field[..i]
+}
+
+fn has_field(fields: &[Vec<u8>], name: &str) -> bool {
+    fields
+        .iter()
+        .any(|f| field_name(f).eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Reads one line, or at most `limit` bytes of it, into `buf`, with a CRLF
+/// ending made LF. Returns `None` at EOF, else whether the line is complete
+/// (a missing final newline is supplied).
+fn read_line(
+    input: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<bool>> {
+    buf.clear();
+    loop {
+        let avail = match input.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            buf.push(b'\n');
+            break;
+        }
+        let room = limit.saturating_sub(buf.len()).max(1);
+        let take = avail.len().min(room);
+        match avail[..take].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                buf.extend_from_slice(&avail[..=i]);
+                input.consume(i + 1);
+                break;
+            }
+            None => {
+                buf.extend_from_slice(&avail[..take]);
+                input.consume(take);
+                if buf.len() >= limit {
+                    return Ok(Some(false));
+                }
+            }
+        }
+    }
+    if buf.ends_with(b"\r\n") {
+        buf.truncate(buf.len() - 2);
+        buf.push(b'\n');
+    }
+    Ok(Some(true))
+}
+
+/// Body lines are copied in pieces of at most this many bytes, so a message
+/// of one enormous line never sits in memory whole.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Copies the message from `input` to `out`, fixing its header.
+pub fn read_message(
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+    opts: &Options,
+    stamp: &Stamp,
+) -> Result<Read, IntakeError> {
+    let is_end = |line: &[u8]| !opts.ignore_dots && line == b".\n";
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    let mut header_size = 0usize;
+    let mut line = Vec::new();
+    let mut first = true;
+    // The first body line when the header ended on a non-header line.
+    let mut pending: Option<Vec<u8>> = None;
+    let mut eof = false;
+    loop {
+        match read_line(input, &mut line, MAX_HEADER + 1)? {
+            None => {
+                eof = true;
+                break;
+            }
+            Some(_) if is_end(&line) => {
+                eof = true;
+                break;
+            }
+            Some(_) => {}
+        }
+        if first {
+            first = false;
+            if line.starts_with(b"From ") || line.starts_with(b">From ") {
+                continue;
+            }
+        }
+        if line == b"\n" {
+            break;
+        }
+        header_size += line.len();
+        if header_size > MAX_HEADER {
+            return Err(IntakeError::HeaderTooLarge);
+        }
+        if matches!(line[0], b' ' | b'\t') && !fields.is_empty() {
+            fields.last_mut().expect("checked").extend_from_slice(&line);
+        } else if is_field(&line) {
+            fields.push(line.clone());
+        } else {
+            pending = Some(line.clone());
+            break;
+        }
+    }
+
+    let mut read = Read::default();
+    if opts.extract_rcpts {
+        read.header_rcpts = header_rcpts(&fields)?;
+    }
+    fields.retain(|f| !field_name(f).eq_ignore_ascii_case(b"bcc"));
+
+    let mut w = Counter { inner: out, n: 0 };
+    w.write_all(received(stamp).as_bytes())?;
+    for f in &fields {
+        w.write_all(f)?;
+    }
+    if !has_field(&fields, "date") {
+        writeln!(w, "Date: {}", stamp.date)?;
+    }
+    if !has_field(&fields, "message-id") {
+        writeln!(w, "Message-ID: {}", message_id(stamp))?;
+    }
+    if !has_field(&fields, "from") {
+        writeln!(
+            w,
+            "From: {}",
+            from_header(&stamp.sender, opts.full_name.as_deref())
+        )?;
+    }
+    w.write_all(b"\n")?;
+    if let Some(p) = pending {
+        w.write_all(&p)?;
+    }
+    if !eof {
+        let mut at_line_start = true;
+        while let Some(complete) = read_line(input, &mut line, BODY_CHUNK)? {
+            if at_line_start && is_end(&line) {
+                break;
+            }
+            w.write_all(&line)?;
+            at_line_start = complete;
+        }
+        if !at_line_start {
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    read.size = w.n;
+    Ok(read)
+}
+
+struct Counter<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Every address of every To, Cc and Bcc field (folded lines and groups too).
+fn header_rcpts(fields: &[Vec<u8>]) -> Result<Vec<String>, IntakeError> {
+    let mut raw: Vec<u8> = Vec::new();
+    for f in fields {
+        let name = field_name(f);
+        if [&b"to"[..], b"cc", b"bcc"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            raw.extend_from_slice(f);
+        }
+    }
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    raw.extend_from_slice(b"\n");
+    let mut out = Vec::new();
+    let Some(msg) = MessageParser::default().parse_headers(&raw[..]) else {
+        return Ok(out);
+    };
+    for h in msg.headers() {
+        if !matches!(h.name, HeaderName::To | HeaderName::Cc | HeaderName::Bcc) {
+            continue;
+        }
+        if let HeaderValue::Address(a) = &h.value {
+            for addr in a.iter() {
+                if let Some(s) = addr.address.as_deref() {
+                    crate::address::validate(s)
+                        .map_err(|_| IntakeError::BadHeaderAddress(s.to_string()))?;
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// dma's `Received:` header, naming dma-rs.
+pub fn received(s: &Stamp) -> String {
+    let from = if s.sender.is_empty() {
+        "MAILER-DAEMON".to_string()
+    } else {
+        format!("{} (uid {})\n\t(envelope-from {})", s.user, s.uid, s.sender)
+    };
+    format!(
+        "Received: from {from}\n\tid {}\n\tby {} (dma-rs {});\n\t{}\n",
+        s.id,
+        s.hostname,
+        env!("CARGO_PKG_VERSION"),
+        s.date
+    )
+}
+
+/// A fresh `Message-ID:` value: `<time.id.random@host>`, as dma makes them.
+pub fn message_id(s: &Stamp) -> String {
+    format!(
+        "<{:x}.{}.{:x}@{}>",
+        crate::spool::now(),
+        s.id,
+        getrandom::u32().unwrap_or(0),
+        s.hostname
+    )
+}
+
+/// The `From:` value we add: `<sender>`, or `"Full Name" <sender>` with `-F`.
+pub fn from_header(sender: &str, full_name: Option<&str>) -> String {
+    match full_name.filter(|n| !n.is_empty()) {
+        Some(name) => {
+            let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\" <{sender}>")
+        }
+        None => format!("<{sender}>"),
+    }
+}
+
+/// Now, as an RFC 5322 date in local time.
+pub fn rfc2822_now() -> String {
+    let now = jiff::ZonedDateTime::now();
+    jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            id: "0000000000000001".into(),
+            sender: "alice@host.example".into(),
+            user: "alice".into(),
+            uid: 1000,
+            hostname: "host.example".into(),
+            date: "Sun, 29 Nov 2026 10:00:00 +0000".into(),
+        }
+    }
+
+    fn run(input: &str, opts: &Options) -> (String, Read) {
+        let mut out = Vec::new();
+        let r = read_message(&mut input.as_bytes(), &mut out, opts, &stamp()).unwrap();
+        (String::from_utf8(out).unwrap(), r)
+    }
+
+    /// The message without the Received header (5 lines) for easy comparison.
+    fn after_received(s: &str) -> String {
+        s.lines().skip(5).map(|l| format!("{l}\n")).collect()
+    }
+
+    #[test]
+    fn adds_missing_headers_even_without_blank_line() {
+        let (out, _) = run("test\n", &Options::default());
+        assert!(out.starts_with("Received: from alice (uid 1000)\n\t(envelope-from alice@host.example)\n\tid 0000000000000001\n\tby host.example (dma-rs "));
+        let rest = after_received(&out);
+        assert!(
+            rest.starts_with("Date: Sun, 29 Nov 2026 10:00:00 +0000\nMessage-ID: <"),
+            "{rest}"
+        );
+        assert!(
+            rest.ends_with("@host.example>\nFrom: <alice@host.example>\n\ntest\n"),
+            "{rest}"
+        );
+    }
+
+    #[test]
+    fn keeps_present_headers_and_strips_bcc() {
+        let input = "From: Bob <b@x>\r\nDate: yesterday\r\nMessage-Id: <1@x>\r\nBcc: secret@x,\r\n  other@x\r\nSubject: hi\r\n\r\nbody\r\n.\r\nafter\r\n";
+        let (out, r) = run(input, &Options::default());
+        assert_eq!(
+            after_received(&out),
+            "From: Bob <b@x>\nDate: yesterday\nMessage-Id: <1@x>\nSubject: hi\n\nbody\n"
+        );
+        assert_eq!(r.size, out.len() as u64);
+        let (out, _) = run(
+            input,
+            &Options {
+                ignore_dots: true,
+                ..Default::default()
+            },
+        );
+        assert!(out.ends_with("\nbody\n.\nafter\n"));
+    }
+
+    #[test]
+    fn t_collects_folded_and_group_recipients() {
+        let input =
+            "To: a@x, \"B, Jr\" <b@x>,\n\tc@x\nCc: team: d@x, e@x;\nBcc: f@x\nSubject: s\n\nbody\n";
+        let (out, r) = run(
+            input,
+            &Options {
+                extract_rcpts: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.header_rcpts, ["a@x", "b@x", "c@x", "d@x", "e@x", "f@x"]);
+        assert!(!out.contains("f@x"));
+    }
+
+    #[test]
+    fn t_refuses_injection_in_headers() {
+        let mut out = Vec::new();
+        let opts = Options {
+            extract_rcpts: true,
+            ..Default::default()
+        };
+        let e = read_message(&mut &b"To: -oQ/tmp@x\n\n"[..], &mut out, &opts, &stamp());
+        assert!(matches!(e, Err(IntakeError::BadHeaderAddress(_))), "{e:?}");
+    }
+
+    #[test]
+    fn from_line_dropped_long_lines_kept_full_name_quoted() {
+        let long = "x".repeat(5000);
+        let input = format!("From alice Sun Nov 29\nSubject: s\n\n{long}\n");
+        let opts = Options {
+            full_name: Some("Al \"the\" Ice".into()),
+            ..Default::default()
+        };
+        let (out, _) = run(&input, &opts);
+        assert!(!out.contains("From alice"));
+        assert!(out.contains("From: \"Al \\\"the\\\" Ice\" <alice@host.example>\n"));
+        assert!(out.ends_with(&format!("\n\n{long}\n")));
+    }
+
+    #[test]
+    fn bounded_header() {
+        let input = format!("X-Big: {}\n", "a".repeat(MAX_HEADER + 1));
+        let mut out = Vec::new();
+        let e = read_message(
+            &mut input.as_bytes(),
+            &mut out,
+            &Options::default(),
+            &stamp(),
+        );
+        assert!(matches!(e, Err(IntakeError::HeaderTooLarge)));
+    }
+}

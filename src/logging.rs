@@ -1,0 +1,115 @@
+//! syslog (facility mail) with dma's message shapes, mirrored to stderr on `-v`.
+//!
+//! The syslog tag is `dma` (or the `-L` tag), and `dma[<queue id>]` while a
+//! message is being worked on, as dma does. When there is no syslog socket
+//! glibc drops the message silently: logging never makes delivery fail.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::Mutex;
+
+use nix::syslog::{Facility, LogFlags, Priority, Severity};
+
+struct State {
+    base: String,
+    verbose: bool,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// How serious a log line is; maps onto syslog severities as dma uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Corruption, aliases syntax errors.
+    Crit,
+    /// Failures: bounces, refused input.
+    Err,
+    /// TLS/auth and security warnings.
+    Warning,
+    /// Deferrals.
+    Notice,
+    /// The normal flow.
+    Info,
+    /// Details.
+    Debug,
+}
+
+impl Level {
+    fn severity(self) -> Severity {
+        match self {
+            Level::Crit => Severity::LOG_CRIT,
+            Level::Err => Severity::LOG_ERR,
+            Level::Warning => Severity::LOG_WARNING,
+            Level::Notice => Severity::LOG_NOTICE,
+            Level::Info => Severity::LOG_INFO,
+            Level::Debug => Severity::LOG_DEBUG,
+        }
+    }
+}
+
+/// Opens the log with `tag` (the `-L` value, or `dma`); `verbose` mirrors
+/// every line but debug ones to stderr.
+pub fn init(tag: &str, verbose: bool) {
+    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+        base: tag.to_string(),
+        verbose,
+    });
+    open(tag);
+}
+
+/// Switches the syslog tag to `tag[id]` for the message being worked on.
+pub fn set_queue_id(id: Option<&str>) {
+    let base = STATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|s| s.base.clone())
+        .unwrap_or_else(|| "dma".to_string());
+    match id {
+        Some(id) => open(&format!("{base}[{id}]")),
+        None => open(&base),
+    }
+}
+
+fn open(ident: &str) {
+    let Ok(c) = CString::new(ident.replace('\0', "")) else {
+        return;
+    };
+    // openlog keeps the pointer: the string must live as long as the process.
+    // Tags change a handful of times per process, so leaking them is bounded.
+    let ident: &'static std::ffi::CStr = Box::leak(c.into_boxed_c_str());
+    let _ = nix::syslog::openlog(Some(ident), LogFlags::empty(), Facility::LOG_MAIL);
+}
+
+/// Writes one log line.
+pub fn log(level: Level, msg: &str) {
+    let msg = msg.replace(['\r', '\n'], " ");
+    let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
+    let verbose = STATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|s| s.verbose);
+    if verbose && level != Level::Debug {
+        let _ = writeln!(std::io::stderr(), "{}: {msg}", crate::progname());
+    }
+}
+
+/// `log` at Info.
+#[macro_export]
+macro_rules! info { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Info, &format!($($t)*)) } }
+/// `log` at Notice.
+#[macro_export]
+macro_rules! notice { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Notice, &format!($($t)*)) } }
+/// `log` at Warning.
+#[macro_export]
+macro_rules! warning { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Warning, &format!($($t)*)) } }
+/// `log` at Err.
+#[macro_export]
+macro_rules! error { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Err, &format!($($t)*)) } }
+/// `log` at Crit.
+#[macro_export]
+macro_rules! crit { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Crit, &format!($($t)*)) } }
+/// `log` at Debug.
+#[macro_export]
+macro_rules! debug { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, &format!($($t)*)) } }

@@ -1,0 +1,348 @@
+//! The envelope file of a queued message: typed, versioned, injection-proof.
+//!
+//! One `key value` pair per line. Every value is percent-encoded: any byte
+//! outside `!`..`~`, and `%` itself, is written `%XX`. So no value can contain
+//! a space or a newline, and no envelope value (an address, a server reply)
+//! can forge a field. Unknown keys are errors, not ignored: a file we cannot
+//! fully understand is never half-delivered.
+//!
+//! ```text
+//! dma-rs-queue 1
+//! id 692a1f3b5c8e9d01
+//! created 1764410000
+//! sender alice@host.example
+//! user alice
+//! uid 1000
+//! rcpt bob
+//! state deferred
+//! attempts 2
+//! next-try 1764410900
+//! reply 4.2.0%20mailbox%20busy
+//! ```
+
+use thiserror::Error;
+
+/// The first line of every envelope file.
+pub const MAGIC: &str = "dma-rs-queue 1";
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not tried yet.
+    Pending,
+    /// Tried, failed temporarily; due again at `next_try`.
+    Deferred,
+    /// Done.
+    Delivered,
+    /// Replaced by the recipients whose `parent` it is (an alias).
+    Expanded,
+    /// Failed permanently; `bounced` says whether the bounce is queued yet.
+    Failed {
+        /// The DSN for this failure has been queued (or none is due).
+        bounced: bool,
+    },
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Deferred => "deferred",
+            State::Delivered => "delivered",
+            State::Expanded => "expanded",
+            State::Failed { bounced: false } => "failed",
+            State::Failed { bounced: true } => "bounced",
+        }
+    }
+
+    fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "pending" => State::Pending,
+            "deferred" => State::Deferred,
+            "delivered" => State::Delivered,
+            "expanded" => State::Expanded,
+            "failed" => State::Failed { bounced: false },
+            "bounced" => State::Failed { bounced: true },
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing more will happen to this recipient.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            State::Delivered | State::Expanded | State::Failed { bounced: true }
+        )
+    }
+}
+
+/// One recipient of a queued message and its durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rcpt {
+    /// The address as queued (local name or remote address).
+    pub addr: String,
+    /// The index of the recipient this one was expanded from, if any.
+    pub parent: Option<usize>,
+    /// Where it stands.
+    pub state: State,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When it is due again (unix seconds); 0 means now.
+    pub next_try: i64,
+    /// The last reply or error: `<enhanced status> <text>`.
+    pub reply: Option<String>,
+}
+
+impl Rcpt {
+    /// A new pending recipient.
+    pub fn new(addr: impl Into<String>, parent: Option<usize>) -> Rcpt {
+        Rcpt {
+            addr: addr.into(),
+            parent,
+            state: State::Pending,
+            attempts: 0,
+            next_try: 0,
+            reply: None,
+        }
+    }
+}
+
+/// Everything the queue knows about one message besides its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The queue id.
+    pub id: String,
+    /// When the message was accepted (unix seconds).
+    pub created: i64,
+    /// The envelope sender; empty for a bounce (`MAIL FROM:<>`).
+    pub sender: String,
+    /// The login name of the submitter.
+    pub user: String,
+    /// The real uid of the submitter.
+    pub uid: u32,
+    /// A bounce about a bounce: if it fails too, it is dropped, never bounced.
+    pub double_bounce: bool,
+    /// The recipients, in order; expansions append.
+    pub rcpts: Vec<Rcpt>,
+}
+
+/// Why an envelope file could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("malformed queue file, line {line}: {reason}")]
+pub struct EnvelopeError {
+    /// The 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Percent-encodes every byte outside `!`..`~`, and `%`.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode`]; `None` on a bad escape or invalid UTF-8.
+pub fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Envelope {
+    /// The file's text.
+    pub fn serialize(&self) -> String {
+        let mut s = String::with_capacity(128 + self.rcpts.len() * 64);
+        let mut kv = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push(' ');
+            s.push_str(&encode(v));
+            s.push('\n');
+        };
+        kv("id", &self.id);
+        kv("created", &self.created.to_string());
+        kv("sender", &self.sender);
+        kv("user", &self.user);
+        kv("uid", &self.uid.to_string());
+        if self.double_bounce {
+            kv("double-bounce", "yes");
+        }
+        for r in &self.rcpts {
+            kv("rcpt", &r.addr);
+            if let Some(p) = r.parent {
+                kv("parent", &p.to_string());
+            }
+            kv("state", r.state.as_str());
+            if r.attempts > 0 {
+                kv("attempts", &r.attempts.to_string());
+            }
+            if r.next_try != 0 {
+                kv("next-try", &r.next_try.to_string());
+            }
+            if let Some(reply) = &r.reply {
+                kv("reply", reply);
+            }
+        }
+        format!("{MAGIC}\n{s}")
+    }
+
+    /// Parses an envelope file's text, strictly.
+    pub fn parse(text: &str) -> Result<Envelope, EnvelopeError> {
+        let mut lines = text.split('\n').enumerate();
+        let bad = |line: usize, reason: &str| EnvelopeError {
+            line: line + 1,
+            reason: reason.to_string(),
+        };
+        match lines.next() {
+            Some((_, MAGIC)) => {}
+            _ => return Err(bad(0, "not a dma-rs queue file (or another version)")),
+        }
+        let mut env = Envelope {
+            id: String::new(),
+            created: 0,
+            sender: String::new(),
+            user: String::new(),
+            uid: 0,
+            double_bounce: false,
+            rcpts: Vec::new(),
+        };
+        let mut seen_sender = false;
+        let mut ended = false;
+        for (n, line) in lines {
+            if line.is_empty() {
+                ended = true;
+                continue;
+            }
+            if ended {
+                return Err(bad(n, "text after the end"));
+            }
+            let (key, raw) = line.split_once(' ').ok_or_else(|| bad(n, "no value"))?;
+            let value = decode(raw).ok_or_else(|| bad(n, "bad encoding"))?;
+            let num = |v: &str| v.parse::<i64>().map_err(|_| bad(n, "not a number"));
+            let rcpt = |env: &mut Envelope| -> Result<usize, EnvelopeError> {
+                env.rcpts
+                    .len()
+                    .checked_sub(1)
+                    .ok_or_else(|| bad(n, "recipient field before any rcpt"))
+            };
+            match key {
+                "id" => env.id = value,
+                "created" => env.created = num(&value)?,
+                "sender" => {
+                    env.sender = value;
+                    seen_sender = true;
+                }
+                "user" => env.user = value,
+                "uid" => env.uid = u32::try_from(num(&value)?).map_err(|_| bad(n, "bad uid"))?,
+                "double-bounce" => env.double_bounce = value == "yes",
+                "rcpt" => {
+                    if value.is_empty() {
+                        return Err(bad(n, "empty recipient"));
+                    }
+                    env.rcpts.push(Rcpt::new(value, None));
+                }
+                "parent" => {
+                    let i = rcpt(&mut env)?;
+                    let p = usize::try_from(num(&value)?).map_err(|_| bad(n, "bad parent"))?;
+                    if p >= i {
+                        return Err(bad(n, "parent must come before its child"));
+                    }
+                    env.rcpts[i].parent = Some(p);
+                }
+                "state" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].state = State::parse(&value).ok_or_else(|| bad(n, "bad state"))?;
+                }
+                "attempts" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].attempts =
+                        u32::try_from(num(&value)?).map_err(|_| bad(n, "bad attempts"))?;
+                }
+                "next-try" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].next_try = num(&value)?;
+                }
+                "reply" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].reply = Some(value);
+                }
+                _ => return Err(bad(n, "unknown key")),
+            }
+        }
+        if env.id.is_empty() || !seen_sender || env.rcpts.is_empty() {
+            return Err(bad(0, "missing id, sender or recipient"));
+        }
+        Ok(env)
+    }
+
+    /// Whether every recipient is final: the message can leave the queue.
+    pub fn is_done(&self) -> bool {
+        self.rcpts.iter().all(|r| r.state.is_final())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            id: "692a1f3b5c8e9d01".into(),
+            created: 1764410000,
+            sender: "evil\nrcpt root@x".into(),
+            user: "alice".into(),
+            uid: 1000,
+            double_bounce: false,
+            rcpts: vec![
+                Rcpt::new("team", None),
+                Rcpt {
+                    addr: "bob".into(),
+                    parent: Some(0),
+                    state: State::Deferred,
+                    attempts: 2,
+                    next_try: 1764410900,
+                    reply: Some("4.2.0 mailbox busy %41\nstate delivered".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_no_injection() {
+        let e = sample();
+        let text = e.serialize();
+        assert_eq!(text.lines().filter(|l| l.starts_with("rcpt ")).count(), 2);
+        assert_eq!(text.lines().filter(|l| l.starts_with("state ")).count(), 2);
+        assert_eq!(Envelope::parse(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn strict_parsing() {
+        assert!(Envelope::parse("garbage").is_err());
+        let text = sample().serialize();
+        assert!(Envelope::parse(&text.replace("state pending", "state weird")).is_err());
+        assert!(Envelope::parse(&format!("{text}color blue\n")).is_err());
+        assert!(Envelope::parse(&text.replace("parent 0", "parent 1")).is_err());
+        assert!(Envelope::parse(&format!("{MAGIC}\nid x\nsender \n")).is_err());
+        assert_eq!(decode("%4"), None);
+        assert_eq!(decode("a%20b").as_deref(), Some("a b"));
+    }
+}

@@ -1,0 +1,264 @@
+//! The queue on disk: one data file and one envelope file per message.
+//!
+//! `SPOOLDIR/<id>.msg` holds the message as accepted, never changed after
+//! intake. `SPOOLDIR/<id>.env` holds the envelope and the state of every
+//! recipient ([`envelope`]). A message is queued exactly when its `.env`
+//! exists: intake writes and fsyncs the data file first, then publishes the
+//! envelope by rename and fsyncs the directory. State changes rewrite the
+//! envelope the same way (write a temporary file, fsync, rename, fsync the
+//! directory), so a crash leaves either the old or the new state.
+//!
+//! The lock on a message is an exclusive `flock` on its data file, whose inode
+//! never changes. Whoever holds it (intake until it hands over, a background
+//! delivery, a queue run) is the only writer of the envelope, so two runs can
+//! never deliver the same recipient twice.
+
+pub mod envelope;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub use envelope::{Envelope, Rcpt, State};
+
+/// Data files without an envelope older than this are leftovers of an intake
+/// that never finished; a queue run removes them.
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+/// The queue directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// A message held under its lock: the open data file and its envelope.
+#[derive(Debug)]
+pub struct Locked {
+    /// The data file; the flock on it is the message lock.
+    pub data: File,
+    /// The envelope as last written.
+    pub env: Envelope,
+}
+
+/// Why a message could not be opened for delivery.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Someone else holds the lock, or the message is gone: skip it.
+    Busy,
+    /// The envelope is unreadable; it is left in place for an administrator.
+    Corrupt(String),
+    /// An I/O error.
+    Io(io::Error),
+}
+
+impl Spool {
+    /// The queue in `dir`.
+    pub fn new(dir: &Path) -> Spool {
+        Spool {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The data file of message `id`.
+    pub fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.msg"))
+    }
+
+    fn env_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.env"))
+    }
+
+    /// Creates a new, locked, empty data file with a fresh id.
+    pub fn create(&self) -> io::Result<(String, File)> {
+        loop {
+            let id = new_id();
+            let path = self.data_path(&id);
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o660)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(f) => {
+                    // umask must not take the group's access away: queue runs
+                    // of other users (set-group-id mail) read this file.
+                    f.set_permissions(fs::Permissions::from_mode(0o660))?;
+                    f.lock()?;
+                    return Ok((id, f));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Makes a message durable: fsyncs its data file, then publishes the
+    /// envelope. When this returns `Ok`, the message is queued.
+    pub fn commit(&self, data: &File, env: &Envelope) -> io::Result<()> {
+        data.sync_all()?;
+        self.write_env(env)
+    }
+
+    /// Atomically replaces the envelope of `env.id` (and fsyncs the directory).
+    pub fn write_env(&self, env: &Envelope) -> io::Result<()> {
+        let tmp = self.dir.join(format!(".{}.env.tmp", env.id));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o660)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o660))?;
+        f.write_all(env.serialize().as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.env_path(&env.id))?;
+        self.sync_dir()
+    }
+
+    /// Removes a finished message: the envelope first, so a crash in between
+    /// leaves only an orphan data file, which a later run removes.
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        match fs::remove_file(self.env_path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = fs::remove_file(self.data_path(id));
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The ids of all queued messages, oldest first.
+    pub fn ids(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".env")
+                && is_id(id)
+            {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads an envelope without locking (for `mailq`).
+    pub fn read_env(&self, id: &str) -> Result<Envelope, OpenError> {
+        let text = match fs::read_to_string(self.env_path(id)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Busy),
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        let env = Envelope::parse(&text).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+        if env.id != id {
+            return Err(OpenError::Corrupt(format!(
+                "id {} in file {id}.env",
+                env.id
+            )));
+        }
+        Ok(env)
+    }
+
+    /// Takes the lock on message `id` without waiting and reads its envelope.
+    pub fn open_locked(&self, id: &str) -> Result<Locked, OpenError> {
+        let data = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.data_path(id))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match self.env_path(id).exists() {
+                    true => Err(OpenError::Corrupt("envelope without data file".into())),
+                    false => Err(OpenError::Busy),
+                };
+            }
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
+            Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
+        }
+        // Re-read after locking: the previous holder may have changed or
+        // removed it.
+        let env = self.read_env(id)?;
+        Ok(Locked { data, env })
+    }
+
+    /// Removes data files whose intake never finished, and stale temporary
+    /// files. Locked files are in use and left alone.
+    pub fn reap_orphans(&self) -> io::Result<()> {
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > ORPHAN_AGE);
+            if !old {
+                continue;
+            }
+            if let Some(id) = name.strip_suffix(".msg") {
+                if !is_id(id) || self.env_path(id).exists() {
+                    continue;
+                }
+                let Ok(f) = File::open(entry.path()) else {
+                    continue;
+                };
+                if f.try_lock().is_ok() && !self.env_path(id).exists() {
+                    crate::notice!("removing data file {name} of an intake that never finished");
+                    let _ = fs::remove_file(entry.path());
+                }
+            } else if name.starts_with('.') && name.ends_with(".env.tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` looks like one of our queue ids (lower-case hex).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// A fresh id: the time in seconds and 32 random bits, in hex, so that a
+/// listing sorts roughly by age. Collisions are caught by `create_new`.
+fn new_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let rand = getrandom::u32().unwrap_or_else(|_| std::process::id());
+    format!("{:08x}{rand:08x}", secs as u32)
+}
+
+/// The current time in unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
