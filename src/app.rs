@@ -227,8 +227,13 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         })
     })?;
     drop(out);
-    for r in read.header_rcpts {
-        rcpts.push(r);
+    rcpts.extend(read.header_rcpts);
+    // One form per mailbox (`bob@thishost` is `bob`), as dma does, so that
+    // duplicates collapse.
+    for r in rcpts.iter_mut() {
+        if let address::Dest::Local(name) = address::classify(r, &ctx.local_domains) {
+            *r = name;
+        }
     }
     let mut seen = std::collections::HashSet::new();
     rcpts.retain(|r| seen.insert(r.clone()));

@@ -274,7 +274,12 @@ fn header_rcpts(fields: &[Vec<u8>]) -> Result<Vec<String>, IntakeError> {
         }
         if let HeaderValue::Address(a) = &h.value {
             for addr in a.iter() {
-                if let Some(s) = addr.address.as_deref() {
+                // A bare local name (`To: bob`) comes back as a display name.
+                let bare = addr
+                    .name
+                    .as_deref()
+                    .filter(|n| !n.is_empty() && !n.contains([' ', '\t', '"']));
+                if let Some(s) = addr.address.as_deref().or(bare) {
                     crate::address::validate(s)
                         .map_err(|_| IntakeError::BadHeaderAddress(s.to_string()))?;
                     out.push(s.to_string());
@@ -391,8 +396,7 @@ mod tests {
 
     #[test]
     fn t_collects_folded_and_group_recipients() {
-        let input =
-            "To: a@x, \"B, Jr\" <b@x>,\n\tc@x\nCc: team: d@x, e@x;\nBcc: f@x\nSubject: s\n\nbody\n";
+        let input = "To: a@x, \"B, Jr\" <b@x>,\n\tc@x\nCc: team: d@x, e@x;\nBcc: f@x, localuser\nSubject: s\n\nbody\n";
         let (out, r) = run(
             input,
             &Options {
@@ -400,7 +404,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(r.header_rcpts, ["a@x", "b@x", "c@x", "d@x", "e@x", "f@x"]);
+        assert_eq!(
+            r.header_rcpts,
+            ["a@x", "b@x", "c@x", "d@x", "e@x", "f@x", "localuser"]
+        );
         assert!(!out.contains("f@x"));
     }
 

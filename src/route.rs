@@ -123,7 +123,8 @@ impl Router<'_> {
                         loops.push(format!("{} -> {n}", chain.join(" -> ")));
                         format!("\\{n}")
                     }
-                    _ => a.clone(),
+                    Dest::Local(n) => n,
+                    Dest::Remote { addr, .. } => addr,
                 },
                 AliasTarget::Pipe(c) => format!("|{c}"),
                 AliasTarget::File(f) => f.clone(),
