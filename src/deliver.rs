@@ -123,7 +123,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
             }
             Route::Mailbox { user, .. } => {
                 info!("<{addr}> trying delivery");
-                crate::local::deliver_mailbox(ctx, &data_path, &msg.env.sender, &user)
+                crate::local::deliver_mailbox(ctx, &msg.data, &msg.env.sender, &user)
             }
             Route::Remote { .. } => Outcome::Deferred(
                 "4.3.2 remote delivery is not available in this version; the message stays queued"

@@ -4,20 +4,25 @@
 pub mod helper;
 pub mod mbox;
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, Stdio};
 
 use crate::context::Ctx;
 use crate::deliver::Outcome;
 use crate::exit::EX_NOUSER;
 
-/// Delivers the message in `data` to `user`'s mailbox through `dma-local`,
-/// which does the writing as that user.
-pub fn deliver_mailbox(ctx: &Ctx, data: &Path, sender: &str, user: &str) -> Outcome {
-    let input = match std::fs::File::open(data) {
+/// Delivers the message in `data` (the locked data file) to `user`'s mailbox
+/// through `dma-local`, which does the writing as that user. The helper's
+/// stdin is a duplicate of the locked descriptor, so the message lock is held
+/// until the helper is done, even if this process dies first.
+pub fn deliver_mailbox(ctx: &Ctx, data: &File, sender: &str, user: &str) -> Outcome {
+    let input = match data
+        .try_clone()
+        .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
+    {
         Ok(f) => f,
-        Err(e) => return Outcome::Deferred(format!("4.3.0 can not open {}: {e}", data.display())),
+        Err(e) => return Outcome::Deferred(format!("4.3.0 can not read the queued message: {e}")),
     };
     let mut cmd = Command::new(&ctx.helper);
     cmd.arg("mbox")

@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs every test. As root (CI), it first installs what the tests need
+# (scripts/test-setup.sh: bsd-mailx, the test users) and makes the tests that
+# need root mandatory; as another user those tests report SKIPPED.
+set -eu
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/test-setup.sh
+    DMA_TESTS_REQUIRE_ROOT=1
+    export DMA_TESTS_REQUIRE_ROOT
+fi
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,210 @@
+//! Command-line, configuration and input errors: the messages and exit codes
+//! dma gives, and that nothing is queued on error.
+
+mod support;
+
+use support::*;
+
+fn run(env: &Env, prog: &str, args: &[&str], stdin: &str) -> Run {
+    let mut c = env.cmd(prog);
+    c.args(args);
+    env.run(c, stdin.as_bytes(), None)
+}
+
+#[test]
+fn config_errors_exit_78_with_file_and_line() {
+    let env = Env::new("");
+    for (extra, line, what) in [
+        ("FOO bar\n", 6, "unknown key"),
+        ("STARTTLS yes\n", 6, "takes no value"),
+        ("# c\nSMARTHOST\n", 7, "needs a value"),
+        ("PORT http\n", 6, "PORT"),
+        ("FINGERPRINT 1234\n", 6, "FINGERPRINT"),
+        ("SECURE\n", 6, "unknown key"),
+        ("QUEUE_LIFETIME soon\n", 6, "duration"),
+    ] {
+        env.write_conf(extra);
+        let r = run(&env, "sendmail", &["root"], "x\n");
+        r.expect(78, &env);
+        let want = format!("sendmail: syntax error in {}:{line}", env.conf.display());
+        assert!(
+            r.stderr().starts_with(&want) && r.stderr().contains(what),
+            "{extra:?}\n{}",
+            r.show()
+        );
+        // mailq reads the config too.
+        run(&env, "mailq", &[], "").expect(78, &env);
+    }
+    env.write_conf("NULLCLIENT\n");
+    assert!(
+        run(&env, "sendmail", &["root"], "x\n")
+            .expect(78, &env)
+            .stderr()
+            .contains("NULLCLIENT needs SMARTHOST")
+    );
+    assert!(env.queue_ids().is_empty());
+}
+
+#[test]
+fn auth_file_errors() {
+    let env = Env::new("");
+    let auth = env.dir.path().join("auth.conf");
+    env.write_conf(&format!("AUTHPATH {}\n", auth.display()));
+    // Unreadable (missing): 66, as dma.
+    run(&env, "mailq", &[], "").expect(66, &env);
+    std::fs::write(&auth, "# creds\nuser|host:pw\nbroken line\n").unwrap();
+    let r = run(&env, "mailq", &[], "");
+    r.expect(78, &env);
+    assert!(
+        r.stderr()
+            .contains(&format!("syntax error in authfile {}:3", auth.display())),
+        "{}",
+        r.show()
+    );
+    std::fs::write(&auth, "user|host:pw\n").unwrap();
+    run(&env, "mailq", &[], "").expect(0, &env);
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let env = Env::new("");
+    for (prog, args, msg) in [
+        ("sendmail", &["-Z", "root"][..], "invalid argument: `-Z'"),
+        (
+            "sendmail",
+            &["-bp", "root"][..],
+            "sending mail and queue operations are mutually exclusive",
+        ),
+        (
+            "sendmail",
+            &["-bp", "-q"][..],
+            "conflicting queue operations",
+        ),
+        ("mailq", &["root"][..], "invalid arguments"),
+    ] {
+        let r = run(&env, prog, args, "x\n");
+        r.expect(64, &env);
+        assert_eq!(r.stderr(), format!("{prog}: {msg}\n"), "{}", r.show());
+    }
+}
+
+#[test]
+fn bad_addresses_exit_65_and_queue_nothing() {
+    let env = Env::new("");
+    for args in [
+        &["bob\nrcpt", "x"][..],
+        &["-oQ/tmp/evil"][..],
+        &["--", "-oQ/tmp"][..],
+        &["-f", "a\r\nb@x", "root"][..],
+        &["-f", "-oQ@x", "root"][..],
+        &["-F", "Name\nBcc: x", "root"][..],
+        &["bo\u{1}b"][..],
+    ] {
+        let r = run(&env, "sendmail", args, "Subject: s\n\nx\n");
+        // -oQ/tmp/evil is an (ignored) option, leaving no recipient: 66.
+        let want = if args[0] == "-oQ/tmp/evil" { 66 } else { 65 };
+        r.expect(want, &env);
+    }
+    let r = run(&env, "sendmail", &["-t"], "To: -oQ/tmp@x\n\nbody\n");
+    r.expect(65, &env);
+    assert!(
+        r.stderr().contains("invalid address in header"),
+        "{}",
+        r.show()
+    );
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+    assert!(
+        std::fs::read_dir(&env.spool).unwrap().next().is_none(),
+        "no leftovers: {}",
+        env.dump()
+    );
+}
+
+#[test]
+fn no_recipients_exit_66() {
+    let env = Env::new("");
+    let r = run(&env, "sendmail", &[], "x\n");
+    r.expect(66, &env);
+    assert_eq!(r.stderr(), "sendmail: no recipients\n");
+}
+
+#[test]
+fn newaliases_checks_the_file_from_any_path() {
+    let env = Env::new("");
+    env.set_aliases("postmaster: root\nteam: a, b\n  c\n");
+    let r = run(&env, "newaliases", &[], "");
+    r.expect(0, &env);
+    assert_eq!(
+        r.stdout(),
+        format!("{}: 2 aliases\n", env.aliases.display())
+    );
+    // Called by a full path, as /usr/bin/newaliases (dma 0.13 failed there).
+    let mut c = std::process::Command::new(env.dir.path().join("newaliases"));
+    c.arg("-C").arg(&env.conf);
+    env.run(c, b"", None).expect(0, &env);
+    // -bi is newaliases too.
+    run(&env, "sendmail", &["-bi"], "").expect(0, &env);
+    env.set_aliases("postmaster: root\n\nteam a, b\n");
+    let r = run(&env, "newaliases", &[], "");
+    r.expect(70, &env);
+    assert!(
+        r.stderr().starts_with(&format!(
+            "newaliases: {}:3: syntax error",
+            env.aliases.display()
+        )),
+        "{}",
+        r.show()
+    );
+}
+
+#[test]
+fn broken_aliases_defer_local_mail_instead_of_losing_it() {
+    let env = Env::new("");
+    env.set_aliases("broken line\n");
+    run(&env, "sendmail", &["-odi", "root"], "Subject: s\n\nx\n").expect(0, &env);
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("Status\t: deferred") && q.contains(":1: syntax error"),
+        "{q}"
+    );
+}
+
+#[test]
+fn defer_and_bq_only_queue() {
+    let env = Env::new("DEFER\n");
+    run(&env, "sendmail", &["-odi", "root"], "x\n").expect(0, &env);
+    assert_eq!(env.queue_ids().len(), 1);
+    env.write_conf("");
+    run(&env, "sendmail", &["-bq", "root"], "x\n").expect(0, &env);
+    run(&env, "sendmail", &["-odq", "root"], "x\n").expect(0, &env);
+    assert_eq!(env.queue_ids().len(), 3);
+    let q = env.mailq().stdout();
+    assert_eq!(q.matches("Status\t: pending").count(), 3, "{q}");
+    assert_eq!(q.matches("\n--\n").count(), 2, "{q}");
+}
+
+#[test]
+fn verbose_mirrors_dma_log_lines() {
+    if !need_root("verbose_log") {
+        return;
+    }
+    let env = Env::new("");
+    let r = run(
+        &env,
+        "sendmail",
+        &["-v", "-odi", "root"],
+        "Subject: s\n\nx\n",
+    );
+    r.expect(0, &env);
+    let e = r.stderr();
+    let id = &env.messages("root")[0];
+    assert!(id.contains("\n\tid "));
+    for want in [
+        format!("sendmail: new mail from user=root uid=0 envelope_from=<root@{HOST}>"),
+        "sendmail: mail to=<root> queued as ".to_string(),
+        "sendmail: <root> trying delivery".to_string(),
+        "sendmail: <root> delivery successful".to_string(),
+    ] {
+        assert!(e.contains(&want), "missing {want:?} in\n{e}");
+    }
+}
