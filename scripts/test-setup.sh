@@ -25,4 +25,7 @@ for u in dmt-alice dmt-bob dmt-carol; do
         useradd --create-home --shell /bin/sh "$u"
     fi
 done
+# Empty mount points for tests/installed.rs, which bind-mounts a test
+# installation over the compiled-in paths inside a private mount namespace.
+mkdir -p /etc/dma /usr/local/libexec/dma-rs
 echo "test-setup: users and packages ready"
