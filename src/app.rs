@@ -19,6 +19,8 @@ use crate::{crit, deliver, info, mailq, privsep};
 /// Runs the program called `progname` with `args`; returns the exit code.
 pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     let inv = cli::parse(progname, args)?;
+    // A file size limit must give a clean error, never a half-done kill.
+    privsep::ignore_sigxfsz();
     // Who called us, before any change of ids.
     let caller = Caller::current();
     setup_privileges(&inv)?;

@@ -112,3 +112,11 @@ pub fn set_env(k: &str, v: &str) {
     // SAFETY: dma and dma-local are single-threaded.
     unsafe { std::env::set_var(k, v) };
 }
+
+/// Ignores SIGXFSZ, so that writing past a file size limit fails with EFBIG
+/// (and the mailbox is cut back) instead of killing the writer mid-message.
+pub fn ignore_sigxfsz() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    let _ = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
+}

@@ -208,3 +208,26 @@ fn verbose_mirrors_dma_log_lines() {
         assert!(e.contains(&want), "missing {want:?} in\n{e}");
     }
 }
+
+#[test]
+fn spool_write_failure_exits_cleanly_and_leaves_nothing() {
+    let env = Env::new("");
+    let mut c = std::process::Command::new("prlimit");
+    c.args(["--fsize=2000", "--"])
+        .arg(bin())
+        .arg("-C")
+        .arg(&env.conf)
+        .args(["-odq", "root"]);
+    let r = env.run(c, "x".repeat(10_000).as_bytes(), None);
+    r.expect(74, &env);
+    assert!(
+        r.stderr().contains("can not read or spool the message"),
+        "{}",
+        r.show()
+    );
+    assert!(
+        std::fs::read_dir(&env.spool).unwrap().next().is_none(),
+        "{}",
+        env.dump()
+    );
+}

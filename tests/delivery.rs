@@ -421,3 +421,83 @@ fn mailx_sends_through_our_sendmail() {
         m[0]
     );
 }
+
+#[test]
+fn failed_mailbox_write_is_cut_back_and_deferred() {
+    if !need_root("mbox_truncate") {
+        return;
+    }
+    let env = Env::new("");
+    env.send(&[BOB], "Subject: first\n\nsmall\n")
+        .expect(0, &env);
+    let before = std::fs::read(env.mbox_path(BOB)).unwrap();
+    // A file size limit a little above the current mailbox: the big message
+    // cannot fit, the write fails half way (EFBIG) and must be undone.
+    let big = format!("Subject: big\n\n{}", "0123456789abcdef\n".repeat(20_000));
+    env.send(&["-odq", BOB], &big).expect(0, &env);
+    let mut c = std::process::Command::new("prlimit");
+    c.arg(format!("--fsize={}", before.len() + 4096))
+        .arg("--")
+        .arg(bin())
+        .arg("-C")
+        .arg(&env.conf)
+        .arg("-q");
+    env.run(c, b"", None).expect(0, &env);
+    assert_eq!(
+        std::fs::read(env.mbox_path(BOB)).unwrap(),
+        before,
+        "{}",
+        env.dump()
+    );
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("Status\t: deferred") && q.contains("4.2.2"),
+        "{q}"
+    );
+    // Without the limit the retry succeeds, whole.
+    env.flush().expect(0, &env);
+    let m = env.messages(BOB);
+    assert_eq!(m.len(), 2);
+    assert!(m[1].ends_with(&format!("{}\n", "0123456789abcdef\n".repeat(20_000))));
+}
+
+#[test]
+fn concurrent_queue_runs_deliver_each_message_once() {
+    if !need_root("concurrent_runs") {
+        return;
+    }
+    let env = Env::new("");
+    for i in 0..30 {
+        env.send(
+            &["-odq", BOB, CAROL],
+            &format!("Subject: m{i}\n\nbody {i}\n"),
+        )
+        .expect(0, &env);
+    }
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = env.cmd("dma");
+            c.arg("-q")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+    for u in [BOB, CAROL] {
+        let m = env.messages(u);
+        assert_eq!(m.len(), 30, "{u}: {}", env.dump());
+        for i in 0..30 {
+            assert_eq!(
+                m.iter()
+                    .filter(|x| x.contains(&format!("Subject: m{i}\n")))
+                    .count(),
+                1,
+                "m{i} for {u}"
+            );
+        }
+    }
+    assert!(env.queue_ids().is_empty());
+}

@@ -45,6 +45,7 @@ pub fn valid_user_name(name: &str) -> bool {
 /// The program's entry point; returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
     crate::logging::init("dma-local", false);
+    privsep::ignore_sigxfsz();
     match run(&args) {
         Ok(()) => EX_OK,
         Err(Failure(code, msg)) => {
@@ -167,6 +168,7 @@ fn write_as_user(path: &Path, uid: u32, sender: &str) -> Result<(), Failure> {
         let code = match e.raw_os_error() {
             Some(nix::libc::EDQUOT) => "4.2.2",
             Some(nix::libc::ENOSPC) => "4.3.1",
+            Some(nix::libc::EFBIG) => "4.2.2",
             _ => "4.2.0",
         };
         temp(format!("{code} write to {} failed: {e}", path.display()))
