@@ -192,6 +192,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         let _ = std::fs::remove_file(&data_path);
         f
     };
+    crate::logging::set_queue_id(Some(&id));
     info!(
         "new mail from user={} uid={} envelope_from=<{sender}>",
         caller.name, caller.uid
