@@ -26,6 +26,8 @@ Builds dma-rs (cargo build --release --locked) and installs it.
                      the system itself is not touched
   --sysconfdir DIR   directory of dma.conf (default /etc/dma)
   --spooldir DIR     queue directory (default $default_spooldir)
+  --build-only       only build (as yourself), with the paths the other
+                     options give; then run this again as root with --no-build
   --no-build         do not build; install binaries already built in
                      \${CARGO_TARGET_DIR:-target}/release
   --bindir-from DIR  install the binaries dma and dma-local found in DIR
@@ -58,6 +60,7 @@ destdir=
 sysconfdir=/etc/dma
 spooldir=$default_spooldir
 build=yes
+build_only=no
 chown=yes
 bindir_from=
 
@@ -79,6 +82,11 @@ while [ "$#" -gt 0 ]; do
 		;;
 	--no-build)
 		build=no
+		shift
+		continue
+		;;
+	--build-only)
+		build_only=yes
 		shift
 		continue
 		;;
@@ -159,7 +167,7 @@ conf=$sysconfdir/dma.conf
 crondir=/etc/cron.d
 unitdir=/lib/systemd/system
 
-if [ "$chown" = yes ]; then
+if [ "$chown" = yes ] && [ "$build_only" = no ]; then
 	[ "$(id -u)" -eq 0 ] ||
 		die "setting owners (root:mail) needs root; for an unprivileged staging install use --destdir DIR --no-chown"
 	if command -v getent >/dev/null 2>&1; then
@@ -195,6 +203,11 @@ if [ "$build" = yes ]; then
 		cd "$srcdir"
 		DMA_CONF_PATH=$conf DMA_LIBEXEC_DIR=$libexecdir cargo build --release --locked
 	)
+fi
+
+if [ "$build_only" = yes ]; then
+	say "built in $bins; now install as root: $0 --no-build (with the same --prefix and --sysconfdir)"
+	exit 0
 fi
 
 for b in dma dma-local; do

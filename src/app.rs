@@ -277,9 +277,11 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         DeliveryMode::Foreground => deliver_logged(ctx, locked),
         DeliveryMode::Background => {
             std::io::stdout().flush().ok();
-            privsep::daemonize()
-                .map_err(|e| Fatal::new(EX_OSERR, format!("can not go to the background: {e}")))?;
-            deliver_logged(ctx, locked);
+            // The message is queued: whatever happens now, exit 0.
+            match privsep::daemonize() {
+                Ok(()) => deliver_logged(ctx, locked),
+                Err(e) => crate::notice!("can not go to the background ({e}); left queued"),
+            }
         }
     }
     Ok(EX_OK)
