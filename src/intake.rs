@@ -120,15 +120,25 @@ fn read_line(
                 buf.extend_from_slice(&avail[..take]);
                 input.consume(take);
                 if buf.len() >= limit {
+                    // A CRLF split by the limit: finish the line here, so
+                    // that no CRLF reaches the spool.
+                    if buf.last() == Some(&b'\r') && input.fill_buf()?.first() == Some(&b'\n') {
+                        input.consume(1);
+                        buf.push(b'\n');
+                        break;
+                    }
                     return Ok(Some(false));
                 }
             }
         }
     }
-    if buf.ends_with(b"\r\n") {
-        buf.truncate(buf.len() - 2);
-        buf.push(b'\n');
+    // Every CR before the newline goes: `\r\r\n` must not leave a CRLF.
+    let mut end = buf.len() - 1;
+    while end > 0 && buf[end - 1] == b'\r' {
+        end -= 1;
     }
+    buf.truncate(end);
+    buf.push(b'\n');
     Ok(Some(true))
 }
 

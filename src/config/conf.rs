@@ -256,7 +256,7 @@ impl Config {
             "FINGERPRINT" => {
                 let hex = v.trim();
                 let mut fp = [0u8; 32];
-                if hex.len() != 64 {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err("FINGERPRINT needs 64 hex digits (SHA-256)".into());
                 }
                 for (i, b) in fp.iter_mut().enumerate() {
