@@ -12,7 +12,7 @@ use crate::config::{Aliases, AuthFile, Config, conf};
 use crate::context::Ctx;
 use crate::exit::*;
 use crate::intake::{self, IntakeError};
-use crate::route::{Route, Router, getpwnam_uid};
+use crate::route::Route;
 use crate::spool::{Envelope, Locked, OpenError, Rcpt, now};
 use crate::{crit, deliver, info, mailq, privsep};
 
@@ -354,15 +354,7 @@ fn explain(
     out: &mut String,
 ) -> bool {
     let pad = "  ".repeat(depth);
-    let local_domains = ctx.local_domains.clone();
-    let nullclient = ctx.config.nullclient;
-    let route = Router {
-        aliases: ctx.aliases(),
-        local_domains: &local_domains,
-        nullclient,
-        lookup_user: &getpwnam_uid,
-    }
-    .route(addr, ancestors);
+    let route = ctx.route(addr, ancestors);
     match route {
         Route::Mailbox { user, uid } => {
             let path = ctx.config.mailspool.join(&user);
@@ -392,10 +384,7 @@ fn explain(
                     "{pad}  (alias loop {l}: delivered to the mailbox instead)\n"
                 ));
             }
-            let name = match address::classify(addr, &local_domains) {
-                address::Dest::Local(n) => n,
-                address::Dest::Remote { addr, .. } => addr,
-            };
+            let name = ctx.local_name(addr);
             ancestors.push(name);
             let mut ok = true;
             for c in children {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::{Aliases, Config};
+use crate::route::{Route, Router, getpwnam_uid};
 use crate::spool::Spool;
 
 /// The configuration and what is derived from it, for one run.
@@ -48,6 +49,32 @@ impl Ctx {
             spool,
             helper: helper_path(),
             aliases: None,
+        }
+    }
+
+    /// Routes `addr` (expanded from `ancestors`) with this run's aliases,
+    /// local domains and the password database.
+    pub fn route(&mut self, addr: &str, ancestors: &[String]) -> Route {
+        let _ = self.aliases();
+        let aliases = match self.aliases.as_ref().expect("loaded above") {
+            Ok(a) => Ok(a),
+            Err(e) => Err(e.clone()),
+        };
+        Router {
+            aliases,
+            local_domains: &self.local_domains,
+            nullclient: self.config.nullclient,
+            lookup_user: &getpwnam_uid,
+        }
+        .route(addr, ancestors)
+    }
+
+    /// The local part of `addr` when its domain is ours (the name aliases and
+    /// mailboxes go by), else `addr` itself.
+    pub fn local_name(&self, addr: &str) -> String {
+        match crate::address::classify(addr, &self.local_domains) {
+            crate::address::Dest::Local(n) => n,
+            crate::address::Dest::Remote { addr, .. } => addr,
         }
     }
 

@@ -11,9 +11,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::address::{self, Dest};
 use crate::context::Ctx;
-use crate::route::{Route, Router, getpwnam_uid};
+use crate::route::Route;
 use crate::spool::{Locked, State, now};
 use crate::{bounce, error, info, notice, warning};
 
@@ -40,16 +39,10 @@ pub fn backoff(min: Duration, max: Duration, attempts: u32) -> Duration {
 /// Whether the recipient is due now (or `force`d).
 fn due(state: State, next_try: i64, force: bool, expired: bool, now: i64) -> bool {
     match state {
-        State::Pending | State::Failed { bounced: false } => true,
+        State::Pending => true,
         State::Deferred => force || expired || next_try <= now,
-        State::Delivered | State::Expanded | State::Failed { bounced: true } => false,
-    }
-}
-
-fn local_name(addr: &str, ctx: &Ctx) -> String {
-    match address::classify(addr, &ctx.local_domains) {
-        Dest::Local(n) => n,
-        Dest::Remote { addr, .. } => addr,
+        // A failed recipient only waits for its bounce.
+        State::Delivered | State::Expanded | State::Failed { .. } => false,
     }
 }
 
@@ -63,9 +56,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let mut i = 0;
     while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
-        if !due(r.state, r.next_try, force, expired, now())
-            || r.state == (State::Failed { bounced: false })
-        {
+        if !due(r.state, r.next_try, force, expired, now()) {
             i += 1;
             continue;
         }
@@ -73,22 +64,11 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         let mut ancestors = Vec::new();
         let mut p = r.parent;
         while let Some(j) = p {
-            ancestors.push(local_name(&msg.env.rcpts[j].addr, ctx));
+            ancestors.push(ctx.local_name(&msg.env.rcpts[j].addr));
             p = msg.env.rcpts[j].parent;
         }
         ancestors.reverse();
-        let route = {
-            let local_domains = ctx.local_domains.clone();
-            let nullclient = ctx.config.nullclient;
-            let aliases = ctx.aliases();
-            Router {
-                aliases,
-                local_domains: &local_domains,
-                nullclient,
-                lookup_user: &getpwnam_uid,
-            }
-            .route(&addr, &ancestors)
-        };
+        let route = ctx.route(&addr, &ancestors);
         let outcome = match route {
             Route::Expand {
                 children,

@@ -12,7 +12,7 @@
 
 #![allow(unsafe_code)] // fork(2) is unsafe in nix; every call site is single-threaded.
 
-use nix::unistd::{self, ForkResult, Gid, Uid, User};
+use nix::unistd::{self, ForkResult, Uid, User};
 
 /// Whether this process runs with set-id privilege (effective ids that differ
 /// from the real ones).
@@ -47,14 +47,6 @@ pub fn become_user(user: &User) -> nix::Result<()> {
 /// The user `mail`, whose ids dma takes when started by root.
 pub fn mail_user() -> Option<User> {
     User::from_name("mail").ok().flatten()
-}
-
-/// The group `mail`'s gid, if there is one.
-pub fn mail_gid() -> Option<Gid> {
-    nix::unistd::Group::from_name("mail")
-        .ok()
-        .flatten()
-        .map(|g| g.gid)
 }
 
 /// Where the caller continues after [`fork`].
