@@ -375,6 +375,20 @@ mod tests {
         assert!(parse("NULLCLIENT\nSMARTHOST relay\n").unwrap().nullclient);
     }
 
+    #[test]
+    fn mailname_from_a_file_is_its_first_line_cut_at_odd_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("mailname");
+        std::fs::write(&f, "mx.example.org extra\nsecond\n").unwrap();
+        let c = parse(&format!("MAILNAME {}\n", f.display())).unwrap();
+        assert_eq!(c.hostname(), "mx.example.org");
+        let c = parse("MAILNAME plain.example\n").unwrap();
+        assert_eq!(c.hostname(), "plain.example");
+        // An unreadable file falls back to the host name, as in dma.
+        let c = parse("MAILNAME /nonexistent/mailname\n").unwrap();
+        assert_eq!(c.hostname(), system_hostname());
+    }
+
     impl Config {
         fn default_at(p: &str) -> Config {
             Config {
