@@ -20,6 +20,7 @@ pub mod config;
 pub mod context;
 pub mod deliver;
 pub mod exit;
+pub mod forward;
 pub mod intake;
 pub mod local;
 pub mod logging;

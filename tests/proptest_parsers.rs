@@ -22,7 +22,7 @@ use dma_rs::config::aliases::{AliasError, AliasTarget, Aliases};
 use dma_rs::config::auth::{AuthEntry, AuthFile};
 use dma_rs::config::conf::{ConfError, Config};
 use dma_rs::intake::{IntakeError, Options, Read, Stamp, read_message};
-use dma_rs::spool::envelope::{Envelope, MAGIC, Rcpt, State, decode, encode};
+use dma_rs::spool::envelope::{Envelope, MAGIC, Origin, Rcpt, State, decode, encode};
 
 /// Enough cases to find shallow bugs while keeping the file fast in debug
 /// builds; no regression files are written (this is a shared tree).
@@ -542,6 +542,11 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                             addr,
                             // A parent comes before its child.
                             parent: parent.filter(|_| i > 0).map(|p| p % i),
+                            origin: match attempts % 3 {
+                                0 => None,
+                                1 => Some(Origin::Forward(format!("u{next_try}"))),
+                                _ => Some(Origin::Alias(format!("a b%{i}"))),
+                            },
                             state,
                             attempts,
                             next_try,
@@ -554,6 +559,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 const ENVELOPE_KEYS: &[&str] = &[
+    "origin",
     "id",
     "created",
     "sender",
@@ -927,6 +933,10 @@ proptest! {
             count("parent"),
             env.rcpts.iter().filter(|r| r.parent.is_some()).count()
         );
+        prop_assert_eq!(
+            count("origin"),
+            env.rcpts.iter().filter(|r| r.origin.is_some()).count()
+        );
         let expected = 1
             + 5
             + usize::from(env.double_bounce)
@@ -935,6 +945,7 @@ proptest! {
                 .iter()
                 .map(|r| {
                     2 + usize::from(r.parent.is_some())
+                        + usize::from(r.origin.is_some())
                         + usize::from(r.attempts > 0)
                         + usize::from(r.next_try != 0)
                         + usize::from(r.reply.is_some())

@@ -76,6 +76,32 @@ impl State {
     }
 }
 
+/// On whose authority a pipe or file recipient runs: what put it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// This user's `.forward`: runs as that user.
+    Forward(String),
+    /// The system aliases file, under this alias name: runs as ALIAS_USER.
+    Alias(String),
+}
+
+impl Origin {
+    fn serialize(&self) -> String {
+        match self {
+            Origin::Forward(u) => format!("forward:{u}"),
+            Origin::Alias(a) => format!("alias:{a}"),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Origin> {
+        match s.split_once(':')? {
+            ("forward", u) if !u.is_empty() => Some(Origin::Forward(u.to_string())),
+            ("alias", a) if !a.is_empty() => Some(Origin::Alias(a.to_string())),
+            _ => None,
+        }
+    }
+}
+
 /// One recipient of a queued message and its durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rcpt {
@@ -83,6 +109,9 @@ pub struct Rcpt {
     pub addr: String,
     /// The index of the recipient this one was expanded from, if any.
     pub parent: Option<usize>,
+    /// What expanded it (a `.forward` or an alias), for its privileges and
+    /// its `Delivered-To:` headers.
+    pub origin: Option<Origin>,
     /// Where it stands.
     pub state: State,
     /// Delivery attempts made so far.
@@ -99,6 +128,7 @@ impl Rcpt {
         Rcpt {
             addr: addr.into(),
             parent,
+            origin: None,
             state: State::Pending,
             attempts: 0,
             next_try: 0,
@@ -190,6 +220,9 @@ impl Envelope {
             if let Some(p) = r.parent {
                 kv("parent", &p.to_string());
             }
+            if let Some(o) = &r.origin {
+                kv("origin", &o.serialize());
+            }
             kv("state", r.state.as_str());
             if r.attempts > 0 {
                 kv("attempts", &r.attempts.to_string());
@@ -267,6 +300,11 @@ impl Envelope {
                     }
                     env.rcpts[i].parent = Some(p);
                 }
+                "origin" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].origin =
+                        Some(Origin::parse(&value).ok_or_else(|| bad(n, "bad origin"))?);
+                }
                 "state" => {
                     let i = rcpt(&mut env)?;
                     env.rcpts[i].state = State::parse(&value).ok_or_else(|| bad(n, "bad state"))?;
@@ -316,6 +354,7 @@ mod tests {
                 Rcpt {
                     addr: "bob".into(),
                     parent: Some(0),
+                    origin: Some(Origin::Forward("team".into())),
                     state: State::Deferred,
                     attempts: 2,
                     next_try: 1764410900,
