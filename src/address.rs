@@ -44,6 +44,11 @@ pub fn validate(addr: &str) -> Result<(), AddrError> {
     if addr.starts_with('-') {
         return Err(AddrError::LeadingDash);
     }
+    // Commands, files and mailboxes are written in aliases and .forward
+    // files, never given as an address.
+    if addr.starts_with(['|', '/', '\\']) || addr.starts_with(":include:") {
+        return Err(AddrError::Malformed);
+    }
     // Outside a quoted local part, spaces and angle brackets have no place in
     // an envelope address: they would break `MAIL FROM:<...>`.
     let mut quoted = false;
@@ -132,6 +137,10 @@ mod tests {
             ("a b@x", Err(AddrError::Malformed)),
             ("<a@b>", Err(AddrError::Malformed)),
             ("\"open@x", Err(AddrError::Malformed)),
+            ("|/bin/sh", Err(AddrError::Malformed)),
+            ("/etc/passwd", Err(AddrError::Malformed)),
+            ("\\root", Err(AddrError::Malformed)),
+            (":include:/x", Err(AddrError::Malformed)),
         ] {
             assert_eq!(validate(input), expected, "{input:?}");
         }

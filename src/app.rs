@@ -12,7 +12,8 @@ use crate::config::{Aliases, AuthFile, Config, conf};
 use crate::context::Ctx;
 use crate::exit::*;
 use crate::intake::{self, IntakeError};
-use crate::route::Route;
+use crate::route::{Expansion, Program, Route};
+use crate::spool::Origin;
 use crate::spool::{Envelope, Locked, OpenError, Rcpt, now};
 use crate::{crit, deliver, info, mailq, privsep};
 
@@ -334,13 +335,15 @@ fn newaliases(path: &Path) -> Result<i32, Fatal> {
 /// `-bv`: prints where each recipient would go, alias trees expanded.
 fn verify(ctx: &mut Ctx, inv: &Invocation) -> Result<i32, Fatal> {
     let rcpts = argv_rcpts(inv)?;
+    // A user may see their own .forward; root sees all.
+    ctx.forwards_visible_to = Some(unistd::getuid().as_raw());
     if rcpts.is_empty() {
         return Err(Fatal::new(EX_NOINPUT, "no recipients"));
     }
     let mut ok = true;
     let mut out = String::new();
     for r in rcpts {
-        ok &= explain(ctx, &r, &mut Vec::new(), 0, &mut out);
+        ok &= explain(ctx, &r, None, &mut Vec::new(), 0, &mut out);
     }
     print!("{out}");
     Ok(if ok { EX_OK } else { EX_NOUSER })
@@ -349,49 +352,61 @@ fn verify(ctx: &mut Ctx, inv: &Invocation) -> Result<i32, Fatal> {
 fn explain(
     ctx: &mut Ctx,
     addr: &str,
+    origin: Option<&Origin>,
     ancestors: &mut Vec<String>,
     depth: usize,
     out: &mut String,
 ) -> bool {
     let pad = "  ".repeat(depth);
-    let route = ctx.route(addr, ancestors);
+    let route = ctx.route(addr, origin, ancestors, &[]);
     match route {
-        Route::Mailbox { user, uid } => {
+        Route::Mailbox { user, uid, note } => {
             let path = ctx.config.mailspool.join(&user);
             out.push_str(&format!(
                 "{pad}{addr}: mailbox {} (user {user}, uid {uid})\n",
                 path.display()
             ));
+            if let Some(n) = note {
+                out.push_str(&format!("{pad}  ({n})\n"));
+            }
             true
         }
         Route::Expand {
             children,
-            catch_all,
-            loops,
+            kind,
+            notes,
         } => {
-            let via = if catch_all {
-                "catch-all `*' in"
-            } else {
-                "alias in"
+            let via = match kind {
+                Expansion::Alias => format!("alias in {}", ctx.config.aliases.display()),
+                Expansion::CatchAll => format!("catch-all `*' in {}", ctx.config.aliases.display()),
+                Expansion::Forward => "forwarded by its .forward".to_string(),
+                Expansion::Include => "included file".to_string(),
             };
-            out.push_str(&format!(
-                "{pad}{addr}: {via} {} -> {}\n",
-                ctx.config.aliases.display(),
-                children.join(", ")
-            ));
-            for l in loops {
-                out.push_str(&format!(
-                    "{pad}  (alias loop {l}: delivered to the mailbox instead)\n"
-                ));
+            let list: Vec<&str> = children.iter().map(|c| c.addr.as_str()).collect();
+            out.push_str(&format!("{pad}{addr}: {via} -> {}\n", list.join(", ")));
+            for n in notes {
+                out.push_str(&format!("{pad}  ({n})\n"));
             }
-            let name = ctx.local_name(addr);
-            ancestors.push(name);
+            ancestors.push(ctx.local_name(addr));
             let mut ok = true;
             for c in children {
-                ok &= explain(ctx, &c, ancestors, depth + 1, out);
+                ok &= explain(ctx, &c.addr, c.origin.as_ref(), ancestors, depth + 1, out);
             }
             ancestors.pop();
             ok
+        }
+        Route::Program { program, origin } => {
+            let who = match &origin {
+                Origin::Forward(u) => format!("as {u}"),
+                Origin::Alias(_) => format!("as {} (ALIAS_USER)", ctx.config.alias_user),
+            };
+            let what = match program {
+                Program::Pipe(c) => format!("command `{c}'"),
+                Program::File(f) if f.ends_with('/') => format!("Maildir {f}"),
+                Program::File(f) => format!("file {f}"),
+            };
+            out.push_str(&format!("{pad}{addr}: {what}, run {who}\n"));
+            true
         }
         Route::Remote { addr: a, domain } => {
             let hop = match &ctx.config.smarthost {

@@ -33,7 +33,8 @@ pub fn status_of(reply: &str) -> String {
     }
 }
 
-fn qualify(addr: &str, ctx: &Ctx) -> String {
+/// An address as it appears in reports: a local name gets our mail name.
+pub fn qualify(addr: &str, ctx: &Ctx) -> String {
     let addr = addr.trim_start_matches('\\');
     match address::classify(addr, &ctx.local_domains) {
         Dest::Local(n) => format!("{n}@{}", ctx.hostname),

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use crate::config::{Aliases, Config};
+use crate::local::dotforward::ForwardFile;
 use crate::route::{Route, Router, getpwnam_uid};
+use crate::spool::Origin;
 use crate::spool::Spool;
 
 /// The configuration and what is derived from it, for one run.
@@ -22,6 +24,9 @@ pub struct Ctx {
     pub spool: Spool,
     /// The `dma-local` program.
     pub helper: PathBuf,
+    /// For `-bv`: show only the `.forward` of this uid (all for root);
+    /// `None` (delivery) reads every one.
+    pub forwards_visible_to: Option<u32>,
     aliases: Option<Result<Aliases, String>>,
 }
 
@@ -48,25 +53,51 @@ impl Ctx {
             local_domains,
             spool,
             helper: helper_path(),
+            forwards_visible_to: None,
             aliases: None,
         }
     }
 
-    /// Routes `addr` (expanded from `ancestors`) with this run's aliases,
-    /// local domains and the password database.
-    pub fn route(&mut self, addr: &str, ancestors: &[String]) -> Route {
+    /// Routes `addr`, made by `origin` from `ancestors`, with this run's
+    /// aliases, local domains, the password database and `.forward` files
+    /// (read through `dma-local`). `delivered_to` are the message's
+    /// `Delivered-To:` addresses, lower case.
+    pub fn route(
+        &mut self,
+        addr: &str,
+        origin: Option<&Origin>,
+        ancestors: &[String],
+        delivered_to: &[String],
+    ) -> Route {
         let _ = self.aliases();
         let aliases = match self.aliases.as_ref().expect("loaded above") {
             Ok(a) => Ok(a),
             Err(e) => Err(e.clone()),
         };
+        let this: &Ctx = self;
+        let read_forward = |user: &str| {
+            if let Some(me) = this.forwards_visible_to {
+                let theirs = getpwnam_uid(user);
+                if me != 0 && theirs != Some(me) {
+                    return Ok(ForwardFile::Ignored(
+                        "the .forward of another user (if any) is not shown".into(),
+                    ));
+                }
+            }
+            crate::local::read_forward(this, user)
+        };
+        let read_include = |path: &str| crate::local::read_include(this, path);
         Router {
             aliases,
-            local_domains: &self.local_domains,
-            nullclient: self.config.nullclient,
+            local_domains: &this.local_domains,
+            nullclient: this.config.nullclient,
+            root_forward_programs: this.config.root_forward_programs,
             lookup_user: &getpwnam_uid,
+            read_forward: &read_forward,
+            read_include: &read_include,
+            delivered_to,
         }
-        .route(addr, ancestors)
+        .route(addr, origin, ancestors)
     }
 
     /// The local part of `addr` when its domain is ours (the name aliases and

@@ -12,8 +12,9 @@ use std::io;
 use std::time::Duration;
 
 use crate::context::Ctx;
-use crate::route::Route;
-use crate::spool::{Locked, State, now};
+use crate::local::ProgramCall;
+use crate::route::{Expansion, Program, Route};
+use crate::spool::{Envelope, Locked, Origin, Rcpt, State, now};
 use crate::{bounce, error, info, notice, warning};
 
 /// The result of one delivery attempt to one recipient.
@@ -53,6 +54,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let data_path = ctx.spool.data_path(&msg.env.id);
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     let expired = now() - msg.env.created >= lifetime;
+    let delivered_to = delivered_to(&msg.data);
     let mut i = 0;
     while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
@@ -68,42 +70,65 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
             p = msg.env.rcpts[j].parent;
         }
         ancestors.reverse();
-        let route = ctx.route(&addr, &ancestors);
+        let origin = msg.env.rcpts[i].origin.clone();
+        let route = ctx.route(&addr, origin.as_ref(), &ancestors, &delivered_to);
         let outcome = match route {
             Route::Expand {
                 children,
-                catch_all,
-                loops,
+                kind,
+                notes,
             } => {
-                for l in &loops {
-                    warning!("alias loop {l}: delivering to the mailbox of the looping name");
+                for n in &notes {
+                    warning!("<{addr}>: {n}");
                 }
                 let mut added = Vec::new();
                 for c in children {
-                    if !msg.env.rcpts.iter().any(|r| r.addr == c) {
-                        msg.env
-                            .rcpts
-                            .push(crate::spool::Rcpt::new(c.clone(), Some(i)));
-                        added.push(c);
+                    if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
+                        let mut r = Rcpt::new(c.addr.clone(), Some(i));
+                        r.origin = c.origin;
+                        msg.env.rcpts.push(r);
+                        added.push(c.addr);
                     }
                 }
-                info!(
-                    "<{addr}> {} to <{}>",
-                    if catch_all {
-                        "caught by `*' and sent"
-                    } else {
-                        "aliased"
-                    },
-                    added.join(">, <")
-                );
+                let how = match kind {
+                    Expansion::Alias => "aliased",
+                    Expansion::CatchAll => "caught by `*' and sent",
+                    Expansion::Forward => "forwarded by .forward",
+                    Expansion::Include => "expanded by :include:",
+                };
+                info!("<{addr}> {how} to <{}>", added.join(">, <"));
                 msg.env.rcpts[i].state = State::Expanded;
                 ctx.spool.write_env(&msg.env)?;
                 i += 1;
                 continue;
             }
-            Route::Mailbox { user, .. } => {
+            Route::Mailbox { user, note, .. } => {
+                if let Some(n) = note {
+                    warning!("<{addr}>: {n}");
+                }
                 info!("<{addr}> trying delivery");
-                crate::local::deliver_mailbox(ctx, &msg.data, &msg.env.sender, &user)
+                let trace = trace_headers(ctx, &msg.env, i, None);
+                crate::local::deliver_mailbox(ctx, &msg.data, &msg.env.sender, &user, &trace)
+            }
+            Route::Program { program, origin } => {
+                info!("<{addr}> trying delivery");
+                let owner = match &origin {
+                    Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
+                };
+                let trace = trace_headers(ctx, &msg.env, i, Some(&owner));
+                let original = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
+                let call = ProgramCall {
+                    program: match &program {
+                        Program::Pipe(c) => crate::local::Program::Pipe(c),
+                        Program::File(f) => crate::local::Program::File(f),
+                    },
+                    origin: &origin,
+                    sender: &msg.env.sender,
+                    recipient: &owner,
+                    original: &original,
+                    prepend: &trace,
+                };
+                crate::local::deliver_program(ctx, &msg.data, &call)
             }
             Route::Remote { .. } => Outcome::Deferred(
                 "4.3.2 remote delivery is not available in this version; the message stays queued"
@@ -141,6 +166,60 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     }
     crate::logging::set_queue_id(None);
     Ok(())
+}
+
+/// The index of the top-level recipient `i` was expanded from.
+fn top_of(env: &Envelope, mut i: usize) -> usize {
+    while let Some(p) = env.rcpts[i].parent {
+        i = p;
+    }
+    i
+}
+
+/// The `Delivered-To:` lines for delivering recipient `i`: one for each
+/// `.forward` it passed through (except a user's own mailbox copy), and
+/// `owner` first for a command or file.
+fn trace_headers(ctx: &Ctx, env: &Envelope, i: usize, owner: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = owner
+        .map(|o| format!("Delivered-To: {o}"))
+        .into_iter()
+        .collect();
+    let mut j = Some(i);
+    while let Some(k) = j {
+        let r = &env.rcpts[k];
+        if let Some(Origin::Forward(u)) = &r.origin {
+            let own_copy = k == i && r.addr == format!("\\{u}");
+            let line = format!("Delivered-To: {u}@{}", ctx.hostname);
+            if !own_copy && !out.contains(&line) {
+                out.push(line);
+            }
+        }
+        j = r.parent;
+    }
+    out
+}
+
+/// The `Delivered-To:` addresses in the header of the message, lower case.
+fn delivered_to(data: &std::fs::File) -> Vec<String> {
+    use std::io::{BufRead, Seek};
+    let mut out = Vec::new();
+    let Ok(mut f) = data.try_clone() else {
+        return out;
+    };
+    if f.rewind().is_err() {
+        return out;
+    }
+    let mut r = std::io::BufReader::new(f);
+    let mut line = String::new();
+    while matches!(r.read_line(&mut line), Ok(n) if n > 0) && line != "\n" {
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("delivered-to")
+        {
+            out.push(crate::address::strip_brackets(value.trim()).to_ascii_lowercase());
+        }
+        line.clear();
+    }
+    out
 }
 
 /// Applies one outcome to recipient `i`, with the log line dma writes.

@@ -62,7 +62,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
     let mut item_line = 1;
     let mut at_line_start = true;
     let mut chars = text.chars().peekable();
-    let mut finish = |cur: &mut String, quoted: &mut bool, line: usize, out: &mut Vec<Entry>| {
+    let finish = |cur: &mut String, quoted: &mut bool, line: usize, out: &mut Vec<Entry>| {
         let item = if *quoted {
             cur.clone()
         } else {

@@ -112,3 +112,21 @@ pub fn ignore_sigxfsz() {
     // SAFETY: installing SIG_IGN runs no code of ours in signal context.
     let _ = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
 }
+
+/// Makes the command start in a session (and process group) of its own, so
+/// that a time limit can kill everything it started.
+pub fn new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) is async-signal-safe; nothing else runs in pre_exec.
+    unsafe {
+        cmd.pre_exec(|| unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+}
+
+/// Sends SIGKILL to the process group `pgid`.
+pub fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}

@@ -91,6 +91,15 @@ pub struct Config {
     pub retry_min: Duration,
     /// `RETRY_MAX` (ours, default 4h): the longest retry delay.
     pub retry_max: Duration,
+    /// `ALIAS_USER` (ours, default `nobody`): who runs commands and writes
+    /// files named in the aliases file. Never root.
+    pub alias_user: String,
+    /// `PIPE_TIMEOUT` (ours, default 10m): how long a `|command` may run
+    /// before its process group is killed (and the delivery deferred).
+    pub pipe_timeout: Duration,
+    /// `ROOT_FORWARD_PROGRAMS` (ours, off): let root's `.forward` run
+    /// commands and write files; by default they go to root's mailbox.
+    pub root_forward_programs: bool,
 }
 
 impl Default for Config {
@@ -118,6 +127,9 @@ impl Default for Config {
             queue_lifetime: Duration::from_secs(5 * 86400),
             retry_min: Duration::from_secs(300),
             retry_max: Duration::from_secs(4 * 3600),
+            alias_user: "nobody".to_string(),
+            pipe_timeout: Duration::from_secs(600),
+            root_forward_programs: false,
         }
     }
 }
@@ -129,11 +141,18 @@ enum Kind {
 
 fn kind(key: &str) -> Option<Kind> {
     Some(match key {
-        "SECURETRANSFER" | "STARTTLS" | "OPPORTUNISTIC_TLS" | "VERIFYCERT" | "INSECURE"
-        | "DEFER" | "FULLBOUNCE" | "NULLCLIENT" => Kind::Flag,
+        "SECURETRANSFER"
+        | "STARTTLS"
+        | "OPPORTUNISTIC_TLS"
+        | "VERIFYCERT"
+        | "INSECURE"
+        | "DEFER"
+        | "FULLBOUNCE"
+        | "NULLCLIENT"
+        | "ROOT_FORWARD_PROGRAMS" => Kind::Flag,
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
-        | "RETRY_MAX" => Kind::Value,
+        | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" => Kind::Value,
         _ => return None,
     })
 }
@@ -195,6 +214,7 @@ impl Config {
                     "INSECURE" => c.insecure = true,
                     "DEFER" => c.defer = true,
                     "FULLBOUNCE" => c.fullbounce = true,
+                    "ROOT_FORWARD_PROGRAMS" => c.root_forward_programs = true,
                     _ => c.nullclient = true,
                 },
                 (Some(Kind::Value), Some(v)) => {
@@ -268,6 +288,16 @@ impl Config {
             "QUEUE_LIFETIME" => self.queue_lifetime = dur(v)?,
             "RETRY_MIN" => self.retry_min = dur(v)?,
             "RETRY_MAX" => self.retry_max = dur(v)?,
+            "PIPE_TIMEOUT" => self.pipe_timeout = dur(v)?,
+            "ALIAS_USER" => {
+                let name = v.trim();
+                if name == "root" || !crate::local::helper::valid_user_name(name) {
+                    return Err(format!(
+                        "ALIAS_USER must name an unprivileged user, not `{v}'"
+                    ));
+                }
+                self.alias_user = name.to_string();
+            }
             _ => unreachable!("every value key is handled"),
         }
         Ok(())

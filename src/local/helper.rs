@@ -1,17 +1,32 @@
 //! `dma-local`: the privileged step of local delivery, kept small.
 //!
-//! `dma-local mbox --user NAME --sender ADDR [--config FILE] < message`
+//! ```text
+//! dma-local mbox    --user U --sender S [--prepend H]...            < message
+//! dma-local forward --user U                                        (prints entries)
+//! dma-local include --path P                                        (prints entries)
+//! dma-local pipe    --user U --origin O --command C --sender S
+//!                   --recipient R --original R0 [--prepend H]...    < message
+//! dma-local file    --user U --origin O --path P --sender S [--prepend H]... < message
+//! (each also takes --config FILE, honoured only when not set-id)
+//! ```
 //!
-//! Run as root (set-user-id, or by root), it creates the dotlock and, if
-//! missing, the mailbox in MAILSPOOL, then forks a child that becomes the
-//! recipient (groups, gid, uid) before it opens the mailbox or reads a byte of
-//! the message from stdin. Run by anyone else, it can only deliver to the
-//! caller's own mailbox. When set-id, `--config` is ignored: MAILSPOOL comes
-//! from the system configuration only, so a caller cannot point the root
-//! steps at another directory.
+//! Run as root (set-user-id, or by root), it does the few steps that need
+//! root (the mailbox dotlock and a missing mailbox, in MAILSPOOL), then forks
+//! a child that becomes the user (groups, gid, uid) before it reads a file of
+//! that user or a byte of the message. Run by anyone else it can only act as
+//! the caller. When set-id, `--config` is ignored: MAILSPOOL, ALIASES and
+//! ALIAS_USER come from the system configuration only.
 //!
-//! The result is the exit code (0 delivered, 67 no such user, 75 try again)
-//! and, on failure, one line `<enhanced status> <text>` on stderr.
+//! Nothing the caller says is trusted for authority: a command or file runs
+//! only if the child, as the user, finds it again in that user's `.forward`
+//! (origin `forward:U`), or in the system aliases under that alias name and
+//! as ALIAS_USER (origin `alias:NAME`). So a forged queue entry cannot make
+//! anybody's command run.
+//!
+//! The result is the exit code (0 done, 67 no such user and 69 other
+//! permanent failures, anything else temporary) and, on failure, one line
+//! `<enhanced status> <text>` on stderr. `forward` and `include` print their
+//! result on stdout (see `dotforward::encode`).
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -19,10 +34,14 @@ use std::path::{Path, PathBuf};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{self, User};
 
-use super::mbox;
-use crate::config::{Config, conf};
-use crate::exit::{EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE};
+use super::dotforward::{self, ForwardFile};
+use super::file::Failed;
+use super::{mbox, pipe};
+use crate::config::{AliasTarget, Aliases, Config, conf};
+use crate::exit::{EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE};
+use crate::forward::Entry;
 use crate::privsep::{self, Forked};
+use crate::spool::Origin;
 
 /// The helper's exit code and its one-line reason.
 struct Failure(i32, String);
@@ -31,7 +50,21 @@ fn temp(msg: impl Into<String>) -> Failure {
     Failure(EX_TEMPFAIL, msg.into())
 }
 
-/// Whether `name` is safe to use as a file name in MAILSPOOL.
+fn perm(msg: impl Into<String>) -> Failure {
+    Failure(EX_UNAVAILABLE, msg.into())
+}
+
+impl From<Failed> for Failure {
+    fn from(f: Failed) -> Failure {
+        if f.temporary {
+            temp(f.why)
+        } else {
+            perm(f.why)
+        }
+    }
+}
+
+/// Whether `name` is safe to use as a user name and a file name in MAILSPOOL.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 256
@@ -49,129 +82,400 @@ pub fn main(args: Vec<String>) -> i32 {
     match run(&args) {
         Ok(()) => EX_OK,
         Err(Failure(code, msg)) => {
-            let _ = writeln!(std::io::stderr(), "{msg}");
+            if !msg.is_empty() {
+                let _ = writeln!(std::io::stderr(), "{msg}");
+            }
             code
         }
     }
 }
 
-fn run(args: &[String]) -> Result<(), Failure> {
-    let usage = || {
-        Failure(
-            EX_USAGE,
-            "4.3.5 usage: dma-local mbox --user NAME --sender ADDR [--config FILE]".into(),
-        )
-    };
-    let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("mbox") {
-        return Err(usage());
-    }
-    let (mut user, mut sender, mut config) = (None, None, None);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(usage)?;
-        match flag.as_str() {
-            "--user" => user = Some(value.clone()),
-            "--sender" => sender = Some(value.clone()),
-            "--config" => config = Some(PathBuf::from(value)),
-            _ => return Err(usage()),
+/// The arguments, checked: `--key value` pairs, `--prepend` repeatable.
+struct Args {
+    mode: String,
+    values: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, Failure> {
+        let usage = || Failure(EX_USAGE, "4.3.5 dma-local: bad arguments".into());
+        let mut it = args.iter();
+        let mode = it.next().ok_or_else(usage)?.clone();
+        let mut values = Vec::new();
+        while let Some(flag) = it.next() {
+            let key = flag.strip_prefix("--").ok_or_else(usage)?;
+            let value = it.next().ok_or_else(usage)?;
+            // Nothing we are handed may carry a line break or NUL into a
+            // header, a file or an environment variable.
+            if value.bytes().any(|b| b == b'\n' || b == b'\r' || b == 0) {
+                return Err(usage());
+            }
+            values.push((key.to_string(), value.clone()));
         }
+        Ok(Args { mode, values })
     }
-    let (Some(name), Some(sender)) = (user, sender) else {
-        return Err(usage());
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn need(&self, key: &str) -> Result<&str, Failure> {
+        self.get(key)
+            .ok_or_else(|| Failure(EX_USAGE, format!("4.3.5 dma-local: --{key} missing")))
+    }
+
+    /// `--prepend` header lines, each `Name: value`.
+    fn prepend(&self) -> Result<Vec<String>, Failure> {
+        let mut out = Vec::new();
+        for (k, v) in &self.values {
+            if k == "prepend" {
+                let ok = v.split_once(':').is_some_and(|(n, _)| {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !ok {
+                    return Err(Failure(EX_USAGE, "4.3.5 dma-local: bad --prepend".into()));
+                }
+                out.push(v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let args = Args::parse(args)?;
+    let setid = privsep::is_setid();
+    if setid {
+        // Nothing below reads the environment; nothing may inherit it.
+        privsep::clear_env(&[]);
+    }
+    // Set-id: trust nothing the caller chose.
+    let config_path = match (setid, args.get("config")) {
+        (false, Some(p)) => PathBuf::from(p),
+        _ => PathBuf::from(conf::DEFAULT_PATH),
     };
-    if !valid_user_name(&name) {
+    let config = Config::load(&config_path).map_err(|e| temp(format!("4.3.5 {e}")))?;
+    match args.mode.as_str() {
+        "mbox" => mbox_mode(&args, &config),
+        "forward" => {
+            let user = lookup(args.need("user")?)?;
+            let home = PathBuf::from(&user.dir);
+            let uid = user.uid.as_raw();
+            as_user(&user, || {
+                dotforward::read_forward(&home, uid).map_err(|t| Failed {
+                    temporary: true,
+                    why: format!("4.3.0 {}", t.0),
+                })
+            })
+            .map(|_: ForwardFile| ())
+        }
+        "include" => {
+            let path = PathBuf::from(args.need("path")?);
+            let user = lookup(&config.alias_user)?;
+            as_user(&user, || {
+                dotforward::read_include(&path).map_err(|t| Failed {
+                    temporary: true,
+                    why: format!("4.3.0 {}", t.0),
+                })
+            })
+            .map(|_: ForwardFile| ())
+        }
+        "pipe" | "file" => program_mode(&args, &config),
+        _ => Err(Failure(EX_USAGE, "4.3.5 dma-local: unknown mode".into())),
+    }
+}
+
+fn print(s: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| temp(format!("4.3.0 writing the result: {e}")))
+}
+
+fn lookup(name: &str) -> Result<User, Failure> {
+    if !valid_user_name(name) {
         return Err(Failure(
             EX_NOUSER,
             format!("5.1.3 invalid user name `{name}'"),
         ));
     }
-    if sender.bytes().any(|b| b < 0x20 || b == 0x7f) || sender.contains(' ') {
-        return Err(usage());
-    }
-    // Set-id: trust nothing the caller chose.
-    let config_path = match (privsep::is_setid(), config) {
-        (false, Some(p)) => p,
-        _ => PathBuf::from(conf::DEFAULT_PATH),
-    };
-    if privsep::is_setid() {
-        // Nothing below reads the environment; nothing should inherit it.
-        privsep::clear_env(&[]);
-    }
-    let config = Config::load(&config_path).map_err(|e| temp(format!("4.3.5 {e}")))?;
-    let user = User::from_name(&name)
+    User::from_name(name)
         .map_err(|e| temp(format!("4.3.0 user lookup failed: {e}")))?
-        .ok_or_else(|| Failure(EX_NOUSER, format!("5.1.1 {name}: no such user")))?;
-    deliver(&config.mailspool, &user, &sender)
+        .ok_or_else(|| Failure(EX_NOUSER, format!("5.1.1 {name}: no such user")))
 }
 
-fn deliver(dir: &Path, user: &User, sender: &str) -> Result<(), Failure> {
-    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-    let path = dir.join(&user.name);
-    if unistd::geteuid().is_root() {
-        let lock = mbox::dotlock(dir, &user.name, mbox::LOCK_TIMEOUT)
-            .map_err(|e| temp(format!("4.2.0 {e}")))?;
-        mbox::create(dir, &user.name, uid, gid)
-            .map_err(|e| temp(format!("4.2.0 can not create {}: {e}", path.display())))?;
-        let status = match privsep::fork().map_err(|e| temp(format!("4.3.0 fork: {e}")))? {
-            Forked::Child => {
-                let code = match privsep::become_user(user) {
-                    Ok(()) => match write_as_user(&path, uid, sender) {
+/// Runs `f` as `user`: in a child that becomes the user when we are root,
+/// directly when we already are that user, never otherwise. What `f`
+/// returns travels back as the child's exit status and stderr line; for
+/// `forward` and `include`, its value is printed by the child itself.
+fn as_user<T: Send>(user: &User, f: impl FnOnce() -> Result<T, Failed>) -> Result<T, Failure>
+where
+    T: AsUserResult,
+{
+    if !unistd::geteuid().is_root() {
+        if unistd::getuid() != user.uid {
+            return Err(temp(format!(
+                "4.3.0 not privileged to deliver to {} (is dma-local installed set-user-id root?)",
+                user.name
+            )));
+        }
+        f().map_err(Failure::from)?.emit()?;
+        return Ok(T::done());
+    }
+    match privsep::fork().map_err(|e| temp(format!("4.3.0 fork: {e}")))? {
+        Forked::Child => {
+            let code = match privsep::become_user(user) {
+                Ok(()) => match f() {
+                    Ok(v) => match v.emit() {
                         Ok(()) => EX_OK,
-                        Err(Failure(code, msg)) => {
-                            let _ = writeln!(std::io::stderr(), "{msg}");
-                            code
+                        Err(Failure(c, m)) => {
+                            let _ = writeln!(std::io::stderr(), "{m}");
+                            c
                         }
                     },
-                    Err(e) => {
-                        let _ =
-                            writeln!(std::io::stderr(), "4.3.0 can not become {}: {e}", user.name);
-                        EX_TEMPFAIL
+                    Err(failed) => {
+                        let Failure(c, m) = Failure::from(failed);
+                        let _ = writeln!(std::io::stderr(), "{m}");
+                        c
                     }
-                };
-                std::process::exit(code);
-            }
-            Forked::Parent(pid) => waitpid(pid, None),
-        };
-        drop(lock);
-        return match status {
-            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-            // The child has printed its reason already.
+                },
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "4.3.0 can not become {}: {e}", user.name);
+                    EX_TEMPFAIL
+                }
+            };
+            std::process::exit(code);
+        }
+        Forked::Parent(pid) => match waitpid(pid, None) {
+            // The child has done its work and said so.
+            Ok(WaitStatus::Exited(_, 0)) => Ok(T::done()),
             Ok(WaitStatus::Exited(_, code)) => Err(Failure(code, String::new())),
             other => Err(temp(format!("4.3.0 delivery process ended: {other:?}"))),
-        };
+        },
     }
-    if unistd::getuid() != user.uid {
-        return Err(temp(format!(
-            "4.3.0 not privileged to deliver to {} (is dma-local installed set-user-id root?)",
-            user.name
-        )));
-    }
-    // Delivering to ourselves: the dotlock is best effort, since MAILSPOOL
-    // may not be writable by users (Debian's is 2775 root:mail).
-    let _lock = match mbox::dotlock(dir, &user.name, mbox::LOCK_TIMEOUT) {
-        Ok(l) => Some(l),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
-        Err(e) => return Err(temp(format!("4.2.0 {e}"))),
-    };
-    mbox::create(dir, &user.name, uid, gid)
-        .map_err(|e| temp(format!("4.2.0 can not create {}: {e}", path.display())))?;
-    write_as_user(&path, uid, sender)
 }
 
-fn write_as_user(path: &Path, uid: u32, sender: &str) -> Result<(), Failure> {
-    let mut f = mbox::open(path, uid).map_err(|e| temp(format!("4.2.0 {e}")))?;
-    mbox::fcntl_lock(&f, mbox::LOCK_TIMEOUT)
-        .map_err(|e| temp(format!("4.2.0 can not lock {}: {e}", path.display())))?;
-    let stdin = std::io::stdin();
-    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-    mbox::append(&mut f, sender, &mut input).map_err(|e| {
-        let code = match e.raw_os_error() {
-            Some(nix::libc::EDQUOT) => "4.2.2",
-            Some(nix::libc::ENOSPC) => "4.3.1",
-            Some(nix::libc::EFBIG) => "4.2.2",
-            _ => "4.2.0",
-        };
-        temp(format!("{code} write to {} failed: {e}", path.display()))
-    })?;
-    Ok(())
+/// What a child run by [`as_user`] hands back: printed by the child (so the
+/// root parent never handles it), or nothing.
+trait AsUserResult: Sized {
+    /// Delivers the value from the child (prints it).
+    fn emit(self) -> Result<(), Failure>;
+    /// The value in the parent once the child has emitted it.
+    fn done() -> Self;
+}
+
+impl AsUserResult for () {
+    fn emit(self) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn done() -> Self {}
+}
+
+impl AsUserResult for ForwardFile {
+    fn emit(self) -> Result<(), Failure> {
+        print(&dotforward::encode(&self))
+    }
+    fn done() -> Self {
+        // Already printed by whoever read it; nothing more to say.
+        ForwardFile::Missing
+    }
+}
+
+fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
+    let user = lookup(args.need("user")?)?;
+    let sender = args.need("sender")?.to_string();
+    let prepend = args.prepend()?;
+    let dir = &config.mailspool;
+    let path = dir.join(&user.name);
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    // The root steps: the dotlock and a missing mailbox, in MAILSPOOL. When
+    // we are not root they are best effort (MAILSPOOL may not be writable
+    // by users: Debian's is 2775 root:mail).
+    let root = unistd::geteuid().is_root();
+    let _lock = match mbox::dotlock(dir, &user.name, mbox::LOCK_TIMEOUT) {
+        Ok(l) => Some(l),
+        Err(e) if !root && e.kind() == std::io::ErrorKind::PermissionDenied => None,
+        Err(e) => return Err(temp(format!("4.2.0 {e}"))),
+    };
+    if root || unistd::getuid() == user.uid {
+        mbox::create(dir, &user.name, uid, gid)
+            .map_err(|e| temp(format!("4.2.0 can not create {}: {e}", path.display())))?;
+    }
+    as_user(&user, || {
+        let mut f = mbox::open(&path, uid).map_err(|e| Failed {
+            temporary: true,
+            why: format!("4.2.0 {e}"),
+        })?;
+        mbox::fcntl_lock(&f, mbox::LOCK_TIMEOUT).map_err(|e| Failed {
+            temporary: true,
+            why: format!("4.2.0 can not lock {}: {e}", path.display()),
+        })?;
+        let stdin = std::io::stdin();
+        let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+        mbox::append(&mut f, &sender, &prepend, &mut input)
+            .map(|_| ())
+            .map_err(|e| Failed {
+                temporary: true,
+                why: format!(
+                    "{} write to {} failed: {e}",
+                    write_status(&e),
+                    path.display()
+                ),
+            })
+    })
+}
+
+/// The enhanced status for a failed write: a full mailbox or disk is 4.2.2
+/// or 4.3.1, as RFC 3463 has them.
+fn write_status(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(nix::libc::EDQUOT | nix::libc::EFBIG) => "4.2.2",
+        Some(nix::libc::ENOSPC) => "4.3.1",
+        _ => "4.2.0",
+    }
+}
+
+/// `pipe` and `file`: check the authority, become the user, deliver.
+fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
+    let user = lookup(args.need("user")?)?;
+    let origin = match args.need("origin")?.split_once(':') {
+        Some(("forward", u)) => Origin::Forward(u.to_string()),
+        Some(("alias", a)) => Origin::Alias(a.to_string()),
+        _ => return Err(Failure(EX_USAGE, "4.3.5 dma-local: bad --origin".into())),
+    };
+    // Whose authority: the .forward's owner, or ALIAS_USER for aliases.
+    match &origin {
+        Origin::Forward(u) if *u == user.name => {
+            if user.uid.is_root() && !config.root_forward_programs {
+                return Err(perm(
+                    "5.7.1 root's .forward may not run commands or write files (ROOT_FORWARD_PROGRAMS)",
+                ));
+            }
+        }
+        Origin::Alias(_) if user.name == config.alias_user && !user.uid.is_root() => {}
+        _ => {
+            return Err(perm(
+                "5.7.1 not authorized: the user does not match the origin",
+            ));
+        }
+    }
+    let entry = if args.mode == "pipe" {
+        Entry::Pipe(args.need("command")?.to_string())
+    } else {
+        let p = args.need("path")?;
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+            return Err(Failure(EX_USAGE, "4.3.5 dma-local: bad --path".into()));
+        }
+        if p.len() > 1 && p.ends_with('/') {
+            Entry::Maildir(p.to_string())
+        } else {
+            Entry::File(p.to_string())
+        }
+    };
+    let sender = args.need("sender")?.to_string();
+    let prepend = args.prepend()?;
+    let aliases_path = config.aliases.clone();
+    let home = PathBuf::from(&user.dir);
+    let uid = user.uid.as_raw();
+    let timeout = config.pipe_timeout;
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), user.dir.display().to_string()),
+        ("USER".into(), user.name.clone()),
+        ("LOGNAME".into(), user.name.clone()),
+        ("SHELL".into(), user.shell.display().to_string()),
+        ("SENDER".into(), sender.clone()),
+    ];
+    if args.mode == "pipe" {
+        let rcpt = args.need("recipient")?.to_string();
+        let (local, domain) = crate::address::split(&rcpt);
+        env.push(("RECIPIENT".into(), rcpt.clone()));
+        env.push(("LOCAL".into(), local.to_string()));
+        env.push(("DOMAIN".into(), domain.unwrap_or("").to_string()));
+        env.push((
+            "ORIGINAL_RECIPIENT".into(),
+            args.need("original")?.to_string(),
+        ));
+    }
+    as_user(&user, move || {
+        authorize(&origin, &entry, &home, uid, &aliases_path)?;
+        let stdin = std::io::stdin();
+        match &entry {
+            Entry::Pipe(command) => {
+                let mut prefix = mbox::from_line(&sender, &jiff::ZonedDateTime::now()).into_bytes();
+                let rp = if sender.is_empty() {
+                    "<>".to_string()
+                } else {
+                    format!("<{sender}>")
+                };
+                prefix.extend_from_slice(format!("Return-Path: {rp}\n").as_bytes());
+                for h in &prepend {
+                    prefix.extend_from_slice(format!("{h}\n").as_bytes());
+                }
+                let job = pipe::Job {
+                    command,
+                    home: &home,
+                    env,
+                    timeout,
+                    prefix,
+                };
+                pipe::run(&job, stdin)
+            }
+            Entry::File(p) => {
+                let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+                super::file::append(Path::new(p), uid, &sender, &prepend, &mut input)
+            }
+            Entry::Maildir(p) => {
+                let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+                super::file::maildir(Path::new(p), &prepend, &mut input)
+            }
+            _ => unreachable!("only pipes and files get here"),
+        }
+    })
+}
+
+/// Finds `entry` again, as the user, where `origin` says it comes from.
+fn authorize(
+    origin: &Origin,
+    entry: &Entry,
+    home: &Path,
+    uid: u32,
+    aliases: &Path,
+) -> Result<(), Failed> {
+    let denied = |why: String| Failed {
+        temporary: false,
+        why: format!("5.7.1 not authorized: {why}"),
+    };
+    match origin {
+        Origin::Forward(u) => match dotforward::read_forward(home, uid) {
+            Ok(ForwardFile::Entries(e)) if e.contains(entry) => Ok(()),
+            Ok(_) => Err(denied(format!("not in the .forward of {u} (any more)"))),
+            Err(t) => Err(Failed {
+                temporary: true,
+                why: format!("4.3.0 {}", t.0),
+            }),
+        },
+        Origin::Alias(name) => {
+            let a = Aliases::load(aliases).map_err(|e| Failed {
+                temporary: true,
+                why: format!("4.3.5 aliases file: {e}"),
+            })?;
+            let wanted = match entry {
+                Entry::Pipe(c) => AliasTarget::Pipe(c.clone()),
+                Entry::File(p) | Entry::Maildir(p) => AliasTarget::File(p.clone()),
+                _ => return Err(denied("not a command or file".into())),
+            };
+            if a.entries
+                .iter()
+                .any(|e| e.name == *name && e.targets.contains(&wanted))
+            {
+                Ok(())
+            } else {
+                Err(denied(format!("not in the aliases file under `{name}'")))
+            }
+        }
+    }
 }

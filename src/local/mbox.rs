@@ -175,11 +175,17 @@ pub fn from_line(sender: &str, when: &jiff::ZonedDateTime) -> String {
     format!("From {sender} {}\n", when.strftime("%a %b %e %H:%M:%S %Y"))
 }
 
-/// Appends one message read from `input` to `f` (already locked), then
-/// fsyncs. On error the file is cut back to its former length.
-pub fn append(f: &mut File, sender: &str, input: &mut impl BufRead) -> io::Result<u64> {
+/// Appends one message read from `input` to `f` (already locked), with the
+/// header lines `prepend` (each without its newline) after the `From ` line,
+/// then fsyncs. On error the file is cut back to its former length.
+pub fn append(
+    f: &mut File,
+    sender: &str,
+    prepend: &[String],
+    input: &mut impl BufRead,
+) -> io::Result<u64> {
     let start = f.metadata()?.len();
-    let res = write_message(f, sender, input).and_then(|n| f.sync_data().map(|_| n));
+    let res = write_message(f, sender, prepend, input).and_then(|n| f.sync_data().map(|_| n));
     if res.is_err() {
         let _ = f.set_len(start);
         let _ = f.sync_data();
@@ -187,10 +193,19 @@ pub fn append(f: &mut File, sender: &str, input: &mut impl BufRead) -> io::Resul
     res
 }
 
-fn write_message(f: &mut File, sender: &str, input: &mut impl BufRead) -> io::Result<u64> {
+fn write_message(
+    f: &mut File,
+    sender: &str,
+    prepend: &[String],
+    input: &mut impl BufRead,
+) -> io::Result<u64> {
     let mut w = BufWriter::with_capacity(64 * 1024, &mut *f);
     let mut n = 0u64;
     w.write_all(from_line(sender, &jiff::ZonedDateTime::now()).as_bytes())?;
+    for h in prepend {
+        w.write_all(h.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
     let mut at_line_start = true;
     loop {
         let buf = input.fill_buf()?;
@@ -238,13 +253,19 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         let msg = "Subject: x\n\nFrom the start\n>From quoted\n>>From twice\nFromage\n From not\n";
-        append(&mut f, "a@b", &mut msg.as_bytes()).unwrap();
+        append(
+            &mut f,
+            "a@b",
+            &["Delivered-To: u@h".into()],
+            &mut msg.as_bytes(),
+        )
+        .unwrap();
         let got = std::fs::read_to_string(&path).unwrap();
         let (first, rest) = got.split_once('\n').unwrap();
         assert!(first.starts_with("From a@b "), "{first}");
         assert_eq!(
             rest,
-            "Subject: x\n\n>From the start\n>>From quoted\n>>>From twice\nFromage\n From not\n\n"
+            "Delivered-To: u@h\nSubject: x\n\n>From the start\n>>From quoted\n>>>From twice\nFromage\n From not\n\n"
         );
     }
 

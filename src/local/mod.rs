@@ -1,79 +1,189 @@
 //! Local delivery: the writers that run as the recipient (in `dma-local`),
 //! and the caller side that hands a message to `dma-local`.
 
+pub mod dotforward;
+pub mod file;
 pub mod helper;
 pub mod mbox;
+pub mod pipe;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::process::{Command, Stdio};
 
 use crate::context::Ctx;
 use crate::deliver::Outcome;
-use crate::exit::EX_NOUSER;
+use crate::exit::{EX_NOUSER, EX_UNAVAILABLE};
+use crate::spool::Origin;
+use dotforward::ForwardFile;
 
-/// Delivers the message in `data` (the locked data file) to `user`'s mailbox
-/// through `dma-local`, which does the writing as that user. The helper's
-/// stdin is a duplicate of the locked descriptor, so the message lock is held
-/// until the helper is done, even if this process dies first.
-pub fn deliver_mailbox(ctx: &Ctx, data: &File, sender: &str, user: &str) -> Outcome {
-    let input = match data
-        .try_clone()
-        .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
-    {
-        Ok(f) => f,
-        Err(e) => return Outcome::Deferred(format!("4.3.0 can not read the queued message: {e}")),
-    };
+/// Runs `dma-local MODE ARGS...` with the message (a duplicate of the locked
+/// data file descriptor, rewound) on stdin when `data` is given, so that the
+/// message lock is held until the helper is done, even if we die first.
+/// Returns its stdout, or the outcome its failure means.
+fn call(
+    ctx: &Ctx,
+    mode: &str,
+    args: &[(&str, &str)],
+    data: Option<&File>,
+) -> Result<String, Outcome> {
     let mut cmd = Command::new(&ctx.helper);
-    cmd.arg("mbox")
-        .arg("--user")
-        .arg(user)
-        .arg("--sender")
-        .arg(if sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            sender
-        });
+    cmd.arg(mode);
+    for (k, v) in args {
+        cmd.arg(format!("--{k}")).arg(v);
+    }
     if let Some(c) = &ctx.config_override {
         cmd.arg("--config").arg(c);
     }
-    let child = cmd
-        .stdin(input)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome::Deferred(format!("4.3.0 can not run {}: {e}", ctx.helper.display()));
+    match data {
+        Some(f) => {
+            let input = f
+                .try_clone()
+                .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
+                .map_err(|e| {
+                    Outcome::Deferred(format!("4.3.0 can not read the queued message: {e}"))
+                })?;
+            cmd.stdin(input);
         }
-    };
-    let mut err = String::new();
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.by_ref().take(4096).read_to_string(&mut err);
+        None => {
+            cmd.stdin(Stdio::null());
+        }
     }
-    let status = match child.wait() {
-        Ok(s) => s,
-        Err(e) => return Outcome::Deferred(format!("4.3.0 waiting for dma-local: {e}")),
-    };
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Outcome::Deferred(format!("4.3.0 can not run {}: {e}", ctx.helper.display()))
+        })?;
+    let err = String::from_utf8_lossy(&out.stderr);
     let reason = err
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    match status.code() {
-        Some(0) => Outcome::Delivered,
-        Some(EX_NOUSER) => Outcome::Failed(or(reason, "5.1.1 no such user")),
-        Some(code) => Outcome::Deferred(or(reason, &format!("4.3.0 dma-local exited {code}"))),
-        None => Outcome::Deferred(format!("4.3.0 dma-local ended by a signal: {status}")),
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let reason: String = reason.chars().take(1000).collect();
+    let or = |default: String| {
+        if reason.is_empty() {
+            default
+        } else {
+            reason.clone()
+        }
+    };
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Some(EX_NOUSER | EX_UNAVAILABLE) => {
+            Err(Outcome::Failed(or("5.0.0 dma-local failed".into())))
+        }
+        Some(code) => Err(Outcome::Deferred(or(format!(
+            "4.3.0 dma-local exited {code}"
+        )))),
+        None => Err(Outcome::Deferred(format!(
+            "4.3.0 dma-local ended by a signal: {}",
+            out.status
+        ))),
     }
 }
 
-fn or(reason: String, default: &str) -> String {
-    if reason.is_empty() {
-        default.to_string()
+fn sender_arg(sender: &str) -> &str {
+    if sender.is_empty() {
+        "MAILER-DAEMON"
     } else {
-        reason
+        sender
+    }
+}
+
+/// Delivers the message to `user`'s mailbox through `dma-local`, which does
+/// the writing as that user; `prepend` are header lines to add.
+pub fn deliver_mailbox(
+    ctx: &Ctx,
+    data: &File,
+    sender: &str,
+    user: &str,
+    prepend: &[String],
+) -> Outcome {
+    let mut args = vec![("user", user), ("sender", sender_arg(sender))];
+    args.extend(prepend.iter().map(|h| ("prepend", h.as_str())));
+    match call(ctx, "mbox", &args, Some(data)) {
+        Ok(_) => Outcome::Delivered,
+        Err(o) => o,
+    }
+}
+
+/// Reads `user`'s `.forward` through `dma-local` (as the user). `Err` is a
+/// reason to defer.
+pub fn read_forward(ctx: &Ctx, user: &str) -> Result<ForwardFile, Outcome> {
+    let out = call(ctx, "forward", &[("user", user)], None)?;
+    dotforward::decode(&out)
+        .ok_or_else(|| Outcome::Deferred("4.3.0 dma-local: malformed answer".into()))
+}
+
+/// Reads an `:include:` file through `dma-local` (as ALIAS_USER).
+pub fn read_include(ctx: &Ctx, path: &str) -> Result<ForwardFile, Outcome> {
+    let out = call(ctx, "include", &[("path", path)], None)?;
+    dotforward::decode(&out)
+        .ok_or_else(|| Outcome::Deferred("4.3.0 dma-local: malformed answer".into()))
+}
+
+/// What a program destination is.
+#[derive(Debug, Clone, Copy)]
+pub enum Program<'a> {
+    /// `|command`.
+    Pipe(&'a str),
+    /// `/file` or `/maildir/`.
+    File(&'a str),
+}
+
+/// The envelope of one program delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramCall<'a> {
+    /// What to run or write.
+    pub program: Program<'a>,
+    /// What put it there.
+    pub origin: &'a Origin,
+    /// The envelope sender.
+    pub sender: &'a str,
+    /// The address being delivered (the `.forward` owner's, or the alias's).
+    pub recipient: &'a str,
+    /// The top-level recipient it was expanded from.
+    pub original: &'a str,
+    /// Header lines to add (Delivered-To).
+    pub prepend: &'a [String],
+}
+
+/// Runs a pipe or writes a file through `dma-local`, as the user the origin
+/// names (the `.forward` owner, or ALIAS_USER for aliases).
+pub fn deliver_program(ctx: &Ctx, data: &File, p: &ProgramCall) -> Outcome {
+    let user = match p.origin {
+        Origin::Forward(u) => u.as_str(),
+        Origin::Alias(_) => ctx.config.alias_user.as_str(),
+    };
+    let origin = match p.origin {
+        Origin::Forward(u) => format!("forward:{u}"),
+        Origin::Alias(a) => format!("alias:{a}"),
+    };
+    let mut args = vec![
+        ("user", user),
+        ("origin", origin.as_str()),
+        ("sender", sender_arg(p.sender)),
+    ];
+    let mode = match p.program {
+        Program::Pipe(c) => {
+            args.extend([
+                ("command", c),
+                ("recipient", p.recipient),
+                ("original", p.original),
+            ]);
+            "pipe"
+        }
+        Program::File(f) => {
+            args.push(("path", f));
+            "file"
+        }
+    };
+    args.extend(p.prepend.iter().map(|h| ("prepend", h.as_str())));
+    match call(ctx, mode, &args, Some(data)) {
+        Ok(_) => Outcome::Delivered,
+        Err(o) => o,
     }
 }
