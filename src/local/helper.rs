@@ -211,10 +211,10 @@ fn lookup(name: &str) -> Result<User, Failure> {
 /// directly when we already are that user, never otherwise. What `f`
 /// returns travels back as the child's exit status and stderr line; for
 /// `forward` and `include`, its value is printed by the child itself.
-fn as_user<T: Send>(user: &User, f: impl FnOnce() -> Result<T, Failed>) -> Result<T, Failure>
-where
-    T: AsUserResult,
-{
+fn as_user<T: AsUserResult>(
+    user: &User,
+    f: impl FnOnce() -> Result<T, Failed>,
+) -> Result<T, Failure> {
     if !unistd::geteuid().is_root() {
         if unistd::getuid() != user.uid {
             return Err(temp(format!(
