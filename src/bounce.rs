@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::address::{self, Dest};
 use crate::context::Ctx;
 use crate::intake;
-use crate::spool::{Envelope, Locked, Rcpt, now};
+use crate::spool::{Envelope, Locked, Origin, Rcpt, now};
 use crate::{error, info};
 
 /// The enhanced status code at the start of a reply, or a default by class.
@@ -30,6 +30,16 @@ pub fn status_of(reply: &str) -> String {
         first.to_string()
     } else {
         "5.0.0".to_string()
+    }
+}
+
+/// The address a report names for `r`: for a command or file, the address
+/// whose `.forward` or alias it came from (the text says which command).
+fn final_recipient(r: &Rcpt, ctx: &Ctx) -> String {
+    let special = r.addr.starts_with(['|', '/']) || r.addr.starts_with(":include:");
+    match (&r.origin, special) {
+        (Some(Origin::Forward(u) | Origin::Alias(u)), true) => qualify(u, ctx),
+        _ => qualify(&r.addr, ctx),
     }
 }
 
@@ -112,10 +122,15 @@ pub fn queue(
     )?;
     for &i in failed {
         let r = &env.rcpts[i];
+        let final_rcpt = final_recipient(r, ctx);
+        let via = if final_rcpt == qualify(&r.addr, ctx) {
+            String::new()
+        } else {
+            format!(" (delivering to `{}')", r.addr)
+        };
         writeln!(
             w,
-            "<{}>: {}",
-            qualify(&r.addr, ctx),
+            "<{final_rcpt}>{via}: {}",
             r.reply.as_deref().unwrap_or("")
         )?;
     }
@@ -180,7 +195,7 @@ fn write_dsn_fields(w: &mut impl Write, env: &Envelope, r: &Rcpt, ctx: &Ctx) -> 
     while let Some(p) = top.parent {
         top = &env.rcpts[p];
     }
-    writeln!(w, "\nFinal-Recipient: rfc822; {}", qualify(&r.addr, ctx))?;
+    writeln!(w, "\nFinal-Recipient: rfc822; {}", final_recipient(r, ctx))?;
     if !std::ptr::eq(top, r) {
         writeln!(w, "Original-Recipient: rfc822; {}", qualify(&top.addr, ctx))?;
     }
