@@ -27,6 +27,7 @@ pub mod logging;
 pub mod mailq;
 pub mod privsep;
 pub mod route;
+pub mod smtp;
 pub mod spool;
 
 use std::sync::OnceLock;

@@ -1,0 +1,1 @@
+//! SASL mechanisms for the SMTP client (in progress).

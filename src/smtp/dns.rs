@@ -1,0 +1,1 @@
+//! A stub DNS resolver for MX lookups (in progress).

@@ -1,0 +1,6 @@
+//! Remote delivery: our SMTP client (a sans-I/O session over smtp-proto's
+//! reply and EHLO parsers), its transport (TCP, rustls), SASL, and a stub
+//! DNS resolver for MX lookups.
+
+pub mod auth;
+pub mod dns;
