@@ -201,11 +201,22 @@ fn write_dsn_fields(w: &mut impl Write, env: &Envelope, r: &Rcpt, ctx: &Ctx) -> 
     }
     writeln!(w, "Action: failed")?;
     writeln!(w, "Status: {}", status_of(reply))?;
-    writeln!(
-        w,
-        "Diagnostic-Code: X-Dma-Rs; {}",
-        reply.replace(['\r', '\n'], " ")
-    )?;
+    if let Some(mta) = &r.mta {
+        let host = mta.split(' ').next().unwrap_or(mta);
+        writeln!(w, "Remote-MTA: dns; {host}")?;
+    }
+    match &r.smtp {
+        Some(smtp) => writeln!(
+            w,
+            "Diagnostic-Code: smtp; {}",
+            smtp.replace(['\r', '\n'], " ")
+        )?,
+        None => writeln!(
+            w,
+            "Diagnostic-Code: X-Dma-Rs; {}",
+            reply.replace(['\r', '\n'], " ")
+        )?,
+    }
     Ok(())
 }
 

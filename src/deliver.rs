@@ -55,6 +55,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     let expired = now() - msg.env.created >= lifetime;
     let delivered_to = delivered_to(&msg.data);
+    let mut remote = Vec::new();
     let mut i = 0;
     while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
@@ -130,10 +131,22 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                 };
                 crate::local::deliver_program(ctx, &msg.data, &call)
             }
-            Route::Remote { .. } => Outcome::Deferred(
-                "4.3.2 remote delivery is not available in this version; the message stays queued"
-                    .to_string(),
-            ),
+            Route::Remote {
+                addr: raddr,
+                domain,
+            } => {
+                // Sent together with the message's other remote recipients,
+                // once every local one is done.
+                let prepend = trace_headers(ctx, &msg.env, i, None);
+                remote.push(crate::remote::Target {
+                    index: i,
+                    addr: raddr,
+                    domain,
+                    prepend,
+                });
+                i += 1;
+                continue;
+            }
             Route::Fail(why) => Outcome::Failed(why),
             Route::Defer(why) => Outcome::Deferred(why),
         };
@@ -143,6 +156,16 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         }
         ctx.spool.write_env(&msg.env)?;
         i += 1;
+    }
+    if !remote.is_empty() {
+        for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &remote) {
+            msg.env.rcpts[r.index].mta = r.mta;
+            msg.env.rcpts[r.index].smtp = r.smtp;
+            record(ctx, &mut msg, r.index, r.outcome, lifetime);
+        }
+        if !msg.env.is_done() {
+            ctx.spool.write_env(&msg.env)?;
+        }
     }
     let failed: Vec<usize> = (0..msg.env.rcpts.len())
         .filter(|&i| msg.env.rcpts[i].state == State::Failed { bounced: false })

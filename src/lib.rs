@@ -26,6 +26,7 @@ pub mod local;
 pub mod logging;
 pub mod mailq;
 pub mod privsep;
+pub mod remote;
 pub mod route;
 pub mod smtp;
 pub mod spool;

@@ -100,6 +100,20 @@ pub struct Config {
     /// `ROOT_FORWARD_PROGRAMS` (ours, off): let root's `.forward` run
     /// commands and write files; by default they go to root's mailbox.
     pub root_forward_programs: bool,
+    /// `CAFILE` (ours): trust these CA certificates (PEM) instead of the
+    /// system's.
+    pub cafile: Option<PathBuf>,
+    /// `TLS_NO_VERIFY` (ours, off): do not verify server certificates.
+    /// Insecure; logged at every use.
+    pub tls_no_verify: bool,
+    /// `NAMESERVER addr[:port]` (ours): the DNS server for MX lookups
+    /// instead of /etc/resolv.conf's.
+    pub nameserver: Option<std::net::SocketAddr>,
+    /// `SMTP_TIMEOUT` (ours): every SMTP command timeout; unset means the
+    /// RFC 5321 values (5 min per command, 10 min for the final dot).
+    pub smtp_timeout: Option<Duration>,
+    /// `CONNECT_TIMEOUT` (ours, default 30s).
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -130,6 +144,11 @@ impl Default for Config {
             alias_user: "nobody".to_string(),
             pipe_timeout: Duration::from_secs(600),
             root_forward_programs: false,
+            cafile: None,
+            tls_no_verify: false,
+            nameserver: None,
+            smtp_timeout: None,
+            connect_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -152,7 +171,8 @@ fn kind(key: &str) -> Option<Kind> {
         | "ROOT_FORWARD_PROGRAMS" => Kind::Flag,
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
-        | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" => Kind::Value,
+        | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"
+        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" => Kind::Value,
         _ => return None,
     })
 }
@@ -215,6 +235,7 @@ impl Config {
                     "DEFER" => c.defer = true,
                     "FULLBOUNCE" => c.fullbounce = true,
                     "ROOT_FORWARD_PROGRAMS" => c.root_forward_programs = true,
+                    "TLS_NO_VERIFY" => c.tls_no_verify = true,
                     _ => c.nullclient = true,
                 },
                 (Some(Kind::Value), Some(v)) => {
@@ -242,7 +263,26 @@ impl Config {
                 .ok_or_else(|| format!("{key} needs a duration such as 90s, 5m, 4h or 5d"))
         };
         match key {
-            "SMARTHOST" => self.smarthost = Some(v.to_string()),
+            "SMARTHOST" => {
+                parse_hosts(v, 25)?;
+                self.smarthost = Some(v.to_string());
+            }
+            "CAFILE" => self.cafile = Some(PathBuf::from(v)),
+            "SMTP_TIMEOUT" => self.smtp_timeout = Some(dur(v)?),
+            "CONNECT_TIMEOUT" => self.connect_timeout = dur(v)?,
+            "NAMESERVER" => {
+                let t = v.trim();
+                let addr = t
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        t.parse::<std::net::IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        format!("NAMESERVER needs an IP address, with an optional port, not `{v}'")
+                    })?;
+                self.nameserver = Some(addr);
+            }
             "PORT" => {
                 self.port = v
                     .trim()
@@ -325,6 +365,51 @@ impl Config {
     }
 }
 
+/// Splits a SMARTHOST value: hosts separated by blanks or commas, each
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `port` is the default.
+pub fn parse_hosts(v: &str, port: u16) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for item in v.split([' ', '\t', ',']).filter(|s| !s.is_empty()) {
+        let (host, p) = if let Some(rest) = item.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("SMARTHOST: unbalanced `[' in `{item}'"))?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else if item.matches(':').count() == 1 {
+            let (h, p) = item.split_once(':').expect("one colon");
+            (h.to_string(), Some(p))
+        } else {
+            (item.to_string(), None)
+        };
+        let port = match p {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("SMARTHOST: bad port in `{item}'"))?,
+            None => port,
+        };
+        if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(format!("SMARTHOST: bad host in `{item}'"));
+        }
+        out.push((host, port));
+    }
+    if out.is_empty() {
+        return Err("SMARTHOST needs a host".into());
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// The smarthosts in order, each with its port (PORT when not given).
+    pub fn smarthosts(&self) -> Vec<(String, u16)> {
+        self.smarthost
+            .as_deref()
+            .and_then(|v| parse_hosts(v, self.port).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// The kernel's host name (`gethostname`), or `localhost` if it has none.
 pub fn system_hostname() -> String {
     nix::unistd::gethostname()
@@ -403,6 +488,30 @@ mod tests {
         assert_eq!(c.masquerade.unwrap().host.as_deref(), Some("example.org"));
         assert!(parse("NULLCLIENT\n").is_err());
         assert!(parse("NULLCLIENT\nSMARTHOST relay\n").unwrap().nullclient);
+    }
+
+    #[test]
+    fn smarthost_lists() {
+        let c = parse("SMARTHOST relay1.example.org, relay2.example.org:587 [2001:db8::1]:2525 [::1]\nPORT 465\n").unwrap();
+        assert_eq!(
+            c.smarthosts(),
+            vec![
+                ("relay1.example.org".to_string(), 465),
+                ("relay2.example.org".to_string(), 587),
+                ("2001:db8::1".to_string(), 2525),
+                ("::1".to_string(), 465)
+            ]
+        );
+        assert!(parse("SMARTHOST relay:0\n").is_err());
+        assert!(parse("SMARTHOST [::1\n").is_err());
+        let c = parse("NAMESERVER 127.0.0.1:5353\nSMTP_TIMEOUT 2s\nCAFILE /x.pem\nTLS_NO_VERIFY\n")
+            .unwrap();
+        assert_eq!(c.nameserver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(
+            parse("NAMESERVER ::1\n").unwrap().nameserver,
+            Some("[::1]:53".parse().unwrap())
+        );
+        assert!(c.tls_no_verify && c.smtp_timeout == Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -3,4 +3,9 @@
 //! DNS resolver for MX lookups.
 
 pub mod auth;
+pub mod body;
 pub mod dns;
+pub mod reply;
+pub mod session;
+pub mod stream;
+pub mod tls;

@@ -120,6 +120,10 @@ pub struct Rcpt {
     pub next_try: i64,
     /// The last reply or error: `<enhanced status> <text>`.
     pub reply: Option<String>,
+    /// The remote server that gave the last reply (`host [ip]`).
+    pub mta: Option<String>,
+    /// That server's reply, as it said it (for the DSN's Diagnostic-Code).
+    pub smtp: Option<String>,
 }
 
 impl Rcpt {
@@ -133,6 +137,8 @@ impl Rcpt {
             attempts: 0,
             next_try: 0,
             reply: None,
+            mta: None,
+            smtp: None,
         }
     }
 }
@@ -233,6 +239,12 @@ impl Envelope {
             if let Some(reply) = &r.reply {
                 kv("reply", reply);
             }
+            if let Some(v) = &r.mta {
+                kv("mta", v);
+            }
+            if let Some(v) = &r.smtp {
+                kv("smtp", v);
+            }
         }
         format!("{MAGIC}\n{s}")
     }
@@ -322,6 +334,14 @@ impl Envelope {
                     let i = rcpt(&mut env)?;
                     env.rcpts[i].reply = Some(value);
                 }
+                "mta" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].mta = Some(value);
+                }
+                "smtp" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].smtp = Some(value);
+                }
                 _ => return Err(bad(n, "unknown key")),
             }
         }
@@ -359,6 +379,8 @@ mod tests {
                     attempts: 2,
                     next_try: 1764410900,
                     reply: Some("4.2.0 mailbox busy %41\nstate delivered".into()),
+                    mta: Some("mx.example [192.0.2.1]".into()),
+                    smtp: Some("451 4.2.0 busy".into()),
                 },
             ],
         }

@@ -1,0 +1,478 @@
+//! Remote delivery of one message: its remote recipients grouped per next
+//! hop, one SMTP transaction per group, one outcome per recipient.
+//!
+//! Next hops: the smarthosts in order (SMARTHOST, with PORT), each address
+//! of each in turn; or, without a smarthost, the MX hosts of the recipient
+//! domain by preference (implicit MX, null MX and NXDOMAIN bounce,
+//! SERVFAIL and timeouts defer). The next host is tried on a connection
+//! failure, a 4xx/5xx greeting, a failed EHLO or a TLS failure. Once a
+//! transaction has run, its replies are final for that attempt.
+
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::config::AuthFile;
+use crate::context::Ctx;
+use crate::smtp::auth::Credentials;
+use crate::smtp::dns::{DnsError, Resolver};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{Envelope, RcptResult, Session, SessionError, Timeouts};
+use crate::smtp::stream::Stream;
+use crate::smtp::{body, tls};
+use crate::{info, notice, warning};
+
+/// One remote recipient of the message.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its index in the envelope.
+    pub index: usize,
+    /// The address for RCPT TO.
+    pub addr: String,
+    /// Its domain.
+    pub domain: String,
+    /// Header lines to add for it (Delivered-To when it was forwarded).
+    pub prepend: Vec<String>,
+}
+
+/// What happened to one recipient, with who said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Result1 {
+    /// Its index in the envelope.
+    pub index: usize,
+    /// Delivered, deferred or failed, with `<status> <text>`.
+    pub outcome: crate::deliver::Outcome,
+    /// The server that answered (`host [ip]`), for the DSN's Remote-MTA.
+    pub mta: Option<String>,
+    /// The server's reply, one line, for the DSN's Diagnostic-Code.
+    pub smtp: Option<String>,
+}
+
+/// A host to try: its name (for TLS and messages), address and port.
+#[derive(Debug, Clone)]
+struct Hop {
+    name: String,
+    addr: SocketAddr,
+}
+
+impl Hop {
+    fn shown(&self) -> String {
+        format!("{} [{}]", self.name, self.addr.ip())
+    }
+}
+
+/// Where a group of recipients goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NextHop {
+    Smarthosts,
+    Mx(String),
+}
+
+/// Delivers `targets` (the remote recipients of the message in `data`, from
+/// `sender`) and returns one result per target.
+pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<Result1> {
+    let (eightbit, size) = {
+        let mut r = match reader(data) {
+            Ok(r) => r,
+            Err(e) => {
+                return all(
+                    targets,
+                    defer(&format!("4.3.0 can not read the queued message: {e}")),
+                );
+            }
+        };
+        body::scan(&mut r).unwrap_or((false, 0))
+    };
+    // Group per next hop and per added header lines (one message per group).
+    let mut groups: Vec<(NextHop, Vec<String>, Vec<&Target>)> = Vec::new();
+    for t in targets {
+        let hop = if ctx.config.smarthost.is_some() {
+            NextHop::Smarthosts
+        } else {
+            NextHop::Mx(t.domain.to_ascii_lowercase())
+        };
+        match groups
+            .iter_mut()
+            .find(|(h, p, _)| *h == hop && *p == t.prepend)
+        {
+            Some(g) => g.2.push(t),
+            None => groups.push((hop, t.prepend.clone(), vec![t])),
+        }
+    }
+    let mut out = Vec::new();
+    for (hop, prepend, group) in groups {
+        let hops = match resolve(ctx, &hop) {
+            Ok(h) => h,
+            Err(outcome) => {
+                out.extend(group.iter().map(|t| Result1 {
+                    index: t.index,
+                    outcome: outcome.clone(),
+                    mta: None,
+                    smtp: None,
+                }));
+                continue;
+            }
+        };
+        out.extend(deliver_group(
+            ctx, data, sender, &group, &prepend, &hops, eightbit, size,
+        ));
+    }
+    out
+}
+
+fn reader(data: &File) -> std::io::Result<BufReader<File>> {
+    let mut f = data.try_clone()?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(BufReader::with_capacity(64 * 1024, f))
+}
+
+fn defer(why: &str) -> crate::deliver::Outcome {
+    crate::deliver::Outcome::Deferred(why.to_string())
+}
+
+fn all(targets: &[Target], outcome: crate::deliver::Outcome) -> Vec<Result1> {
+    targets
+        .iter()
+        .map(|t| Result1 {
+            index: t.index,
+            outcome: outcome.clone(),
+            mta: None,
+            smtp: None,
+        })
+        .collect()
+}
+
+/// The hosts to try for a next hop, in order.
+fn resolve(ctx: &Ctx, hop: &NextHop) -> Result<Vec<Hop>, crate::deliver::Outcome> {
+    use crate::deliver::Outcome;
+    let mut hops = Vec::new();
+    match hop {
+        NextHop::Smarthosts => {
+            let list = ctx.config.smarthosts();
+            info!(
+                "using smarthost ({})",
+                list.iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut last = String::new();
+            for (host, port) in list {
+                match (host.as_str(), port).to_socket_addrs() {
+                    Ok(addrs) => hops.extend(addrs.map(|addr| Hop {
+                        name: host.clone(),
+                        addr,
+                    })),
+                    Err(e) => last = format!("4.4.3 can not resolve smarthost {host}: {e}"),
+                }
+            }
+            if hops.is_empty() {
+                return Err(Outcome::Deferred(last));
+            }
+        }
+        NextHop::Mx(domain) => {
+            if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+                let ip: IpAddr = lit
+                    .trim_start_matches("IPv6:")
+                    .parse()
+                    .map_err(|_| Outcome::Failed(format!("5.1.2 bad address literal [{lit}]")))?;
+                return Ok(vec![Hop {
+                    name: lit.to_string(),
+                    addr: SocketAddr::new(ip, 25),
+                }]);
+            }
+            let resolver = match ctx.config.nameserver {
+                Some(ns) => Resolver::with_server(ns),
+                None => Resolver::from_system(),
+            };
+            let mxs = resolver.mx_hosts(domain).map_err(|e| dns_outcome(&e))?;
+            let mut last = None;
+            for mx in mxs {
+                match resolver.addresses(&mx.name) {
+                    Ok(addrs) => hops.extend(addrs.into_iter().map(|ip| Hop {
+                        name: mx.name.clone(),
+                        addr: SocketAddr::new(ip, 25),
+                    })),
+                    Err(e) => last = Some(e),
+                }
+            }
+            if hops.is_empty() {
+                let e = last.unwrap_or_else(|| DnsError::NoAddress(domain.clone()));
+                // No host of the domain has an address: try again later,
+                // unless the domain itself does not exist.
+                return Err(match e {
+                    DnsError::NotFound(_) | DnsError::NullMx(_) => dns_outcome(&e),
+                    other => Outcome::Deferred(format!("4.4.3 {other}")),
+                });
+            }
+        }
+    }
+    Ok(hops)
+}
+
+fn dns_outcome(e: &DnsError) -> crate::deliver::Outcome {
+    use crate::deliver::Outcome;
+    match e {
+        DnsError::NotFound(_) => Outcome::Failed(format!("5.1.2 {e}")),
+        DnsError::NullMx(_) => Outcome::Failed(format!("5.1.10 {e}")),
+        DnsError::NoAddress(_) => Outcome::Deferred(format!("4.4.3 {e}")),
+        DnsError::Temporary(..) => Outcome::Deferred(format!("4.4.3 {e}")),
+    }
+}
+
+fn timeouts(ctx: &Ctx) -> Timeouts {
+    match ctx.config.smtp_timeout {
+        Some(t) => Timeouts::all(t),
+        None => Timeouts::default(),
+    }
+}
+
+/// A connection up to the point of the first transaction, or why not.
+fn open(ctx: &Ctx, hop: &Hop) -> Result<Session<Stream>, String> {
+    let c = &ctx.config;
+    let t = timeouts(ctx);
+    let shown = hop.shown();
+    info!("trying remote delivery to {shown}");
+    let stream = Stream::connect(hop.addr, c.connect_timeout)
+        .map_err(|e| format!("connect to {shown} failed: {e}"))?;
+    let tls_config = || tls::client_config(c).map_err(|e| format!("TLS configuration: {e}"));
+    let implicit = c.securetransfer && !c.starttls;
+    let stream = if implicit {
+        warn_noverify(ctx, &shown);
+        stream
+            .into_tls(tls_config()?, &hop.name, t.command)
+            .map_err(|e| format!("TLS with {shown} failed: {e}"))?
+    } else {
+        stream
+    };
+    let mut s = Session::new(stream, &shown, t);
+    s.greeting().map_err(|e| e.to_string())?;
+    s.hello(&ctx.hostname).map_err(|e| e.to_string())?;
+    if c.securetransfer && c.starttls {
+        let offered = s.caps.starttls;
+        let ok = offered && s.starttls().map_err(|e| e.to_string())?;
+        if ok {
+            warn_noverify(ctx, &shown);
+            let stream = s
+                .into_stream()
+                .into_tls(tls_config()?, &hop.name, t.command)
+                .map_err(|e| format!("TLS with {shown} failed: {e}"))?;
+            s = Session::new(stream, &shown, t);
+            s.hello(&ctx.hostname).map_err(|e| e.to_string())?;
+        } else if c.opportunistic_tls {
+            notice!(
+                "in opportunistic TLS mode, STARTTLS not available at {shown}: continuing in plain text"
+            );
+        } else {
+            return Err(format!(
+                "{shown} {} STARTTLS, and TLS is required (SECURETRANSFER STARTTLS)",
+                if offered { "refused" } else { "does not offer" }
+            ));
+        }
+    }
+    Ok(s)
+}
+
+fn warn_noverify(ctx: &Ctx, shown: &str) {
+    if ctx.config.tls_no_verify && ctx.config.fingerprint.is_none() {
+        warning!("TLS_NO_VERIFY: not verifying the certificate of {shown} (insecure)");
+    }
+}
+
+/// The credentials for `host` from auth.conf, if any.
+fn credentials(ctx: &Ctx, host: &str) -> Result<Option<Credentials>, String> {
+    let Some(path) = &ctx.config.authpath else {
+        return Ok(None);
+    };
+    let file = AuthFile::load(path).map_err(|e| format!("auth file {}: {e}", path.display()))?;
+    let Some(entry) = file.lookup(host) else {
+        return Ok(None);
+    };
+    let secret = entry.resolve()?;
+    Ok(Some(Credentials {
+        login: entry.login.clone(),
+        secret,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deliver_group(
+    ctx: &Ctx,
+    data: &File,
+    sender: &str,
+    group: &[&Target],
+    prepend: &[String],
+    hops: &[Hop],
+    eightbit: bool,
+    size: u64,
+) -> Vec<Result1> {
+    let mut last_err = String::from("no host to try");
+    for hop in hops {
+        let mut s = match open(ctx, hop) {
+            Ok(s) => s,
+            Err(e) => {
+                notice!("{e}");
+                last_err = e;
+                continue;
+            }
+        };
+        let shown = hop.shown();
+        match credentials(ctx, &hop.name) {
+            Err(e) => {
+                s.quit();
+                return group_deferred(group, &format!("4.7.0 {e}"), None);
+            }
+            Ok(None) => {}
+            Ok(Some(creds)) => {
+                let encrypted = is_tls(&s);
+                match s.auth(&creds, encrypted, ctx.config.insecure) {
+                    Ok(Some(mech)) => info!("authenticated to {shown} with {}", mech.name()),
+                    Ok(None) => warning!(
+                        "{shown}: no AUTH mechanism that may be used here (plain-text passwords need TLS or INSECURE); trying without"
+                    ),
+                    Err(e) => {
+                        // A refused password is not the recipients' fault:
+                        // keep their mail (try the next host), say why.
+                        warning!("authentication to {shown} failed: {e}");
+                        s.quit();
+                        last_err = format!("authentication failed: {e}");
+                        continue;
+                    }
+                }
+            }
+        }
+        return run_transactions(s, data, sender, group, prepend, eightbit, size, &shown);
+    }
+    let status = if last_err.starts_with("authentication failed") {
+        "4.7.0"
+    } else {
+        "4.4.1"
+    };
+    group_deferred(group, &format!("{status} {last_err}"), None)
+}
+
+fn is_tls(s: &Session<Stream>) -> bool {
+    s.stream().is_tls()
+}
+
+fn group_deferred(group: &[&Target], why: &str, mta: Option<&str>) -> Vec<Result1> {
+    group
+        .iter()
+        .map(|t| Result1 {
+            index: t.index,
+            outcome: defer(why),
+            mta: mta.map(str::to_string),
+            smtp: None,
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_transactions(
+    mut s: Session<Stream>,
+    data: &File,
+    sender: &str,
+    group: &[&Target],
+    prepend: &[String],
+    eightbit: bool,
+    size: u64,
+    shown: &str,
+) -> Vec<Result1> {
+    use crate::deliver::Outcome;
+    let mut out = Vec::new();
+    let mut pending: Vec<&Target> = group.to_vec();
+    while !pending.is_empty() {
+        let env = Envelope {
+            sender,
+            rcpts: pending.iter().map(|t| t.addr.as_str()).collect(),
+            eightbit,
+            size,
+        };
+        let mut r = match reader(data) {
+            Ok(r) => r,
+            Err(e) => {
+                out.extend(group_deferred(
+                    &pending,
+                    &format!("4.3.0 can not read the queued message: {e}"),
+                    None,
+                ));
+                break;
+            }
+        };
+        let results = match s.transaction(&env, &mut r, prepend) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = session_why(&e);
+                out.extend(group_deferred(&pending, &why, Some(shown)));
+                return out;
+            }
+        };
+        let mut again = Vec::new();
+        let mut progress = false;
+        for (t, res) in pending.iter().zip(results) {
+            let (outcome, smtp) = match res {
+                RcptResult::Delivered(reply) => {
+                    progress = true;
+                    info!(
+                        "<{}> delivery successful: {shown} said {}",
+                        t.addr,
+                        reply.one_line()
+                    );
+                    (Outcome::Delivered, Some(reply.one_line()))
+                }
+                RcptResult::Rejected { cmd, reply } => {
+                    progress = true;
+                    (
+                        Outcome::Failed(said(&reply, shown, &cmd)),
+                        Some(reply.one_line()),
+                    )
+                }
+                RcptResult::Deferred { cmd, why } => {
+                    progress = true;
+                    (
+                        Outcome::Deferred(format!("4.0.0 {shown} said {why} (in reply to {cmd})")),
+                        Some(why),
+                    )
+                }
+                RcptResult::TooMany(reply) => {
+                    again.push(*t);
+                    let _ = reply;
+                    continue;
+                }
+            };
+            out.push(Result1 {
+                index: t.index,
+                outcome,
+                mta: Some(shown.to_string()),
+                smtp,
+            });
+        }
+        if !again.is_empty() && (!progress || s.rset().is_err()) {
+            // 452 for every recipient: nothing more to gain now.
+            out.extend(group_deferred(
+                &again,
+                &format!("4.5.3 {shown}: too many recipients"),
+                Some(shown),
+            ));
+            break;
+        }
+        pending = again;
+    }
+    s.quit();
+    out
+}
+
+/// `<status> host [ip] said <reply> (in reply to <CMD>)`.
+fn said(reply: &Reply, shown: &str, cmd: &str) -> String {
+    format!(
+        "{} {shown} said {} (in reply to {cmd})",
+        reply.status(),
+        reply.one_line()
+    )
+}
+
+/// A session failure before the recipients were decided defers them: it
+/// says nothing about any one of them.
+fn session_why(e: &SessionError) -> String {
+    format!("4.4.2 {e}")
+}

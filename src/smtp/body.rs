@@ -1,0 +1,134 @@
+//! The message as SMTP DATA: CRLF everywhere, dot-stuffing, no bare CR or
+//! LF, lines longer than 998 octets folded as Postfix does (CRLF SPACE,
+//! which is a correct header fold and the least damage in a body).
+
+use std::io::{self, BufRead, Write};
+
+/// The longest line we send, without its CRLF (RFC 5321 §4.5.3.1.6).
+pub const MAX_LINE: usize = 998;
+
+/// Writes `prepend` header lines, then the message read from `input` (LF
+/// line ends, as in the spool), then the final `.` line.
+pub fn write_data(
+    input: &mut impl BufRead,
+    prepend: &[String],
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let mut n = 0u64;
+    for h in prepend {
+        n += emit_line(h.as_bytes(), out)?;
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        // A bare CR inside a line would be a line end to some servers and
+        // not to others (SMTP smuggling): make it one for everybody.
+        for part in body.split(|&b| b == b'\r') {
+            n += emit_line(part, out)?;
+        }
+    }
+    out.write_all(b".\r\n")?;
+    Ok(n + 3)
+}
+
+/// One logical line: dot-stuffed, folded into pieces of at most MAX_LINE.
+fn emit_line(mut line: &[u8], out: &mut impl Write) -> io::Result<u64> {
+    let mut n = 0u64;
+    let mut first = true;
+    loop {
+        let (lead, room): (&[u8], usize) = if first {
+            (
+                if line.first() == Some(&b'.') {
+                    b"."
+                } else {
+                    b""
+                },
+                MAX_LINE - 1,
+            )
+        } else {
+            (b" ", MAX_LINE - 1)
+        };
+        let take = line.len().min(room);
+        out.write_all(lead)?;
+        out.write_all(&line[..take])?;
+        out.write_all(b"\r\n")?;
+        n += (lead.len() + take + 2) as u64;
+        line = &line[take..];
+        first = false;
+        if line.is_empty() {
+            return Ok(n);
+        }
+    }
+}
+
+/// Whether the message has any octet above 127 (BODY=8BITMIME), and its
+/// size as sent (for SIZE=): LF counts as CRLF.
+pub fn scan(input: &mut impl BufRead) -> io::Result<(bool, u64)> {
+    let mut eight = false;
+    let mut size = 0u64;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((eight, size));
+        }
+        eight |= buf.iter().any(|&b| b >= 0x80);
+        size += buf.len() as u64 + buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let l = buf.len();
+        input.consume(l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(msg: &str, prepend: &[String]) -> String {
+        let mut out = Vec::new();
+        write_data(&mut msg.as_bytes(), prepend, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn crlf_dots_and_bare_cr() {
+        assert_eq!(
+            data(
+                "Subject: x\n\n.leading dot\n.\nbare\rcr\nend",
+                &["Delivered-To: a@b".into()]
+            ),
+            "Delivered-To: a@b\r\nSubject: x\r\n\r\n..leading dot\r\n..\r\nbare\r\ncr\r\nend\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_folded_and_never_exceed_the_limit() {
+        let long = ".".to_string() + &"x".repeat(2500);
+        let out = data(&format!("{long}\n"), &[]);
+        for l in out.split("\r\n") {
+            assert!(l.len() <= MAX_LINE, "{}", l.len());
+        }
+        let joined: String = out
+            .trim_end_matches(".\r\n")
+            .split("\r\n")
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 {
+                    l.strip_prefix('.').unwrap().to_string()
+                } else {
+                    l.strip_prefix(' ').unwrap_or(l).to_string()
+                }
+            })
+            .collect();
+        assert_eq!(joined, long);
+        assert!(!out.replace("\r\n", "").contains(['\r', '\n']));
+    }
+
+    #[test]
+    fn scan_finds_8bit_and_size() {
+        assert_eq!(scan(&mut &b"a\nb\n"[..]).unwrap(), (false, 6));
+        assert_eq!(scan(&mut "é\n".as_bytes()).unwrap(), (true, 4));
+    }
+}

@@ -1,0 +1,738 @@
+//! One SMTP session over any transport: greeting, EHLO (HELO fallback),
+//! STARTTLS, AUTH, and transactions that give each recipient its own result.
+//!
+//! With PIPELINING, MAIL, every RCPT and DATA go out in one write and every
+//! reply is read before any is acted on. A recipient's own RCPT reply decides
+//! its fate: 2xx goes on, 4xx defers it alone (452 "too many recipients":
+//! send it in a further transaction, not counted as a failed attempt), 5xx
+//! bounces it alone. With no accepted recipient no message data is sent.
+//! DATA and final-dot replies apply to the accepted recipients; a connection
+//! lost before the final reply defers them (a duplicate is better than a
+//! loss).
+
+use std::io::{self, BufRead, Read, Write};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::body;
+use super::reply::{Reply, ReplyError, ReplyReader};
+
+/// A byte stream with a settable I/O timeout (TCP, TLS over TCP, test mocks).
+pub trait Transport: Read + Write {
+    /// Sets the read and write timeout for what follows.
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()>;
+}
+
+/// Per-command timeouts (RFC 5321 §4.5.3.2 minimums by default).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The greeting, MAIL, RCPT, EHLO, AUTH, STARTTLS, RSET, QUIT.
+    pub command: Duration,
+    /// The reply to DATA.
+    pub data_init: Duration,
+    /// Each write of message data.
+    pub data_block: Duration,
+    /// The reply to the final dot.
+    pub data_done: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            command: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            data_done: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Every timeout set to `t` (the SMTP_TIMEOUT key).
+    pub fn all(t: Duration) -> Timeouts {
+        Timeouts {
+            command: t,
+            data_init: t,
+            data_block: t,
+            data_done: t,
+        }
+    }
+}
+
+/// What the server said it can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// EHLO worked (false after a HELO fallback).
+    pub esmtp: bool,
+    /// PIPELINING.
+    pub pipelining: bool,
+    /// STARTTLS.
+    pub starttls: bool,
+    /// SIZE, with its limit (0: none given).
+    pub size: Option<u64>,
+    /// 8BITMIME.
+    pub eightbit: bool,
+    /// SMTPUTF8.
+    pub smtputf8: bool,
+    /// DSN.
+    pub dsn: bool,
+    /// AUTH mechanisms (smtp-proto bits).
+    pub auth: u64,
+}
+
+/// A session-level failure: it ends the session for this host.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The server answered a command with something other than success.
+    #[error("{host} said {reply} (in reply to {cmd})")]
+    Reply {
+        /// The server.
+        host: String,
+        /// The command (or "greeting").
+        cmd: String,
+        /// Its reply.
+        reply: Reply,
+    },
+    /// I/O failed, timed out, or the reply made no sense.
+    #[error("{host}: {err} (after {cmd})")]
+    Io {
+        /// The server.
+        host: String,
+        /// The command.
+        cmd: String,
+        /// What went wrong.
+        err: String,
+    },
+    /// The server broke the protocol in a way that matters for security.
+    #[error("{host}: {0}", host = .1)]
+    Protocol(String, String),
+}
+
+impl SessionError {
+    /// Whether the failure is permanent (a 5xx reply), so that the
+    /// recipients bounce rather than wait.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SessionError::Reply { reply, .. } if reply.is_permanent())
+    }
+}
+
+/// What happened to one recipient in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    /// The server took the message for it (the final reply).
+    Delivered(Reply),
+    /// A 5xx to `cmd`.
+    Rejected {
+        /// The command.
+        cmd: String,
+        /// The reply.
+        reply: Reply,
+    },
+    /// A 4xx to `cmd`, or a failure of the connection.
+    Deferred {
+        /// The command.
+        cmd: String,
+        /// The reply, or what went wrong.
+        why: String,
+    },
+    /// 452 too many recipients: try again in another transaction, now.
+    TooMany(Reply),
+}
+
+/// The envelope of one transaction.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    /// MAIL FROM (empty for `<>`).
+    pub sender: &'a str,
+    /// RCPT TO addresses, in order.
+    pub rcpts: Vec<&'a str>,
+    /// The message has octets above 127.
+    pub eightbit: bool,
+    /// Its size as sent.
+    pub size: u64,
+}
+
+/// One SMTP session.
+pub struct Session<T: Transport> {
+    stream: T,
+    reader: ReplyReader,
+    /// The server's name, for messages.
+    pub host: String,
+    /// What it can do (after EHLO).
+    pub caps: Caps,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+fn is_ascii_addr(a: &str) -> bool {
+    a.is_ascii()
+}
+
+impl<T: Transport> Session<T> {
+    /// A session on a connected stream; nothing read yet.
+    pub fn new(stream: T, host: &str, timeouts: Timeouts) -> Session<T> {
+        Session {
+            stream,
+            reader: ReplyReader::new(),
+            host: host.to_string(),
+            caps: Caps::default(),
+            timeouts,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &T {
+        &self.stream
+    }
+
+    /// Gives the stream back (for the TLS handshake after STARTTLS).
+    pub fn into_stream(self) -> T {
+        self.stream
+    }
+
+    fn io_err(&self, cmd: &str, err: impl std::fmt::Display) -> SessionError {
+        SessionError::Io {
+            host: self.host.clone(),
+            cmd: cmd.to_string(),
+            err: err.to_string(),
+        }
+    }
+
+    fn reply_err(&self, cmd: &str, reply: Reply) -> SessionError {
+        SessionError::Reply {
+            host: self.host.clone(),
+            cmd: cmd.to_string(),
+            reply,
+        }
+    }
+
+    fn read_reply(&mut self, cmd: &str, t: Duration) -> Result<Reply, SessionError> {
+        self.stream
+            .set_timeout(t)
+            .map_err(|e| self.io_err(cmd, e))?;
+        match self.reader.read(&mut self.stream) {
+            Ok(r) => Ok(r),
+            Err(ReplyError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(self.io_err(cmd, format!("timeout after {}s", t.as_secs())))
+            }
+            Err(e) => Err(self.io_err(cmd, e)),
+        }
+    }
+
+    fn send(&mut self, cmd: &str, text: &str) -> Result<(), SessionError> {
+        self.stream
+            .set_timeout(self.timeouts.command)
+            .map_err(|e| self.io_err(cmd, e))?;
+        self.stream
+            .write_all(text.as_bytes())
+            .and_then(|_| self.stream.flush())
+            .map_err(|e| self.io_err(cmd, e))
+    }
+
+    fn command(&mut self, cmd: &str, text: &str) -> Result<Reply, SessionError> {
+        self.send(cmd, text)?;
+        self.read_reply(cmd, self.timeouts.command)
+    }
+
+    /// Reads the greeting; anything but 2xx is an error.
+    pub fn greeting(&mut self) -> Result<(), SessionError> {
+        let r = self.read_reply("greeting", self.timeouts.command)?;
+        if r.is_ok() {
+            Ok(())
+        } else {
+            Err(self.reply_err("greeting", r))
+        }
+    }
+
+    /// EHLO, falling back to HELO on a 5xx; sets `caps`.
+    pub fn hello(&mut self, name: &str) -> Result<(), SessionError> {
+        self.send("EHLO", &format!("EHLO {name}\r\n"))?;
+        self.stream
+            .set_timeout(self.timeouts.command)
+            .map_err(|e| self.io_err("EHLO", e))?;
+        // Read the raw reply too: smtp-proto parses the capabilities.
+        let r = self.read_reply("EHLO", self.timeouts.command)?;
+        if r.is_ok() {
+            self.caps = caps_of(&r);
+            return Ok(());
+        }
+        if !r.is_permanent() {
+            return Err(self.reply_err("EHLO", r));
+        }
+        let r = self.command("HELO", &format!("HELO {name}\r\n"))?;
+        if !r.is_ok() {
+            return Err(self.reply_err("HELO", r));
+        }
+        self.caps = Caps::default();
+        Ok(())
+    }
+
+    /// STARTTLS: Ok(true) when the server is ready for the handshake, Ok(false)
+    /// when it refused. Bytes it sent after its 220 are an injection attack
+    /// (CVE-2011-0411): an error.
+    pub fn starttls(&mut self) -> Result<bool, SessionError> {
+        let r = self.command("STARTTLS", "STARTTLS\r\n")?;
+        if !r.is_ok() {
+            return Ok(false);
+        }
+        if self.reader.buffered() > 0 {
+            return Err(SessionError::Protocol(
+                "data received after the STARTTLS reply, before the TLS handshake (injection?)"
+                    .into(),
+                self.host.clone(),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// SASL authentication with `creds`; `encrypted` says whether TLS is up.
+    /// Ok(None) if no mechanism may be used (nothing is sent then).
+    pub fn auth(
+        &mut self,
+        creds: &super::auth::Credentials,
+        encrypted: bool,
+        insecure: bool,
+    ) -> Result<Option<super::auth::Mechanism>, SessionError> {
+        let Some(mech) = super::auth::choose(self.caps.auth, &creds.secret, encrypted, insecure)
+        else {
+            return Ok(None);
+        };
+        let mut ex = super::auth::Exchange::new(mech, creds);
+        let mut r = self.command("AUTH", &ex.start())?;
+        let mut rounds = 0;
+        while r.code == 334 && rounds < 10 {
+            rounds += 1;
+            let challenge = r.lines.first().cloned().unwrap_or_default();
+            let line = match ex.respond(challenge.trim()) {
+                Ok(l) => l,
+                Err(e) => {
+                    // Abort the exchange (RFC 4954 §4).
+                    let _ = self.command("AUTH", "*\r\n");
+                    return Err(SessionError::Protocol(
+                        format!("AUTH {}: {e}", mech.name()),
+                        self.host.clone(),
+                    ));
+                }
+            };
+            r = self.command("AUTH", &line)?;
+        }
+        if r.code != 235 {
+            return Err(self.reply_err(&format!("AUTH {}", mech.name()), r));
+        }
+        let success_data = r.lines.first().map(|l| l.trim().to_string());
+        ex.finish_with(success_data.as_deref()).map_err(|e| {
+            SessionError::Protocol(format!("AUTH {}: {e}", mech.name()), self.host.clone())
+        })?;
+        Ok(Some(mech))
+    }
+
+    fn mail_params(&self, env: &Envelope) -> String {
+        let mut p = String::new();
+        if self.caps.size.is_some() {
+            p.push_str(&format!(" SIZE={}", env.size));
+        }
+        if env.eightbit && self.caps.eightbit {
+            p.push_str(" BODY=8BITMIME");
+        }
+        let utf8 = !is_ascii_addr(env.sender) || env.rcpts.iter().any(|r| !is_ascii_addr(r));
+        if utf8 && self.caps.smtputf8 {
+            p.push_str(" SMTPUTF8");
+        }
+        p
+    }
+
+    /// One transaction: MAIL, RCPTs, DATA, the message (from `data`, LF line
+    /// ends, with `prepend` header lines first), the final dot. Returns one
+    /// result per recipient, in order. `Err` only for a failure before any
+    /// recipient was decided (the connection is then unusable).
+    pub fn transaction(
+        &mut self,
+        env: &Envelope,
+        data: &mut impl BufRead,
+        prepend: &[String],
+    ) -> Result<Vec<RcptResult>, SessionError> {
+        if let Some(limit) = self.caps.size.filter(|l| *l > 0)
+            && env.size > limit
+        {
+            let reply = Reply {
+                code: 552,
+                lines: vec![format!(
+                    "5.3.4 message size {} exceeds the server's limit {limit}",
+                    env.size
+                )],
+            };
+            return Ok(env
+                .rcpts
+                .iter()
+                .map(|_| RcptResult::Rejected {
+                    cmd: "MAIL FROM".into(),
+                    reply: reply.clone(),
+                })
+                .collect());
+        }
+        let utf8 = !is_ascii_addr(env.sender) || env.rcpts.iter().any(|r| !is_ascii_addr(r));
+        if utf8 && !self.caps.smtputf8 {
+            let reply = Reply {
+                code: 553,
+                lines: vec![
+                    "5.6.7 non-ASCII address and the server does not offer SMTPUTF8".into(),
+                ],
+            };
+            return Ok(env
+                .rcpts
+                .iter()
+                .map(|_| RcptResult::Rejected {
+                    cmd: "MAIL FROM".into(),
+                    reply: reply.clone(),
+                })
+                .collect());
+        }
+        let mail = format!("MAIL FROM:<{}>{}\r\n", env.sender, self.mail_params(env));
+        let rcpt_lines: Vec<String> = env
+            .rcpts
+            .iter()
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .collect();
+        let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
+            let mut group = mail.clone();
+            for l in &rcpt_lines {
+                group.push_str(l);
+            }
+            group.push_str("DATA\r\n");
+            self.send("MAIL FROM", &group)?;
+            let m = self.read_reply("MAIL FROM", self.timeouts.command)?;
+            let mut rs = Vec::new();
+            for _ in &rcpt_lines {
+                rs.push(self.read_reply("RCPT TO", self.timeouts.command)?);
+            }
+            let d = self.read_reply("DATA", self.timeouts.data_init)?;
+            (m, rs, Some(d))
+        } else {
+            let m = self.command("MAIL FROM", &mail)?;
+            let mut rs = Vec::new();
+            if m.is_ok() {
+                for l in &rcpt_lines {
+                    rs.push(self.command("RCPT TO", l)?);
+                }
+            }
+            let any = rs.iter().any(Reply::is_ok);
+            let d = if any {
+                self.send("DATA", "DATA\r\n")?;
+                Some(self.read_reply("DATA", self.timeouts.data_init)?)
+            } else {
+                None
+            };
+            (m, rs, d)
+        };
+        // MAIL refused: every recipient shares its fate.
+        if !mail_reply.is_ok() {
+            self.finish_failed(data_reply.as_ref())?;
+            return Ok(env
+                .rcpts
+                .iter()
+                .map(|_| failed("MAIL FROM", &mail_reply))
+                .collect());
+        }
+        let mut results: Vec<Option<RcptResult>> = rcpt_replies
+            .iter()
+            .map(|r| {
+                if r.is_ok() {
+                    None
+                } else if r.code == 452 || r.status() == "4.5.3" {
+                    Some(RcptResult::TooMany(r.clone()))
+                } else {
+                    Some(failed("RCPT TO", r))
+                }
+            })
+            .collect();
+        let accepted = results.iter().filter(|r| r.is_none()).count();
+        if accepted == 0 {
+            self.finish_failed(data_reply.as_ref())?;
+            return Ok(results
+                .into_iter()
+                .map(|r| r.expect("all decided"))
+                .collect());
+        }
+        let data_reply = data_reply.expect("DATA sent when a recipient was accepted");
+        if data_reply.code != 354 {
+            let _ = self.rset();
+            return Ok(fill(results, failed("DATA", &data_reply)));
+        }
+        // The message. A failure from here on defers the accepted recipients:
+        // the server may or may not have it.
+        self.stream
+            .set_timeout(self.timeouts.data_block)
+            .map_err(|e| self.io_err("DATA", e))?;
+        let mut w = io::BufWriter::with_capacity(64 * 1024, &mut self.stream);
+        let sent = body::write_data(data, prepend, &mut w).and_then(|n| w.flush().map(|_| n));
+        drop(w);
+        if let Err(e) = sent {
+            return Ok(fill(
+                results,
+                RcptResult::Deferred {
+                    cmd: "message data".into(),
+                    why: format!("{}: {e}", self.host),
+                },
+            ));
+        }
+        let fin = match self.read_reply("end of data", self.timeouts.data_done) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(fill(
+                    results,
+                    RcptResult::Deferred {
+                        cmd: "end of data".into(),
+                        why: e.to_string(),
+                    },
+                ));
+            }
+        };
+        let outcome = if fin.is_ok() {
+            RcptResult::Delivered(fin)
+        } else {
+            failed("end of data", &fin)
+        };
+        for r in results.iter_mut().filter(|r| r.is_none()) {
+            *r = Some(outcome.clone());
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("all decided"))
+            .collect())
+    }
+
+    /// After a transaction with nothing to send: answer a 354 with an empty
+    /// message's dot (RFC 2920), then RSET.
+    fn finish_failed(&mut self, data_reply: Option<&Reply>) -> Result<(), SessionError> {
+        if data_reply.is_some_and(|r| r.code == 354) {
+            self.send("DATA", ".\r\n")?;
+            let _ = self.read_reply("end of data", self.timeouts.data_done)?;
+        }
+        self.rset()
+    }
+
+    /// RSET, between transactions.
+    pub fn rset(&mut self) -> Result<(), SessionError> {
+        let r = self.command("RSET", "RSET\r\n")?;
+        if r.is_ok() {
+            Ok(())
+        } else {
+            Err(self.reply_err("RSET", r))
+        }
+    }
+
+    /// QUIT, best effort.
+    pub fn quit(mut self) {
+        let _ = self.command("QUIT", "QUIT\r\n");
+    }
+}
+
+fn failed(cmd: &str, r: &Reply) -> RcptResult {
+    if r.is_permanent() {
+        RcptResult::Rejected {
+            cmd: cmd.into(),
+            reply: r.clone(),
+        }
+    } else {
+        RcptResult::Deferred {
+            cmd: cmd.into(),
+            why: r.one_line(),
+        }
+    }
+}
+
+fn fill(results: Vec<Option<RcptResult>>, with: RcptResult) -> Vec<RcptResult> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| with.clone()))
+        .collect()
+}
+
+/// The capabilities in an EHLO reply.
+fn caps_of(r: &Reply) -> Caps {
+    let mut raw = String::new();
+    let n = r.lines.len();
+    for (i, l) in r.lines.iter().enumerate() {
+        raw.push_str(&format!(
+            "{}{}{}\r\n",
+            r.code,
+            if i + 1 == n { ' ' } else { '-' },
+            l
+        ));
+    }
+    let mut it = raw.as_bytes().iter();
+    let Ok(e) = smtp_proto::EhloResponse::<String>::parse(&mut it) else {
+        return Caps {
+            esmtp: true,
+            ..Caps::default()
+        };
+    };
+    let has = |bit: u32| e.capabilities & bit != 0;
+    Caps {
+        esmtp: true,
+        pipelining: has(smtp_proto::EXT_PIPELINING),
+        starttls: has(smtp_proto::EXT_START_TLS),
+        size: has(smtp_proto::EXT_SIZE).then_some(e.size as u64),
+        eightbit: has(smtp_proto::EXT_8BIT_MIME),
+        smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
+        dsn: has(smtp_proto::EXT_DSN),
+        auth: e.auth_mechanisms,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A scripted server: replies queued in advance, every write recorded
+    /// (one entry per write call, to prove pipelining).
+    pub(crate) struct Script {
+        pub input: io::Cursor<Vec<u8>>,
+        pub writes: Vec<Vec<u8>>,
+    }
+
+    impl Script {
+        pub(crate) fn new(replies: &str) -> Script {
+            Script {
+                input: io::Cursor::new(replies.as_bytes().to_vec()),
+                writes: Vec::new(),
+            }
+        }
+        pub(crate) fn sent(&self) -> String {
+            String::from_utf8_lossy(&self.writes.concat()).into_owned()
+        }
+    }
+
+    impl Read for Script {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.input.read(b)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            match self.writes.last_mut() {
+                Some(last) if !last.ends_with(b"\n") => last.extend_from_slice(b),
+                _ => self.writes.push(b.to_vec()),
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.writes.push(Vec::new());
+            Ok(())
+        }
+    }
+
+    impl Transport for Script {
+        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn env<'a>(rcpts: &[&'a str]) -> Envelope<'a> {
+        Envelope {
+            sender: "alice@example.org",
+            rcpts: rcpts.to_vec(),
+            eightbit: false,
+            size: 20,
+        }
+    }
+
+    fn run(replies: &str, rcpts: &[&str]) -> (Vec<RcptResult>, String, usize) {
+        let mut s = Session::new(Script::new(replies), "mx.test", Timeouts::default());
+        s.greeting().unwrap();
+        s.hello("me.test").unwrap();
+        let r = s
+            .transaction(&env(rcpts), &mut &b"Subject: x\n\n.dot\n"[..], &[])
+            .unwrap();
+        let script = s.into_stream();
+        let groups = script.writes.iter().filter(|w| !w.is_empty()).count();
+        (r, script.sent(), groups)
+    }
+
+    const EHLO_PIPE: &str = "220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n";
+
+    #[test]
+    fn pipelined_per_recipient_outcomes_in_one_group() {
+        let replies = format!(
+            "{EHLO_PIPE}250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n451 4.3.0 later\r\n452 4.5.3 too many\r\n354 go\r\n250 2.0.0 queued as X\r\n"
+        );
+        let (r, sent, groups) = run(&replies, &["a@x", "b@x", "c@x", "d@x"]);
+        assert_eq!(
+            sent,
+            "EHLO me.test\r\nMAIL FROM:<alice@example.org> SIZE=20\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nRCPT TO:<d@x>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\n.\r\n"
+        );
+        // EHLO, then MAIL+RCPT+DATA in one write, then the message.
+        assert_eq!(groups, 3, "{sent}");
+        assert!(matches!(&r[0], RcptResult::Delivered(rep) if rep.code == 250));
+        assert!(
+            matches!(&r[1], RcptResult::Rejected { cmd, reply } if cmd == "RCPT TO" && reply.code == 550)
+        );
+        assert!(
+            matches!(&r[2], RcptResult::Deferred { cmd, why } if cmd == "RCPT TO" && why == "451 4.3.0 later")
+        );
+        assert!(matches!(&r[3], RcptResult::TooMany(_)));
+    }
+
+    #[test]
+    fn no_accepted_recipient_sends_no_data() {
+        let replies =
+            format!("{EHLO_PIPE}250 ok\r\n550 no\r\n554 no valid recipients\r\n250 reset\r\n");
+        let (r, sent, _) = run(&replies, &["a@x"]);
+        assert!(!sent.contains("Subject"), "{sent}");
+        assert!(sent.ends_with("DATA\r\nRSET\r\n"), "{sent}");
+        assert!(matches!(&r[0], RcptResult::Rejected { .. }));
+        // A server that says 354 anyway gets an empty message's dot.
+        let replies =
+            format!("{EHLO_PIPE}250 ok\r\n550 no\r\n354 go\r\n554 nothing\r\n250 reset\r\n");
+        let (_, sent, _) = run(&replies, &["a@x"]);
+        assert!(sent.ends_with("DATA\r\n.\r\nRSET\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn lock_step_without_pipelining_and_helo_fallback() {
+        let replies =
+            "220 old\r\n502 what\r\n250 hi\r\n250 ok\r\n250 ok\r\n354 go\r\n451 disk full\r\n";
+        let (r, sent, _) = run(replies, &["a@x"]);
+        assert_eq!(
+            sent,
+            "EHLO me.test\r\nHELO me.test\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<a@x>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\n.\r\n"
+        );
+        assert!(matches!(&r[0], RcptResult::Deferred { cmd, .. } if cmd == "end of data"));
+    }
+
+    #[test]
+    fn mail_refused_and_lost_connection() {
+        let replies = format!("{EHLO_PIPE}553 sender refused\r\n503 no\r\n503 no\r\n250 reset\r\n");
+        let (r, _, _) = run(&replies, &["a@x"]);
+        assert!(matches!(&r[0], RcptResult::Rejected { cmd, .. } if cmd == "MAIL FROM"));
+        // Connection lost before the final reply: deferred, never lost.
+        let replies = format!("{EHLO_PIPE}250 ok\r\n250 ok\r\n354 go\r\n");
+        let (r, _, _) = run(&replies, &["a@x"]);
+        assert!(matches!(&r[0], RcptResult::Deferred { cmd, .. } if cmd == "end of data"));
+    }
+
+    #[test]
+    fn starttls_injection_is_refused() {
+        let replies = "220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go ahead\r\n250 injected\r\n";
+        let mut s = Session::new(Script::new(replies), "mx.test", Timeouts::default());
+        s.greeting().unwrap();
+        s.hello("me").unwrap();
+        assert!(s.caps.starttls);
+        assert!(matches!(s.starttls(), Err(SessionError::Protocol(..))));
+    }
+
+    #[test]
+    fn size_limit_is_respected_before_sending() {
+        let replies = "220 mx\r\n250-mx\r\n250 SIZE 10\r\n";
+        let (r, sent, _) = run(replies, &["a@x"]);
+        assert!(!sent.contains("MAIL"), "{sent}");
+        assert!(matches!(&r[0], RcptResult::Rejected { reply, .. } if reply.status() == "5.3.4"));
+    }
+}

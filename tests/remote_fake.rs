@@ -1,0 +1,333 @@
+//! Remote delivery against our scripted SMTP server: the faults a real
+//! server will not produce on demand, and proof of pipelining.
+
+#[path = "support/smtpd.rs"]
+mod smtpd;
+mod support;
+
+use smtpd::{Behavior, FakeSmtp};
+use support::*;
+
+fn by_local_part() -> Box<dyn Fn(&str) -> String + Send + Sync> {
+    Box::new(|a: &str| {
+        if a.starts_with("reject") {
+            "550 5.1.1 no such user".into()
+        } else if a.starts_with("defer") {
+            "451 4.3.0 try again later".into()
+        } else {
+            "250 2.1.5 ok".into()
+        }
+    })
+}
+
+fn env_for(fake: &FakeSmtp, extra: &str) -> Env {
+    Env::new(&format!(
+        "SMARTHOST 127.0.0.1\nPORT {}\nSMTP_TIMEOUT 2s\n{extra}",
+        fake.port()
+    ))
+}
+
+const MSG: &str = "Subject: remote\n\n.leading dot\nbody\n";
+
+#[test]
+fn one_pipelined_transaction_with_per_recipient_outcomes() {
+    let fake = FakeSmtp::start(Behavior {
+        rcpt: by_local_part(),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    env.send(
+        &[
+            "-f",
+            "root",
+            "ok1@remote.example",
+            "reject1@remote.example",
+            "defer1@remote.example",
+            "ok2@other.example",
+        ],
+        MSG,
+    )
+    .expect(0, &env);
+    // One connection, one transaction, all commands of the group in one read.
+    assert_eq!(fake.connections(), 1);
+    let cmds = fake.commands();
+    assert_eq!(
+        cmds.iter().filter(|c| c.starts_with("MAIL FROM")).count(),
+        1,
+        "{cmds:?}"
+    );
+    assert_eq!(
+        cmds.iter().filter(|c| c.starts_with("RCPT TO")).count(),
+        4,
+        "{cmds:?}"
+    );
+    let group = fake
+        .reads()
+        .into_iter()
+        .find(|r| r.contains("MAIL FROM"))
+        .unwrap();
+    assert!(
+        group.contains("RCPT TO:<ok2@other.example>\r\nDATA\r\n"),
+        "not one group: {group:?}"
+    );
+    let m = fake.messages();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].rcpts, ["ok1@remote.example", "ok2@other.example"]);
+    assert!(
+        m[0].data.contains("\r\n..leading dot\r\nbody\r\n"),
+        "{}",
+        m[0].data
+    );
+    // The deferred one waits, the rejected one was bounced (locally).
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("To\t: defer1@remote.example\nStatus\t: deferred, 1 attempt"),
+        "{q}"
+    );
+    assert!(
+        q.contains("451 4.3.0 try again later (in reply to RCPT TO)"),
+        "{q}"
+    );
+    assert!(q.contains("To\t: reject1@remote.example\nStatus\t: failed, bounced: 5.1.1 127.0.0.1 [127.0.0.1] said 550 5.1.1 no such user (in reply to RCPT TO)"), "{q}");
+}
+
+#[test]
+fn bounce_names_remote_mta_and_reply() {
+    let fake = FakeSmtp::start(Behavior {
+        rcpt: by_local_part(),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    env.send(&["-f", BOB, "reject9@remote.example"], MSG)
+        .expect(0, &env);
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let b = env.messages(BOB);
+    assert_eq!(b.len(), 1, "{}", env.dump());
+    assert!(b[0].contains("Remote-MTA: dns; 127.0.0.1\n"), "{}", b[0]);
+    assert!(
+        b[0].contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\n"),
+        "{}",
+        b[0]
+    );
+    assert!(b[0].contains("Status: 5.1.1\n"), "{}", b[0]);
+    assert!(b[0].contains("(in reply to RCPT TO)"), "{}", b[0]);
+}
+
+#[test]
+fn no_accepted_recipient_sends_no_data() {
+    let fake = FakeSmtp::start(Behavior {
+        rcpt: by_local_part(),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    env.send(
+        &[
+            "-f",
+            "s@example.org",
+            "defer1@remote.example",
+            "defer2@remote.example",
+        ],
+        MSG,
+    )
+    .expect(0, &env);
+    assert!(fake.messages().is_empty());
+    assert!(
+        fake.commands().contains(&"RSET".to_string()),
+        "{:?}",
+        fake.commands()
+    );
+    assert_eq!(env.queue_ids().len(), 1);
+}
+
+#[test]
+fn a_connection_lost_after_data_defers() {
+    let fake = FakeSmtp::start(Behavior {
+        drop_after_data: true,
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("Status\t: deferred") && q.contains("end of data"),
+        "{q}"
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_and_defers() {
+    let fake = FakeSmtp::start(Behavior {
+        stall_on: Some("RCPT".into()),
+        ehlo: vec![],
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "SMTP_TIMEOUT 1s\n");
+    let start = std::time::Instant::now();
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert!(start.elapsed().as_secs() < 10);
+    let q = env.mailq().stdout();
+    assert!(q.contains("deferred") && q.contains("timeout"), "{q}");
+}
+
+#[test]
+fn malformed_and_huge_replies_defer() {
+    for raw in [
+        "hello there\r\n".to_string(),
+        format!("250-{}\r\n", "x".repeat(100)).repeat(2000),
+    ] {
+        let fake = FakeSmtp::start(Behavior {
+            mail_reply_raw: Some(raw),
+            ..Behavior::default()
+        });
+        let env = env_for(&fake, "");
+        env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+            .expect(0, &env);
+        let q = env.mailq().stdout();
+        assert!(q.contains("deferred"), "{q}");
+        assert!(fake.messages().is_empty());
+    }
+}
+
+#[test]
+fn starttls_injection_is_refused() {
+    let fake = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "STARTTLS".into()],
+        starttls_inject: Some("250 injected\r\n".into()),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "SECURETRANSFER\nSTARTTLS\n");
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert!(
+        !fake.commands().iter().any(|c| c.starts_with("MAIL")),
+        "{:?}",
+        fake.commands()
+    );
+    let q = env.mailq().stdout();
+    assert!(q.contains("deferred") && q.contains("injection"), "{q}");
+}
+
+#[test]
+fn tls_required_but_not_offered_defers_unless_opportunistic() {
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = env_for(&fake, "SECURETRANSFER\nSTARTTLS\n");
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert!(fake.messages().is_empty());
+    assert!(
+        !fake.commands().iter().any(|c| c == "STARTTLS"),
+        "STARTTLS sent although not offered"
+    );
+    assert!(env.mailq().stdout().contains("does not offer STARTTLS"));
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1\nPORT {}\nSECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\n",
+        fake.port()
+    ));
+    env.flush().expect(0, &env);
+    assert_eq!(fake.messages().len(), 1);
+}
+
+#[test]
+fn too_many_recipients_go_in_further_transactions() {
+    let fake = FakeSmtp::start(Behavior {
+        max_rcpts: Some(2),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    let rcpts: Vec<String> = (1..=5).map(|i| format!("r{i}@remote.example")).collect();
+    let mut args = vec!["-f", "s@example.org"];
+    args.extend(rcpts.iter().map(String::as_str));
+    env.send(&args, MSG).expect(0, &env);
+    let m = fake.messages();
+    assert_eq!(
+        m.iter().map(|m| m.rcpts.len()).collect::<Vec<_>>(),
+        [2, 2, 1]
+    );
+    assert_eq!(fake.connections(), 1);
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
+fn auth_failure_defers_and_the_next_smarthost_is_used() {
+    let bad = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        auth_reply: "535 5.7.8 authentication failed".into(),
+        ..Behavior::default()
+    });
+    let good = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        ..Behavior::default()
+    });
+    let env = Env::new("");
+    let auth = env.dir.path().join("auth.conf");
+    std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+    // Only one smarthost: the 535 defers, nothing bounces.
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1:{}\nAUTHPATH {}\nINSECURE\n",
+        bad.port(),
+        auth.display()
+    ));
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("deferred") && q.contains("authentication failed"),
+        "{q}"
+    );
+    // A good fallback after the bad one.
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1:{} 127.0.0.1:{}\nAUTHPATH {}\nINSECURE\n",
+        bad.port(),
+        good.port(),
+        auth.display()
+    ));
+    env.flush().expect(0, &env);
+    assert_eq!(good.messages().len(), 1);
+    assert!(good.commands().iter().any(|c| c.starts_with("AUTH ")));
+    assert!(env.queue_ids().is_empty());
+}
+
+#[test]
+fn no_password_in_the_clear_without_insecure() {
+    let fake = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        ..Behavior::default()
+    });
+    let env = Env::new("");
+    let auth = env.dir.path().join("auth.conf");
+    std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1:{}\nAUTHPATH {}\n",
+        fake.port(),
+        auth.display()
+    ));
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert!(
+        !fake.commands().iter().any(|c| c.starts_with("AUTH")),
+        "{:?}",
+        fake.commands()
+    );
+}
+
+#[test]
+fn the_next_smarthost_is_used_when_the_first_is_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = Env::new(&format!(
+        "SMARTHOST 127.0.0.1:{closed},127.0.0.1:{}\n",
+        fake.port()
+    ));
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert_eq!(fake.messages().len(), 1);
+    assert!(env.queue_ids().is_empty());
+}

@@ -1,0 +1,252 @@
+//! A scripted SMTP server on 127.0.0.1:0 for the faults a real server will
+//! not produce on demand: it records every read (to prove pipelining), every
+//! command and every message, and misbehaves as told.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the server behaves.
+pub struct Behavior {
+    /// The greeting line.
+    pub greeting: String,
+    /// EHLO keywords after the first line.
+    pub ehlo: Vec<String>,
+    /// The reply to each RCPT TO address.
+    pub rcpt: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// Reply 452 to the recipients after this many in one transaction.
+    pub max_rcpts: Option<usize>,
+    /// Close the connection after the message data, before the final reply.
+    pub drop_after_data: bool,
+    /// Never answer this command (prefix), to test timeouts.
+    pub stall_on: Option<String>,
+    /// After the STARTTLS 220, also send these bytes (injection test).
+    pub starttls_inject: Option<String>,
+    /// The reply to AUTH (any mechanism).
+    pub auth_reply: String,
+    /// The final reply after the message data.
+    pub data_reply: String,
+    /// Send this raw text as the reply to MAIL FROM (malformed replies).
+    pub mail_reply_raw: Option<String>,
+}
+
+impl Default for Behavior {
+    fn default() -> Behavior {
+        Behavior {
+            greeting: "220 fake.test ESMTP".into(),
+            ehlo: vec![
+                "PIPELINING".into(),
+                "8BITMIME".into(),
+                "SIZE 10000000".into(),
+            ],
+            rcpt: Box::new(|_| "250 2.1.5 ok".into()),
+            max_rcpts: None,
+            drop_after_data: false,
+            stall_on: None,
+            starttls_inject: None,
+            auth_reply: "235 2.7.0 ok".into(),
+            data_reply: "250 2.0.0 queued".into(),
+            mail_reply_raw: None,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub sender: String,
+    pub rcpts: Vec<String>,
+    pub data: String,
+}
+
+/// What the server saw.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// Every chunk read from a client, in order.
+    pub reads: Vec<String>,
+    /// Every command line.
+    pub commands: Vec<String>,
+    /// Every message accepted (the final reply was sent).
+    pub messages: Vec<Message>,
+    /// Connections accepted.
+    pub connections: usize,
+}
+
+/// A running fake server; it stops with the test process.
+pub struct FakeSmtp {
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Log>>,
+}
+
+impl FakeSmtp {
+    pub fn start(b: Behavior) -> FakeSmtp {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let b = Arc::new(b);
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                log2.lock().unwrap().connections += 1;
+                let (b, log) = (b.clone(), log2.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(c, &b, &log);
+                });
+            }
+        });
+        FakeSmtp { addr, log }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().unwrap().commands.clone()
+    }
+
+    pub fn messages(&self) -> Vec<Message> {
+        self.log.lock().unwrap().messages.clone()
+    }
+
+    pub fn reads(&self) -> Vec<String> {
+        self.log.lock().unwrap().reads.clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.log.lock().unwrap().connections
+    }
+}
+
+/// Records each read into the log.
+struct Recorder {
+    s: TcpStream,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.s.read(buf)?;
+        if n > 0 {
+            self.log
+                .lock()
+                .unwrap()
+                .reads
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        Ok(n)
+    }
+}
+
+fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(Recorder {
+        s,
+        log: log.clone(),
+    });
+    let say = |w: &mut TcpStream, text: &str| w.write_all(format!("{text}\r\n").as_bytes());
+    say(&mut w, &b.greeting)?;
+    let mut sender = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut count = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let cmd = line.trim_end().to_string();
+        log.lock().unwrap().commands.push(cmd.clone());
+        let upper = cmd.to_ascii_uppercase();
+        if b.stall_on.as_deref().is_some_and(|p| upper.starts_with(p)) {
+            std::thread::sleep(Duration::from_secs(30));
+            return Ok(());
+        }
+        if upper.starts_with("EHLO") {
+            let mut lines = vec!["fake.test".to_string()];
+            lines.extend(b.ehlo.iter().cloned());
+            let n = lines.len();
+            for (i, l) in lines.iter().enumerate() {
+                say(
+                    &mut w,
+                    &format!("250{}{l}", if i + 1 == n { ' ' } else { '-' }),
+                )?;
+            }
+        } else if upper.starts_with("HELO") {
+            say(&mut w, "250 fake.test")?;
+        } else if upper.starts_with("STARTTLS") {
+            match &b.starttls_inject {
+                Some(extra) => w.write_all(format!("220 go ahead\r\n{extra}").as_bytes())?,
+                None => say(&mut w, "454 4.7.0 TLS not available")?,
+            }
+        } else if upper.starts_with("AUTH") {
+            say(&mut w, &b.auth_reply)?;
+        } else if upper.starts_with("MAIL FROM:") {
+            sender = cmd[10..].trim().to_string();
+            rcpts.clear();
+            count = 0;
+            match &b.mail_reply_raw {
+                Some(raw) => w.write_all(raw.as_bytes())?,
+                None => say(&mut w, "250 2.1.0 ok")?,
+            }
+        } else if upper.starts_with("RCPT TO:") {
+            let addr = cmd[8..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            count += 1;
+            let reply = match b.max_rcpts {
+                Some(m) if count > m => "452 4.5.3 too many recipients".to_string(),
+                _ => (b.rcpt)(&addr),
+            };
+            if reply.starts_with('2') {
+                rcpts.push(addr);
+            }
+            say(&mut w, &reply)?;
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                say(&mut w, "554 5.5.1 no valid recipients")?;
+                continue;
+            }
+            say(&mut w, "354 go ahead")?;
+            let mut data = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                if line == ".\r\n" {
+                    break;
+                }
+                data.push_str(&line);
+            }
+            if b.drop_after_data {
+                return Ok(());
+            }
+            if b.data_reply.starts_with('2') {
+                log.lock().unwrap().messages.push(Message {
+                    sender: sender.clone(),
+                    rcpts: rcpts.clone(),
+                    data,
+                });
+            }
+            say(&mut w, &b.data_reply)?;
+        } else if upper == "RSET" {
+            rcpts.clear();
+            count = 0;
+            say(&mut w, "250 2.0.0 reset")?;
+        } else if upper == "QUIT" {
+            say(&mut w, "221 2.0.0 bye")?;
+            return Ok(());
+        } else {
+            say(&mut w, "500 5.5.2 what")?;
+        }
+    }
+}
