@@ -19,7 +19,7 @@ use proptest::test_runner::TestCaseError;
 
 use dma_rs::address;
 use dma_rs::config::aliases::{AliasError, AliasTarget, Aliases};
-use dma_rs::config::auth::{AuthEntry, AuthFile};
+use dma_rs::config::auth::{AuthEntry, AuthFile, SecretSource};
 use dma_rs::config::conf::{ConfError, Config};
 use dma_rs::intake::{IntakeError, Options, Read, Stamp, read_message};
 use dma_rs::spool::envelope::{Envelope, MAGIC, Origin, Rcpt, State, decode, encode};
@@ -248,14 +248,13 @@ fn auth_entry() -> impl Strategy<Value = (AuthEntry, char)> {
         "([^\n]{0,12}[^\n\r])?",
     )
         .prop_map(|(login, host, sep, password)| {
-            (
-                AuthEntry {
-                    login,
-                    host,
-                    password,
-                },
-                sep,
-            )
+            // `login|host|command` is our extension: a command, not a password.
+            let secret = if sep == '|' {
+                SecretSource::Command(password)
+            } else {
+                SecretSource::Password(password)
+            };
+            (AuthEntry { login, host, secret }, sep)
         })
 }
 
@@ -551,6 +550,8 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                             attempts,
                             next_try,
                             reply,
+                            mta: None,
+                            smtp: None,
                         },
                     )
                     .collect(),
@@ -699,7 +700,10 @@ proptest! {
                 text.push_str(c);
                 text.push_str(end);
             }
-            text.push_str(&format!("{}|{}{sep}{}{end}", e.login, e.host, e.password));
+            let secret = match &e.secret {
+                SecretSource::Password(p) | SecretSource::Command(p) => p,
+            };
+            text.push_str(&format!("{}|{}{sep}{}{end}", e.login, e.host, secret));
         }
         let f = AuthFile::parse(Path::new("auth.conf"), &text);
         prop_assert!(f.is_ok(), "{:?}: {:?}", text, f);

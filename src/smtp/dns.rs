@@ -1,1 +1,446 @@
-//! A stub DNS resolver for MX lookups (in progress).
+//! A small synchronous stub resolver for mail routing (RFC 5321 §5.1).
+//!
+//! [`Resolver::mx_hosts`] finds the mail exchangers of a domain, with the
+//! implicit MX (the domain itself when it has no MX records) and the RFC 7505
+//! null MX; [`Resolver::addresses`] finds the AAAA and A records of a host.
+//! The recursion is the nameserver's job: we send one question with the RD
+//! bit over UDP to each configured server in turn, fall back to TCP when the
+//! reply is truncated, and follow the CNAME chains in the answers. The wire
+//! format is simple-dns's.
+//!
+//! Failures come as [`DnsError`]s, which say whether they are permanent
+//! (bounce) or temporary (keep the message and retry later).
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use simple_dns::rdata::RData;
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+
+/// How many CNAMEs we follow from one name before giving up.
+const MAX_CNAME: usize = 10;
+
+/// A stub resolver: where to send questions, and how patiently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    /// The nameservers, tried in this order.
+    pub servers: Vec<SocketAddr>,
+    /// How long we wait for one reply from one server.
+    pub timeout: Duration,
+    /// How many rounds over all the servers before we give up.
+    pub attempts: u32,
+}
+
+/// One mail exchanger of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxHost {
+    /// The MX preference: lower is tried first.
+    pub preference: u16,
+    /// The exchanger's host name, without a trailing dot.
+    pub name: String,
+}
+
+/// Why a lookup gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// NXDOMAIN: the domain does not exist (permanent: bounce).
+    #[error("DNS lookup failure: host {0} not found")]
+    NotFound(String),
+    /// RFC 7505 null MX ("0 ."): the domain accepts no mail (permanent).
+    #[error("{0} does not accept mail (null MX)")]
+    NullMx(String),
+    /// The name exists but has no address record (permanent for that host).
+    #[error("{0} has no address")]
+    NoAddress(String),
+    /// SERVFAIL, REFUSED, timeouts, network errors, malformed answers
+    /// (temporary: retry later).
+    #[error("temporary DNS failure for {0}: {1}")]
+    Temporary(String, String),
+}
+
+impl DnsError {
+    /// Whether retrying later cannot help (the message should bounce).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, DnsError::Temporary(..))
+    }
+}
+
+/// The record data we care about, owned.
+#[derive(Debug, Clone)]
+enum Data {
+    Mx(u16, String),
+    Addr(IpAddr),
+    Cname(String),
+    Other,
+}
+
+impl Data {
+    fn is(&self, qtype: TYPE) -> bool {
+        matches!(
+            (self, qtype),
+            (Data::Mx(..), TYPE::MX)
+                | (Data::Addr(IpAddr::V4(_)), TYPE::A)
+                | (Data::Addr(IpAddr::V6(_)), TYPE::AAAA)
+        )
+    }
+}
+
+/// A reply that matched our question: its rcode and answer section, with
+/// owner names in lower case.
+struct Reply {
+    rcode: RCODE,
+    answers: Vec<(String, Data)>,
+}
+
+impl Resolver {
+    /// Nameservers from /etc/resolv.conf (port 53); 127.0.0.1:53 if none.
+    ///
+    /// Its `timeout` and `attempts` options are honoured (default 5 s and 2,
+    /// capped at 30 s and 5 like glibc).
+    pub fn from_system() -> Resolver {
+        let conf = std::fs::read("/etc/resolv.conf")
+            .ok()
+            .map(|bytes| resolv_conf::Config::parse_with_errors(&bytes).0);
+        let mut resolver = Resolver::with_server(SocketAddr::from((Ipv4Addr::LOCALHOST, 53)));
+        if let Some(conf) = conf {
+            let servers: Vec<SocketAddr> = conf
+                .nameservers
+                .iter()
+                .map(|ip| match ip {
+                    resolv_conf::ScopedIp::V4(ip) => SocketAddr::from((*ip, 53)),
+                    resolv_conf::ScopedIp::V6(ip, scope) => {
+                        let scope = scope.as_deref().and_then(|s| s.parse().ok());
+                        SocketAddrV6::new(*ip, 53, 0, scope.unwrap_or(0)).into()
+                    }
+                })
+                .collect();
+            if !servers.is_empty() {
+                resolver.servers = servers;
+            }
+            resolver.timeout = Duration::from_secs(conf.timeout.clamp(1, 30).into());
+            resolver.attempts = conf.attempts.clamp(1, 5);
+        }
+        resolver
+    }
+
+    /// One nameserver (the NAMESERVER config key; tests use a loopback fake).
+    pub fn with_server(addr: SocketAddr) -> Resolver {
+        Resolver {
+            servers: vec![addr],
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        }
+    }
+
+    /// The MX hosts of `domain`, best first.
+    ///
+    /// Hosts of equal preference come in random order. A domain without MX
+    /// records has the implicit MX `0 domain`; a null MX gives
+    /// [`DnsError::NullMx`].
+    pub fn mx_hosts(&self, domain: &str) -> Result<Vec<MxHost>, DnsError> {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        let records = self.lookup(domain, TYPE::MX)?;
+        if records.is_empty() {
+            return Ok(vec![MxHost {
+                preference: 0,
+                name: domain.to_string(),
+            }]);
+        }
+        // The root exchange is the null MX. It must stand alone (RFC 7505
+        // §3); mixed with real exchangers, we just skip it.
+        let mut hosts: Vec<MxHost> = records
+            .into_iter()
+            .filter_map(|data| match data {
+                Data::Mx(preference, name) if !name.is_empty() => Some(MxHost { preference, name }),
+                _ => None,
+            })
+            .collect();
+        if hosts.is_empty() {
+            return Err(DnsError::NullMx(domain.to_string()));
+        }
+        hosts.sort_by_key(|h| h.preference);
+        for group in hosts.chunk_by_mut(|a, b| a.preference == b.preference) {
+            for i in (1..group.len()).rev() {
+                group.swap(i, (random_u32() % (i as u32 + 1)) as usize);
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// The addresses of `host`: AAAA then A records (CNAMEs followed).
+    ///
+    /// When one of the two lookups fails temporarily but the other gives
+    /// addresses, those are the answer.
+    pub fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let mut addrs = Vec::new();
+        let mut failure = None;
+        for qtype in [TYPE::AAAA, TYPE::A] {
+            match self.lookup(host, qtype) {
+                Ok(records) => addrs.extend(records.into_iter().filter_map(|data| match data {
+                    Data::Addr(ip) => Some(ip),
+                    _ => None,
+                })),
+                Err(e @ DnsError::NotFound(_)) if addrs.is_empty() => return Err(e),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) if addrs.is_empty() => Err(e),
+            _ if addrs.is_empty() => Err(DnsError::NoAddress(host.to_string())),
+            _ => Ok(addrs),
+        }
+    }
+
+    /// The records of type `qtype` for `name`, following CNAMEs; empty when
+    /// the name exists without such records. Errors: NotFound or Temporary.
+    fn lookup(&self, name: &str, qtype: TYPE) -> Result<Vec<Data>, DnsError> {
+        let mut qname = name.to_string();
+        let mut hops = 0;
+        loop {
+            let reply = self.query(name, &qname, qtype)?;
+            if reply.rcode == RCODE::NameError {
+                return Err(DnsError::NotFound(name.to_string()));
+            }
+            let mut owner = qname.to_ascii_lowercase();
+            loop {
+                let found: Vec<Data> = reply
+                    .answers
+                    .iter()
+                    .filter(|(o, data)| *o == owner && data.is(qtype))
+                    .map(|(_, data)| data.clone())
+                    .collect();
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+                let target = reply.answers.iter().find_map(|(o, data)| match data {
+                    Data::Cname(target) if *o == owner => Some(target.to_ascii_lowercase()),
+                    _ => None,
+                });
+                let Some(target) = target else { break };
+                hops += 1;
+                if hops > MAX_CNAME {
+                    let why = format!("more than {MAX_CNAME} CNAMEs");
+                    return Err(DnsError::Temporary(name.to_string(), why));
+                }
+                owner = target;
+            }
+            if owner == qname.to_ascii_lowercase() {
+                return Ok(Vec::new());
+            }
+            // The answer ends at a CNAME: ask about its target.
+            qname = owner;
+        }
+    }
+
+    /// Asks the servers in turn until one gives NOERROR or NXDOMAIN.
+    /// `name` is what the caller asked about, for error messages.
+    fn query(&self, name: &str, qname: &str, qtype: TYPE) -> Result<Reply, DnsError> {
+        let qn = match Name::new(qname) {
+            Ok(qn) if !qn.get_labels().is_empty() => qn,
+            _ => return Err(DnsError::NotFound(name.to_string())),
+        };
+        let mut why = "no nameserver configured".to_string();
+        for _ in 0..self.attempts.max(1) {
+            for &server in &self.servers {
+                let id = random_u32() as u16;
+                let mut packet = Packet::new_query(id);
+                packet.set_flags(PacketFlag::RECURSION_DESIRED);
+                let question = Question::new(
+                    qn.clone(),
+                    QTYPE::TYPE(qtype),
+                    QCLASS::CLASS(CLASS::IN),
+                    false,
+                );
+                packet.questions.push(question);
+                let bytes = packet
+                    .build_bytes_vec()
+                    .map_err(|e| DnsError::Temporary(name.to_string(), e.to_string()))?;
+                match self.exchange(server, &bytes, id, &qn, qtype) {
+                    Ok(reply) if matches!(reply.rcode, RCODE::NoError | RCODE::NameError) => {
+                        return Ok(reply);
+                    }
+                    Ok(reply) => why = format!("{server} replied {}", rcode_name(reply.rcode)),
+                    Err(e) => why = format!("{server}: {e}"),
+                }
+            }
+        }
+        Err(DnsError::Temporary(name.to_string(), why))
+    }
+
+    /// One try with one server: UDP, then TCP if the reply was truncated.
+    fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        id: u16,
+        qn: &Name,
+        qtype: TYPE,
+    ) -> io::Result<Reply> {
+        let deadline = Instant::now() + self.timeout;
+        let local: SocketAddr = match server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local)?;
+        // Connected, the kernel drops other sources and reports ICMP errors.
+        socket.connect(server)?;
+        socket.send(query)?;
+        let mut buf = vec![0; 65535];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out(self.timeout));
+            }
+            socket.set_read_timeout(Some(left))?;
+            let (n, from) = match socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out(self.timeout));
+                }
+                Err(e) => return Err(e),
+            };
+            let msg = &buf[..n];
+            if from.ip() != server.ip()
+                || from.port() != server.port()
+                || n < 12
+                || msg[..2] != id.to_be_bytes()
+            {
+                continue;
+            }
+            if msg[2] & 0x02 != 0 {
+                // TC: the rest may be cut anywhere; TCP gives the whole reply.
+                return self.exchange_tcp(server, query, id, qn, qtype);
+            }
+            if let Some(reply) = parse_reply(msg, id, qn, qtype)? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// The query over TCP, with its 2-byte length prefix (RFC 1035 §4.2.2).
+    fn exchange_tcp(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        id: u16,
+        qn: &Name,
+        qtype: TYPE,
+    ) -> io::Result<Reply> {
+        let mut stream = TcpStream::connect_timeout(&server, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        let mut msg = (query.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(query);
+        stream.write_all(&msg)?;
+        let mut len = [0; 2];
+        stream.read_exact(&mut len)?;
+        let mut buf = vec![0; u16::from_be_bytes(len).into()];
+        stream.read_exact(&mut buf)?;
+        parse_reply(&buf, id, qn, qtype)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TCP reply does not match the query",
+            )
+        })
+    }
+}
+
+/// Our reply, or None when `msg` answers something else (wrong id, not a
+/// response, another question). Unparseable replies are errors.
+fn parse_reply(msg: &[u8], id: u16, qn: &Name, qtype: TYPE) -> io::Result<Option<Reply>> {
+    let packet = Packet::parse(msg)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed reply: {e}")))?;
+    let ours = packet.id() == id
+        && packet.has_flags(PacketFlag::RESPONSE)
+        && matches!(&packet.questions[..], [q] if q.qname == *qn && q.qtype == QTYPE::TYPE(qtype));
+    if !ours {
+        return Ok(None);
+    }
+    let answers = packet
+        .answers
+        .iter()
+        .map(|rr| {
+            let data = match &rr.rdata {
+                RData::MX(mx) => Data::Mx(mx.preference, plain_name(&mx.exchange)),
+                RData::A(a) => Data::Addr(Ipv4Addr::from(a.address).into()),
+                RData::AAAA(a) => Data::Addr(Ipv6Addr::from(a.address).into()),
+                RData::CNAME(cname) => Data::Cname(plain_name(&cname.0)),
+                _ => Data::Other,
+            };
+            (plain_name(&rr.name).to_ascii_lowercase(), data)
+        })
+        .collect();
+    Ok(Some(Reply {
+        rcode: packet.rcode(),
+        answers,
+    }))
+}
+
+/// A name as text, without a trailing dot ("" for the root).
+fn plain_name(name: &Name) -> String {
+    name.to_string().trim_end_matches('.').to_string()
+}
+
+fn rcode_name(rcode: RCODE) -> String {
+    match rcode {
+        RCODE::ServerFailure => "SERVFAIL".to_string(),
+        RCODE::Refused => "REFUSED".to_string(),
+        RCODE::FormatError => "FORMERR".to_string(),
+        RCODE::NotImplemented => "NOTIMP".to_string(),
+        other => format!("rcode {other:?}"),
+    }
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no reply within {timeout:?}"),
+    )
+}
+
+/// A random number for query ids and MX shuffling; the clock if the system
+/// has no randomness to give.
+fn random_u32() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        nanos ^ std::process::id().rotate_left(16)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanence() {
+        assert!(DnsError::NotFound("a".into()).is_permanent());
+        assert!(DnsError::NullMx("a".into()).is_permanent());
+        assert!(DnsError::NoAddress("a".into()).is_permanent());
+        assert!(!DnsError::Temporary("a".into(), "b".into()).is_permanent());
+    }
+
+    #[test]
+    fn defaults() {
+        let r = Resolver::with_server("127.0.0.1:53".parse().unwrap());
+        assert_eq!(r.timeout, Duration::from_secs(5));
+        assert_eq!(r.attempts, 2);
+    }
+
+    #[test]
+    fn bad_names_are_not_found_without_asking() {
+        // Port 9 on loopback: nothing is asked, since the name cannot be sent.
+        let r = Resolver::with_server("127.0.0.1:9".parse().unwrap());
+        let long = "a".repeat(64) + ".example";
+        assert_eq!(r.mx_hosts(&long), Err(DnsError::NotFound(long.clone())));
+        assert_eq!(r.addresses(""), Err(DnsError::NotFound(String::new())));
+    }
+}
