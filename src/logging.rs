@@ -81,6 +81,12 @@ fn open(ident: &str) {
     let _ = nix::syslog::openlog(Some(ident), LogFlags::empty(), Facility::LOG_MAIL);
 }
 
+/// Writes one line to syslog only (for errors that are also printed).
+pub fn syslog_only(level: Level, msg: &str) {
+    let msg = msg.replace(['\r', '\n'], " ");
+    let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
+}
+
 /// Writes one log line.
 pub fn log(level: Level, msg: &str) {
     let msg = msg.replace(['\r', '\n'], " ");

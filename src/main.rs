@@ -11,7 +11,7 @@ fn main() {
     let code = match dma_rs::app::main(&progname, args.collect()) {
         Ok(code) => code,
         Err(e) => {
-            dma_rs::logging::log(dma_rs::logging::Level::Err, &e.msg);
+            dma_rs::logging::syslog_only(dma_rs::logging::Level::Err, &e.msg);
             eprintln!("{progname}: {}", e.msg);
             e.code
         }

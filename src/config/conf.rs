@@ -168,7 +168,8 @@ fn kind(key: &str) -> Option<Kind> {
         | "DEFER"
         | "FULLBOUNCE"
         | "NULLCLIENT"
-        | "ROOT_FORWARD_PROGRAMS" => Kind::Flag,
+        | "ROOT_FORWARD_PROGRAMS"
+        | "TLS_NO_VERIFY" => Kind::Flag,
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
         | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"

@@ -31,6 +31,8 @@ pub struct Behavior {
     pub data_reply: String,
     /// Send this raw text as the reply to MAIL FROM (malformed replies).
     pub mail_reply_raw: Option<String>,
+    /// Implicit TLS with this server configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Behavior {
@@ -50,6 +52,7 @@ impl Default for Behavior {
             auth_reply: "235 2.7.0 ok".into(),
             data_reply: "250 2.0.0 queued".into(),
             mail_reply_raw: None,
+            tls: None,
         }
     }
 }
@@ -121,9 +124,13 @@ impl FakeSmtp {
     }
 }
 
+/// Something to talk over: TCP or TLS.
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
 /// Records each read into the log.
 struct Recorder {
-    s: TcpStream,
+    s: Box<dyn Conn>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -141,15 +148,34 @@ impl Read for Recorder {
     }
 }
 
+impl Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.s.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
 fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut w = s.try_clone()?;
+    let conn: Box<dyn Conn> = match &b.tls {
+        Some(cfg) => {
+            let c = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(c, s))
+        }
+        None => Box::new(s),
+    };
     let mut r = BufReader::new(Recorder {
-        s,
+        s: conn,
         log: log.clone(),
     });
-    let say = |w: &mut TcpStream, text: &str| w.write_all(format!("{text}\r\n").as_bytes());
-    say(&mut w, &b.greeting)?;
+    let say = |r: &mut BufReader<Recorder>, text: &str| {
+        let w = r.get_mut();
+        w.write_all(format!("{text}\r\n").as_bytes())?;
+        w.flush()
+    };
+    say(&mut r, &b.greeting)?;
     let mut sender = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     let mut count = 0;
@@ -172,26 +198,26 @@ fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<(
             let n = lines.len();
             for (i, l) in lines.iter().enumerate() {
                 say(
-                    &mut w,
+                    &mut r,
                     &format!("250{}{l}", if i + 1 == n { ' ' } else { '-' }),
                 )?;
             }
         } else if upper.starts_with("HELO") {
-            say(&mut w, "250 fake.test")?;
+            say(&mut r, "250 fake.test")?;
         } else if upper.starts_with("STARTTLS") {
             match &b.starttls_inject {
-                Some(extra) => w.write_all(format!("220 go ahead\r\n{extra}").as_bytes())?,
-                None => say(&mut w, "454 4.7.0 TLS not available")?,
+                Some(extra) => say(&mut r, &format!("220 go ahead\r\n{}", extra.trim_end()))?,
+                None => say(&mut r, "454 4.7.0 TLS not available")?,
             }
         } else if upper.starts_with("AUTH") {
-            say(&mut w, &b.auth_reply)?;
+            say(&mut r, &b.auth_reply)?;
         } else if upper.starts_with("MAIL FROM:") {
             sender = cmd[10..].trim().to_string();
             rcpts.clear();
             count = 0;
             match &b.mail_reply_raw {
-                Some(raw) => w.write_all(raw.as_bytes())?,
-                None => say(&mut w, "250 2.1.0 ok")?,
+                Some(raw) => say(&mut r, raw.trim_end())?,
+                None => say(&mut r, "250 2.1.0 ok")?,
             }
         } else if upper.starts_with("RCPT TO:") {
             let addr = cmd[8..]
@@ -209,13 +235,13 @@ fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<(
             if reply.starts_with('2') {
                 rcpts.push(addr);
             }
-            say(&mut w, &reply)?;
+            say(&mut r, &reply)?;
         } else if upper == "DATA" {
             if rcpts.is_empty() {
-                say(&mut w, "554 5.5.1 no valid recipients")?;
+                say(&mut r, "554 5.5.1 no valid recipients")?;
                 continue;
             }
-            say(&mut w, "354 go ahead")?;
+            say(&mut r, "354 go ahead")?;
             let mut data = String::new();
             loop {
                 line.clear();
@@ -237,16 +263,16 @@ fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<(
                     data,
                 });
             }
-            say(&mut w, &b.data_reply)?;
+            say(&mut r, &b.data_reply)?;
         } else if upper == "RSET" {
             rcpts.clear();
             count = 0;
-            say(&mut w, "250 2.0.0 reset")?;
+            say(&mut r, "250 2.0.0 reset")?;
         } else if upper == "QUIT" {
-            say(&mut w, "221 2.0.0 bye")?;
+            say(&mut r, "221 2.0.0 bye")?;
             return Ok(());
         } else {
-            say(&mut w, "500 5.5.2 what")?;
+            say(&mut r, "500 5.5.2 what")?;
         }
     }
 }
