@@ -83,39 +83,44 @@ pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<
         };
         body::scan(&mut r).unwrap_or((false, 0))
     };
-    // Group per next hop and per added header lines (one message per group).
-    let mut groups: Vec<(NextHop, Vec<String>, Vec<&Target>)> = Vec::new();
+    // Resolve each next hop once, then group the recipients whose hosts are
+    // the same (and who get the same added header lines): one transaction
+    // per host carries all of the message's recipients there.
+    let mut resolved: Vec<(NextHop, Result<Vec<Hop>, crate::deliver::Outcome>)> = Vec::new();
+    let mut groups: Vec<(Vec<SocketAddr>, Vec<String>, Vec<Hop>, Vec<&Target>)> = Vec::new();
+    let mut out = Vec::new();
     for t in targets {
         let hop = if ctx.config.smarthost.is_some() {
             NextHop::Smarthosts
         } else {
             NextHop::Mx(t.domain.to_ascii_lowercase())
         };
-        match groups
-            .iter_mut()
-            .find(|(h, p, _)| *h == hop && *p == t.prepend)
-        {
-            Some(g) => g.2.push(t),
-            None => groups.push((hop, t.prepend.clone(), vec![t])),
-        }
-    }
-    let mut out = Vec::new();
-    for (hop, prepend, group) in groups {
-        let hops = match resolve(ctx, &hop) {
-            Ok(h) => h,
-            Err(outcome) => {
-                out.extend(group.iter().map(|t| Result1 {
-                    index: t.index,
-                    outcome: outcome.clone(),
-                    mta: None,
-                    smtp: None,
-                }));
-                continue;
+        let i = match resolved.iter().position(|(h, _)| *h == hop) {
+            Some(i) => i,
+            None => {
+                let r = resolve(ctx, &hop);
+                resolved.push((hop, r));
+                resolved.len() - 1
             }
         };
-        out.extend(deliver_group(
-            ctx, data, sender, &group, &prepend, &hops, eightbit, size,
-        ));
+        match &resolved[i].1 {
+            Err(outcome) => out.push(Result1 {
+                index: t.index,
+                outcome: outcome.clone(),
+                mta: None,
+                smtp: None,
+            }),
+            Ok(hops) => {
+                let key: Vec<SocketAddr> = hops.iter().map(|h| h.addr).collect();
+                match groups.iter_mut().find(|g| g.0 == key && g.1 == t.prepend) {
+                    Some(g) => g.3.push(t),
+                    None => groups.push((key, t.prepend.clone(), hops.clone(), vec![t])),
+                }
+            }
+        }
+    }
+    for (_, prepend, hops, group) in groups {
+        out.extend(deliver_group(ctx, data, sender, &group, &prepend, &hops, eightbit, size));
     }
     out
 }

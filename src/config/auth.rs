@@ -1,13 +1,38 @@
-//! `auth.conf`: `login|host:password`, one per line, parsed as dma does.
+//! `auth.conf`: `login|host:password`, one per line, parsed as dma does,
+//! plus `login|host|command` to get the password from a command.
 //!
 //! Only lines starting with `#` are comments and empty lines are skipped. The
 //! login runs to the first `|`, the host to the first `:`, `|`, space or tab,
-//! and the password is the rest, verbatim. When several lines name one host,
+//! and the rest is verbatim: the password after `:`, space or tab (as in
+//! dma; a password starting with `oauth2:` is nothing special there), or,
+//! after `|`, a command whose first line of output is the secret (like
+//! msmtp's `passwordeval`), so that the password need not sit in the file.
+//! A command's output starting with `oauth2:` is an OAuth2 access token
+//! (for XOAUTH2) instead of a password. When several lines name one host,
 //! the later line wins.
+//!
+//! dma itself ends the host only at `:`, space or tab, so a `login|host|...`
+//! line never meant anything sensible to it: the extension takes no working
+//! dma file away.
 
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
+
+use crate::privsep;
+use crate::smtp::auth::Secret;
+
+/// How long a password command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much of a password command's stdout and stderr we keep (the rest is
+/// read and dropped, so that the command never blocks on a full pipe).
+const OUTPUT_KEPT: usize = 64 * 1024;
 
 /// A malformed line: dma's `syntax error in authfile FILE:N`.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -26,8 +51,55 @@ pub struct AuthEntry {
     pub login: String,
     /// The server it is for (smarthost or MX name, matched exactly).
     pub host: String,
-    /// The password, verbatim.
-    pub password: String,
+    /// Where the secret comes from.
+    pub secret: SecretSource,
+}
+
+/// Where the secret of an [`AuthEntry`] comes from. `Debug` does not show a
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `login|host:password`: the password, verbatim.
+    Password(String),
+    /// `login|host|command`: a command for `/bin/sh -c` whose first line of
+    /// output is the secret.
+    Command(String),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Password(_) => f.write_str("Password(<redacted>)"),
+            SecretSource::Command(c) => f.debug_tuple("Command").field(c).finish(),
+        }
+    }
+}
+
+impl AuthEntry {
+    /// The secret to authenticate with: the password from the file, or what
+    /// the command prints.
+    ///
+    /// The command runs through `/bin/sh -c` with our privileges and
+    /// environment, in a session of its own, with stdin from `/dev/null`,
+    /// for at most [`COMMAND_TIMEOUT`] (then it is killed with its whole
+    /// process group). The first line of its standard output (without the
+    /// line end, `\n` or `\r\n`) is the secret: `oauth2:TOKEN` gives
+    /// [`Secret::OAuthToken`], anything else [`Secret::Password`]. A
+    /// command that fails, times out, prints nothing (or an empty first
+    /// line) or prints something that is not UTF-8 is an error, whose text
+    /// names the command, its exit status and the first line of its stderr.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match &self.secret {
+            SecretSource::Password(p) => Ok(Secret::Password(p.clone())),
+            SecretSource::Command(c) => {
+                let line = run_command(c, COMMAND_TIMEOUT)?;
+                Ok(match line.strip_prefix("oauth2:") {
+                    Some(token) => Secret::OAuthToken(token.to_string()),
+                    None => Secret::Password(line),
+                })
+            }
+        }
+    }
 }
 
 /// All credentials of an auth file, in file order.
@@ -59,10 +131,15 @@ impl AuthFile {
             };
             let (login, rest) = line.split_once('|').ok_or_else(err)?;
             let i = rest.find([':', '|', ' ', '\t']).ok_or_else(err)?;
+            let value = rest[i + 1..].to_string();
             entries.push(AuthEntry {
                 login: login.to_string(),
                 host: rest[..i].to_string(),
-                password: rest[i + 1..].to_string(),
+                secret: if rest[i..].starts_with('|') {
+                    SecretSource::Command(value)
+                } else {
+                    SecretSource::Password(value)
+                },
             });
         }
         Ok(AuthFile { entries })
@@ -71,6 +148,133 @@ impl AuthFile {
     /// The credential for `host`: the last line naming it.
     pub fn lookup(&self, host: &str) -> Option<&AuthEntry> {
         self.entries.iter().rev().find(|e| e.host == host)
+    }
+}
+
+/// Runs a password command and returns the first line of its output.
+fn run_command(command: &str, timeout: Duration) -> Result<String, String> {
+    if command.trim().is_empty() {
+        return Err("empty password command in the auth file".into());
+    }
+    let what = format!("password command `{command}`");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    privsep::new_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what}: can not run /bin/sh: {e}"))?;
+    let pid = child.id();
+    // Both pipes are read by threads, so that a chatty command cannot block
+    // on a full pipe while we wait for it to exit.
+    let out = child.stdout.take().map(reader);
+    let err = child.stderr.take().map(reader);
+    let finished = |h: &Option<JoinHandle<Vec<u8>>>| h.as_ref().is_none_or(|h| h.is_finished());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                privsep::kill_group(pid);
+                let _ = child.wait();
+                return Err(format!(
+                    "{what} timed out after {}s and was killed",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                privsep::kill_group(pid);
+                let _ = child.wait();
+                return Err(format!("{what}: waiting for it: {e}"));
+            }
+        }
+    };
+    // Something the command left behind may still hold the pipes open:
+    // give it a moment, then end the whole group.
+    let grace = Instant::now() + Duration::from_secs(1);
+    while !(finished(&out) && finished(&err)) && Instant::now() < grace.min(deadline) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !(finished(&out) && finished(&err)) {
+        privsep::kill_group(pid);
+        let grace = Instant::now() + Duration::from_secs(1);
+        while !(finished(&out) && finished(&err)) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !(finished(&out) && finished(&err)) {
+            return Err(format!(
+                "{what} left a process behind that holds its output open"
+            ));
+        }
+    }
+    let collect =
+        |h: Option<JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    let (out, err) = (collect(out), collect(err));
+    let stderr = first_line_shown(&err);
+    if !status.success() {
+        return Err(format!("{what} failed ({}){stderr}", describe(status)));
+    }
+    let out = String::from_utf8(out)
+        .map_err(|_| format!("{what} printed something that is not UTF-8"))?;
+    let line = out.split('\n').next().unwrap_or("");
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Err(format!("{what} printed no password{stderr}"));
+    }
+    Ok(line.to_string())
+}
+
+/// A thread reading `pipe` to its end, keeping the first [`OUTPUT_KEPT`]
+/// bytes.
+fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = OUTPUT_KEPT - kept.len();
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        kept
+    })
+}
+
+/// `"exit status 1"` or `"killed by signal 9"`.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// `": first line"` of a command's stderr, printable and bounded, or `""`.
+fn first_line_shown(err: &[u8]) -> String {
+    let text = String::from_utf8_lossy(err);
+    let line: String = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
     }
 }
 
@@ -85,9 +289,12 @@ mod tests {
             "# comment\n\nuser|smtp.example.org:p:a ss\nother|smtp.example.org:second\nx|h p\n",
         )
         .unwrap();
-        assert_eq!(f.entries[0].password, "p:a ss");
+        assert_eq!(f.entries[0].secret, SecretSource::Password("p:a ss".into()));
         assert_eq!(f.lookup("smtp.example.org").unwrap().login, "other");
-        assert_eq!(f.lookup("h").unwrap().password, "p");
+        assert_eq!(
+            f.lookup("h").unwrap().secret,
+            SecretSource::Password("p".into())
+        );
         assert!(f.lookup("nowhere").is_none());
     }
 
@@ -101,5 +308,159 @@ mod tests {
                 format!("syntax error in authfile /etc/dma/auth.conf:{line}")
             );
         }
+    }
+
+    #[test]
+    fn parse_table() {
+        use SecretSource::{Command as C, Password as P};
+        // (line, login, host, secret)
+        let table: &[(&str, &str, &str, SecretSource)] = &[
+            ("u|h:pw", "u", "h", P("pw".into())),
+            ("u|h pw", "u", "h", P("pw".into())),
+            ("u|h\tpw", "u", "h", P("pw".into())),
+            ("u|h:", "u", "h", P(String::new())),
+            ("u|h:a:b|c d", "u", "h", P("a:b|c d".into())),
+            ("|h:pw", "", "h", P("pw".into())),
+            ("u|:pw", "u", "", P("pw".into())),
+            ("u|h:pw\r", "u", "h", P("pw".into())),
+            // dma compatibility: `oauth2:` in the file is just a password.
+            ("u|h:oauth2:tok", "u", "h", P("oauth2:tok".into())),
+            // The extension: `|` after the host introduces a command.
+            ("u|h|pass show mail", "u", "h", C("pass show mail".into())),
+            (
+                "u|h|cat /f | head -1",
+                "u",
+                "h",
+                C("cat /f | head -1".into()),
+            ),
+            ("u|h|", "u", "h", C(String::new())),
+            ("a|b|h|cmd", "a", "b", C("h|cmd".into())),
+            // The first separator decides.
+            ("u|h:p|x", "u", "h", P("p|x".into())),
+            ("u|h p|x", "u", "h", P("p|x".into())),
+            ("u|h|x:y", "u", "h", C("x:y".into())),
+        ];
+        for (line, login, host, secret) in table {
+            let f = AuthFile::parse(Path::new("auth.conf"), line)
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(
+                f.entries,
+                [AuthEntry {
+                    login: login.to_string(),
+                    host: host.to_string(),
+                    secret: secret.clone(),
+                }],
+                "{line:?}"
+            );
+        }
+        for bad in ["nobar", "u|hostonly", "u|", "#x\nu|h"] {
+            assert!(AuthFile::parse(Path::new("a"), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let e = AuthEntry {
+            login: "u".into(),
+            host: "h".into(),
+            secret: SecretSource::Password("hunter2".into()),
+        };
+        assert!(!format!("{e:?}").contains("hunter2"));
+        let c = SecretSource::Command("pass mail".into());
+        assert_eq!(format!("{c:?}"), r#"Command("pass mail")"#);
+    }
+
+    fn entry(secret: SecretSource) -> AuthEntry {
+        AuthEntry {
+            login: "u".into(),
+            host: "h".into(),
+            secret,
+        }
+    }
+
+    #[test]
+    fn resolve_password_and_commands() {
+        let ok: &[(SecretSource, Secret)] = &[
+            (
+                SecretSource::Password("oauth2:x".into()),
+                Secret::Password("oauth2:x".into()),
+            ),
+            (
+                SecretSource::Command("printf 'pw\\n'".into()),
+                Secret::Password("pw".into()),
+            ),
+            (
+                SecretSource::Command("printf 'p w\\r\\nsecond\\n'".into()),
+                Secret::Password("p w".into()),
+            ),
+            (
+                SecretSource::Command("printf nonl".into()),
+                Secret::Password("nonl".into()),
+            ),
+            (
+                SecretSource::Command("printf 'oauth2:ya29.tok\\n'".into()),
+                Secret::OAuthToken("ya29.tok".into()),
+            ),
+            (
+                SecretSource::Command("echo noise >&2; echo pw".into()),
+                Secret::Password("pw".into()),
+            ),
+            // More output than a pipe holds: read, not blocked on.
+            (
+                SecretSource::Command("yes | head -c 1000000".into()),
+                Secret::Password("y".into()),
+            ),
+        ];
+        for (source, want) in ok {
+            assert_eq!(
+                entry(source.clone()).resolve().as_ref(),
+                Ok(want),
+                "{source:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_failures() {
+        let bad: &[(&str, &[&str])] = &[
+            (
+                "echo 'no such entry' >&2; exit 3",
+                &[
+                    "`echo 'no such entry' >&2; exit 3`",
+                    "exit status 3",
+                    ": no such entry",
+                ],
+            ),
+            ("kill -9 $$", &["killed by signal 9"]),
+            ("true", &["printed no password"]),
+            ("printf '\\n'; echo why >&2", &["printed no password: why"]),
+            ("printf '\\377\\n'", &["not UTF-8"]),
+            ("", &["empty password command"]),
+            ("  ", &["empty password command"]),
+        ];
+        for (command, wanted) in bad {
+            let e = entry(SecretSource::Command(command.to_string()))
+                .resolve()
+                .unwrap_err();
+            for w in *wanted {
+                assert!(e.contains(w), "{command:?}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn commands_are_time_limited() {
+        let t = Instant::now();
+        let e = run_command("sleep 10; echo pw", Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // A background process that keeps stdout open is ended after the
+        // shell exits; the password still counts.
+        let t = Instant::now();
+        assert_eq!(
+            run_command("sleep 10 & echo pw", Duration::from_secs(20)).as_deref(),
+            Ok("pw")
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

@@ -86,7 +86,12 @@ pub struct FakeSmtp {
 
 impl FakeSmtp {
     pub fn start(b: Behavior) -> FakeSmtp {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeSmtp::start_on("127.0.0.1:0", b)
+    }
+
+    /// On a given address (MX tests listen on 127.0.0.N:25).
+    pub fn start_on(addr: &str, b: Behavior) -> FakeSmtp {
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = l.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let b = Arc::new(b);
