@@ -61,6 +61,15 @@ impl Hop {
     }
 }
 
+/// Recipients that go in one transaction: the same hosts, the same added
+/// header lines.
+struct Group<'t> {
+    key: Vec<SocketAddr>,
+    prepend: Vec<String>,
+    hops: Vec<Hop>,
+    targets: Vec<&'t Target>,
+}
+
 /// Where a group of recipients goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NextHop {
@@ -87,7 +96,7 @@ pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<
     // the same (and who get the same added header lines): one transaction
     // per host carries all of the message's recipients there.
     let mut resolved: Vec<(NextHop, Result<Vec<Hop>, crate::deliver::Outcome>)> = Vec::new();
-    let mut groups: Vec<(Vec<SocketAddr>, Vec<String>, Vec<Hop>, Vec<&Target>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut out = Vec::new();
     for t in targets {
         let hop = if ctx.config.smarthost.is_some() {
@@ -112,15 +121,25 @@ pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<
             }),
             Ok(hops) => {
                 let key: Vec<SocketAddr> = hops.iter().map(|h| h.addr).collect();
-                match groups.iter_mut().find(|g| g.0 == key && g.1 == t.prepend) {
-                    Some(g) => g.3.push(t),
-                    None => groups.push((key, t.prepend.clone(), hops.clone(), vec![t])),
+                match groups
+                    .iter_mut()
+                    .find(|g| g.key == key && g.prepend == t.prepend)
+                {
+                    Some(g) => g.targets.push(t),
+                    None => groups.push(Group {
+                        key,
+                        prepend: t.prepend.clone(),
+                        hops: hops.clone(),
+                        targets: vec![t],
+                    }),
                 }
             }
         }
     }
     for (_, prepend, hops, group) in groups {
-        out.extend(deliver_group(ctx, data, sender, &group, &prepend, &hops, eightbit, size));
+        out.extend(deliver_group(
+            ctx, data, sender, &group, &prepend, &hops, eightbit, size,
+        ));
     }
     out
 }

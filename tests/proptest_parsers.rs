@@ -254,7 +254,14 @@ fn auth_entry() -> impl Strategy<Value = (AuthEntry, char)> {
             } else {
                 SecretSource::Password(password)
             };
-            (AuthEntry { login, host, secret }, sep)
+            (
+                AuthEntry {
+                    login,
+                    host,
+                    secret,
+                },
+                sep,
+            )
         })
 }
 
