@@ -136,9 +136,9 @@ pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<
             }
         }
     }
-    for (_, prepend, hops, group) in groups {
+    for g in groups {
         out.extend(deliver_group(
-            ctx, data, sender, &group, &prepend, &hops, eightbit, size,
+            ctx, data, sender, &g.targets, &g.prepend, &g.hops, eightbit, size,
         ));
     }
     out
