@@ -52,7 +52,14 @@ fn emit_line(mut line: &[u8], out: &mut impl Write) -> io::Result<u64> {
         } else {
             (b" ", MAX_LINE - 1)
         };
-        let take = line.len().min(room);
+        let mut take = line.len().min(room);
+        // Never fold inside a UTF-8 sequence.
+        while take > 0 && take < line.len() && (line[take] & 0xC0) == 0x80 {
+            take -= 1;
+        }
+        if take == 0 {
+            take = line.len().min(room);
+        }
         out.write_all(lead)?;
         out.write_all(&line[..take])?;
         out.write_all(b"\r\n")?;
@@ -124,6 +131,19 @@ mod tests {
             .collect();
         assert_eq!(joined, long);
         assert!(!out.replace("\r\n", "").contains(['\r', '\n']));
+    }
+
+    #[test]
+    fn folding_never_splits_a_character() {
+        let line = "é".repeat(1000);
+        let out = data(&format!("{line}\n"), &[]);
+        assert!(out.split("\r\n").all(|l| l.len() <= MAX_LINE));
+        let back: String = out
+            .trim_end_matches(".\r\n")
+            .split("\r\n")
+            .map(|l| l.trim_start_matches(' '))
+            .collect();
+        assert_eq!(back, line);
     }
 
     #[test]
