@@ -258,6 +258,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         user: caller.name.clone(),
         uid: caller.uid,
         double_bounce: false,
+        dsn: inv.dsn.clone(),
         rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
     };
     ctx.spool

@@ -60,6 +60,17 @@ pub fn queue(
     data: &Path,
     failed: &[usize],
 ) -> io::Result<Option<Locked>> {
+    if let Some(n) = &env.dsn.notify
+        && !n.split(',').any(|p| p == "FAILURE")
+    {
+        info!("NOTIFY={n}: no bounce for the failed recipients");
+        return Ok(None);
+    }
+    let full = match env.dsn.ret.as_deref() {
+        Some("FULL") => true,
+        Some(_) => false,
+        None => ctx.config.fullbounce,
+    };
     let (to, double) = if env.sender.is_empty() {
         let has_postmaster = ctx
             .aliases()
@@ -143,7 +154,7 @@ pub fn queue(
          Reporting-MTA: dns; {host}\n\
          X-Dma-Rs-Queue-ID: {qid}\n\
          Arrival-Date: {arrival}\n",
-        if ctx.config.fullbounce {
+        if full {
             "The original message follows."
         } else {
             "The headers of the original message follow."
@@ -156,7 +167,7 @@ pub fn queue(
         write_dsn_fields(&mut w, env, &env.rcpts[i], ctx)?;
     }
     let original = BufReader::new(File::open(data)?);
-    if ctx.config.fullbounce {
+    if full {
         write!(
             w,
             "\n--{boundary}\nContent-Description: Undelivered Message\nContent-Type: message/rfc822\n\n"
@@ -179,6 +190,7 @@ pub fn queue(
         user: "MAILER-DAEMON".into(),
         uid: 0,
         double_bounce: double,
+        dsn: Default::default(),
         rcpts: vec![Rcpt::new(to, None)],
     };
     ctx.spool.commit(&file, &bounce)?;

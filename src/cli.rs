@@ -64,6 +64,8 @@ pub struct Invocation {
     pub verbose: bool,
     /// `-L`.
     pub log_tag: Option<String>,
+    /// `-N`, `-R`, `-V`: DSN requests (RFC 3461), checked.
+    pub dsn: crate::spool::Dsn,
 }
 
 fn invalid(flag: &str) -> Fatal {
@@ -88,6 +90,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         delivery: DeliveryMode::Background,
         verbose: false,
         log_tag: None,
+        dsn: crate::spool::Dsn::default(),
     };
     let mut list = false;
     let mut run: Option<bool> = None;
@@ -140,7 +143,31 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                         run = Some(due);
                     }
                     // Accepted and ignored, with an argument, as in dma.
-                    'B' | 'd' | 'h' | 'N' | 'O' | 'R' | 'V' | 'X' => {
+                    'N' => inv.dsn.notify = Some(dsn_notify(&value(&mut p)?)?),
+                    'R' => {
+                        let v = value(&mut p)?.to_ascii_uppercase();
+                        if v != "FULL" && v != "HDRS" {
+                            return Err(Fatal::new(
+                                EX_USAGE,
+                                format!("invalid -R `{v}': FULL or HDRS"),
+                            ));
+                        }
+                        inv.dsn.ret = Some(v);
+                    }
+                    'V' => {
+                        let v = value(&mut p)?;
+                        if v.is_empty()
+                            || v.len() > 100
+                            || !v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                        {
+                            return Err(Fatal::new(
+                                EX_USAGE,
+                                "invalid -V: printable ASCII, at most 100 characters",
+                            ));
+                        }
+                        inv.dsn.envid = Some(v);
+                    }
+                    'B' | 'd' | 'h' | 'O' | 'X' => {
                         value(&mut p)?;
                     }
                     // Accepted and ignored, without one.
@@ -181,6 +208,29 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         }
     }
     Ok(inv)
+}
+
+/// `-N`: `never`, or a comma list of `success`, `failure`, `delay`.
+fn dsn_notify(v: &str) -> Result<String, Fatal> {
+    let parts: Vec<String> = v
+        .split(',')
+        .map(|p| p.trim().to_ascii_uppercase())
+        .collect();
+    let ok = if parts == ["NEVER"] {
+        true
+    } else {
+        !parts.is_empty()
+            && parts
+                .iter()
+                .all(|p| matches!(p.as_str(), "SUCCESS" | "FAILURE" | "DELAY"))
+    };
+    if !ok {
+        return Err(Fatal::new(
+            EX_USAGE,
+            format!("invalid -N `{v}': never, or success,failure,delay"),
+        ));
+    }
+    Ok(parts.join(","))
 }
 
 /// `-bX`: dma lists the queue for `p`, queues only for `q`, and treats every

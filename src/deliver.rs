@@ -138,11 +138,13 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                 // Sent together with the message's other remote recipients,
                 // once every local one is done.
                 let prepend = trace_headers(ctx, &msg.env, i, None);
+                let orcpt = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
                 remote.push(crate::remote::Target {
                     index: i,
                     addr: raddr,
                     domain,
                     prepend,
+                    orcpt,
                 });
                 i += 1;
                 continue;
@@ -158,7 +160,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         i += 1;
     }
     if !remote.is_empty() {
-        for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &remote) {
+        for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
             msg.env.rcpts[r.index].mta = r.mta;
             msg.env.rcpts[r.index].smtp = r.smtp;
             record(ctx, &mut msg, r.index, r.outcome, lifetime);

@@ -20,6 +20,7 @@ use crate::smtp::reply::Reply;
 use crate::smtp::session::{Envelope, RcptResult, Session, SessionError, Timeouts};
 use crate::smtp::stream::Stream;
 use crate::smtp::{body, tls};
+use crate::spool::Dsn;
 use crate::{info, notice, warning};
 
 /// One remote recipient of the message.
@@ -33,6 +34,8 @@ pub struct Target {
     pub domain: String,
     /// Header lines to add for it (Delivered-To when it was forwarded).
     pub prepend: Vec<String>,
+    /// The address it was originally sent to (DSN ORCPT).
+    pub orcpt: String,
 }
 
 /// What happened to one recipient, with who said it.
@@ -79,7 +82,13 @@ enum NextHop {
 
 /// Delivers `targets` (the remote recipients of the message in `data`, from
 /// `sender`) and returns one result per target.
-pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<Result1> {
+pub fn deliver(
+    ctx: &Ctx,
+    data: &File,
+    sender: &str,
+    dsn: &Dsn,
+    targets: &[Target],
+) -> Vec<Result1> {
     let (eightbit, size) = {
         let mut r = match reader(data) {
             Ok(r) => r,
@@ -137,9 +146,14 @@ pub fn deliver(ctx: &Ctx, data: &File, sender: &str, targets: &[Target]) -> Vec<
         }
     }
     for g in groups {
-        out.extend(deliver_group(
-            ctx, data, sender, &g.targets, &g.prepend, &g.hops, eightbit, size,
-        ));
+        let msg = Msg {
+            data,
+            sender,
+            dsn,
+            eightbit,
+            size,
+        };
+        out.extend(deliver_group(ctx, &msg, &g.targets, &g.prepend, &g.hops));
     }
     out
 }
@@ -319,16 +333,21 @@ fn credentials(ctx: &Ctx, host: &str) -> Result<Option<Credentials>, String> {
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The message being sent.
+struct Msg<'a> {
+    data: &'a File,
+    sender: &'a str,
+    dsn: &'a Dsn,
+    eightbit: bool,
+    size: u64,
+}
+
 fn deliver_group(
     ctx: &Ctx,
-    data: &File,
-    sender: &str,
+    msg: &Msg,
     group: &[&Target],
     prepend: &[String],
     hops: &[Hop],
-    eightbit: bool,
-    size: u64,
 ) -> Vec<Result1> {
     let mut last_err = String::from("no host to try");
     for hop in hops {
@@ -365,7 +384,7 @@ fn deliver_group(
                 }
             }
         }
-        return run_transactions(s, data, sender, group, prepend, eightbit, size, &shown);
+        return run_transactions(s, msg, group, prepend, &shown);
     }
     let status = if last_err.starts_with("authentication failed") {
         "4.7.0"
@@ -391,15 +410,11 @@ fn group_deferred(group: &[&Target], why: &str, mta: Option<&str>) -> Vec<Result
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_transactions(
     mut s: Session<Stream>,
-    data: &File,
-    sender: &str,
+    msg: &Msg,
     group: &[&Target],
     prepend: &[String],
-    eightbit: bool,
-    size: u64,
     shown: &str,
 ) -> Vec<Result1> {
     use crate::deliver::Outcome;
@@ -407,12 +422,14 @@ fn run_transactions(
     let mut pending: Vec<&Target> = group.to_vec();
     while !pending.is_empty() {
         let env = Envelope {
-            sender,
+            sender: msg.sender,
             rcpts: pending.iter().map(|t| t.addr.as_str()).collect(),
-            eightbit,
-            size,
+            eightbit: msg.eightbit,
+            size: msg.size,
+            dsn: msg.dsn,
+            orcpts: pending.iter().map(|t| t.orcpt.as_str()).collect(),
         };
-        let mut r = match reader(data) {
+        let mut r = match reader(msg.data) {
             Ok(r) => r,
             Err(e) => {
                 out.extend(group_deferred(

@@ -534,6 +534,11 @@ fn envelope() -> impl Strategy<Value = Envelope> {
     )
         .prop_map(
             |(id, created, sender, user, uid, double_bounce, rcpts)| Envelope {
+                dsn: dma_rs::spool::Dsn {
+                    notify: double_bounce.then(|| "NEVER".to_string()),
+                    ret: (created % 2 == 0).then(|| "FULL".to_string()),
+                    envid: (uid % 3 == 0).then(|| format!("id {sender}")),
+                },
                 id,
                 created,
                 sender,
@@ -580,6 +585,11 @@ const ENVELOPE_KEYS: &[&str] = &[
     "attempts",
     "next-try",
     "reply",
+    "mta",
+    "smtp",
+    "dsn-notify",
+    "dsn-ret",
+    "dsn-envid",
     "color",
     "",
 ];
@@ -951,6 +961,9 @@ proptest! {
         let expected = 1
             + 5
             + usize::from(env.double_bounce)
+            + usize::from(env.dsn.notify.is_some())
+            + usize::from(env.dsn.ret.is_some())
+            + usize::from(env.dsn.envid.is_some())
             + env
                 .rcpts
                 .iter()
@@ -960,6 +973,8 @@ proptest! {
                         + usize::from(r.attempts > 0)
                         + usize::from(r.next_try != 0)
                         + usize::from(r.reply.is_some())
+                        + usize::from(r.mta.is_some())
+                        + usize::from(r.smtp.is_some())
                 })
                 .sum::<usize>();
         prop_assert_eq!(lines.len(), expected, "{:?}", text);

@@ -331,3 +331,61 @@ fn the_next_smarthost_is_used_when_the_first_is_down() {
     assert_eq!(fake.messages().len(), 1);
     assert!(env.queue_ids().is_empty());
 }
+
+#[test]
+fn dsn_requests_are_passed_on_and_honoured() {
+    let fake = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "DSN".into()],
+        rcpt: by_local_part(),
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "");
+    env.send(
+        &[
+            "-N",
+            "failure,delay",
+            "-R",
+            "hdrs",
+            "-V",
+            "env+id",
+            "-f",
+            "root",
+            "ok@remote.example",
+            "reject@remote.example",
+        ],
+        MSG,
+    )
+    .expect(0, &env);
+    let cmds = fake.commands();
+    assert!(
+        cmds.contains(&"MAIL FROM:<root@test.example> RET=HDRS ENVID=env+2Bid".to_string()),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(
+            &"RCPT TO:<ok@remote.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;ok@remote.example"
+                .to_string()
+        ),
+        "{cmds:?}"
+    );
+    // NOTIFY=NEVER: a failure is not bounced.
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(env.messages("root").len(), 1, "{}", env.dump());
+        env.send(
+            &["-N", "never", "-f", "root", "reject2@remote.example"],
+            MSG,
+        )
+        .expect(0, &env);
+        assert_eq!(env.messages("root").len(), 1, "{}", env.dump());
+    }
+    // Bad -N and -R are usage errors.
+    assert_eq!(
+        env.send(&["-N", "sometimes", "a@remote.example"], MSG)
+            .code(),
+        64
+    );
+    assert_eq!(
+        env.send(&["-R", "most", "a@remote.example"], MSG).code(),
+        64
+    );
+}

@@ -151,6 +151,23 @@ pub struct Envelope<'a> {
     pub eightbit: bool,
     /// Its size as sent.
     pub size: u64,
+    /// DSN requests (sent when the server offers DSN).
+    pub dsn: &'a crate::spool::Dsn,
+    /// ORCPT for each recipient (the address it was originally sent to).
+    pub orcpts: Vec<&'a str>,
+}
+
+/// RFC 3461 xtext: `+XX` for anything outside `!`..`~` and for `+`, `=`.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One SMTP session.
@@ -344,6 +361,27 @@ impl<T: Transport> Session<T> {
         if utf8 && self.caps.smtputf8 {
             p.push_str(" SMTPUTF8");
         }
+        if self.caps.dsn {
+            if let Some(ret) = &env.dsn.ret {
+                p.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(id) = &env.dsn.envid {
+                p.push_str(&format!(" ENVID={}", xtext(id)));
+            }
+        }
+        p
+    }
+
+    fn rcpt_params(&self, env: &Envelope, i: usize) -> String {
+        let mut p = String::new();
+        if self.caps.dsn {
+            if let Some(n) = &env.dsn.notify {
+                p.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = env.orcpts.get(i) {
+                p.push_str(&format!(" ORCPT=rfc822;{}", xtext(o)));
+            }
+        }
         p
     }
 
@@ -397,7 +435,8 @@ impl<T: Transport> Session<T> {
         let rcpt_lines: Vec<String> = env
             .rcpts
             .iter()
-            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .enumerate()
+            .map(|(i, r)| format!("RCPT TO:<{r}>{}\r\n", self.rcpt_params(env, i)))
             .collect();
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
             let mut group = mail.clone();
@@ -635,13 +674,51 @@ pub(crate) mod tests {
         }
     }
 
+    static NO_DSN: crate::spool::Dsn = crate::spool::Dsn {
+        notify: None,
+        ret: None,
+        envid: None,
+    };
+
     fn env<'a>(rcpts: &[&'a str]) -> Envelope<'a> {
         Envelope {
             sender: "alice@example.org",
             rcpts: rcpts.to_vec(),
             eightbit: false,
             size: 20,
+            dsn: &NO_DSN,
+            orcpts: rcpts.to_vec(),
         }
+    }
+
+    #[test]
+    fn dsn_parameters_when_offered() {
+        let dsn = crate::spool::Dsn {
+            notify: Some("SUCCESS,FAILURE".into()),
+            ret: Some("HDRS".into()),
+            envid: Some("id+1=2".into()),
+        };
+        let e = Envelope {
+            dsn: &dsn,
+            orcpts: vec!["team@here.example"],
+            ..env(&["a@x"])
+        };
+        let replies = "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
+        let mut s = Session::new(Script::new(replies), "mx.test", Timeouts::default());
+        s.greeting().unwrap();
+        s.hello("me").unwrap();
+        s.transaction(&e, &mut &b"x\n"[..], &[]).unwrap();
+        let sent = s.into_stream().sent();
+        assert!(
+            sent.contains("MAIL FROM:<alice@example.org> RET=HDRS ENVID=id+2B1+3D2\r\n"),
+            "{sent}"
+        );
+        assert!(
+            sent.contains(
+                "RCPT TO:<a@x> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;team@here.example\r\n"
+            ),
+            "{sent}"
+        );
     }
 
     fn run(replies: &str, rcpts: &[&str]) -> (Vec<RcptResult>, String, usize) {

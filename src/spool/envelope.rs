@@ -143,6 +143,18 @@ impl Rcpt {
     }
 }
 
+/// DSN requests made at submission (`-N`, `-R`, `-V`; RFC 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    /// NOTIFY for every recipient: `NEVER`, or a comma list of `SUCCESS`,
+    /// `FAILURE`, `DELAY`.
+    pub notify: Option<String>,
+    /// RET: `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// ENVID, as given (printable ASCII).
+    pub envid: Option<String>,
+}
+
 /// Everything the queue knows about one message besides its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -158,6 +170,8 @@ pub struct Envelope {
     pub uid: u32,
     /// A bounce about a bounce: if it fails too, it is dropped, never bounced.
     pub double_bounce: bool,
+    /// DSN requests.
+    pub dsn: Dsn,
     /// The recipients, in order; expansions append.
     pub rcpts: Vec<Rcpt>,
 }
@@ -221,6 +235,15 @@ impl Envelope {
         if self.double_bounce {
             kv("double-bounce", "yes");
         }
+        if let Some(v) = &self.dsn.notify {
+            kv("dsn-notify", v);
+        }
+        if let Some(v) = &self.dsn.ret {
+            kv("dsn-ret", v);
+        }
+        if let Some(v) = &self.dsn.envid {
+            kv("dsn-envid", v);
+        }
         for r in &self.rcpts {
             kv("rcpt", &r.addr);
             if let Some(p) = r.parent {
@@ -267,6 +290,7 @@ impl Envelope {
             user: String::new(),
             uid: 0,
             double_bounce: false,
+            dsn: Dsn::default(),
             rcpts: Vec::new(),
         };
         let mut seen_sender = false;
@@ -298,6 +322,9 @@ impl Envelope {
                 "user" => env.user = value,
                 "uid" => env.uid = u32::try_from(num(&value)?).map_err(|_| bad(n, "bad uid"))?,
                 "double-bounce" => env.double_bounce = value == "yes",
+                "dsn-notify" => env.dsn.notify = Some(value),
+                "dsn-ret" => env.dsn.ret = Some(value),
+                "dsn-envid" => env.dsn.envid = Some(value),
                 "rcpt" => {
                     if value.is_empty() {
                         return Err(bad(n, "empty recipient"));
@@ -369,6 +396,7 @@ mod tests {
             user: "alice".into(),
             uid: 1000,
             double_bounce: false,
+            dsn: Dsn::default(),
             rcpts: vec![
                 Rcpt::new("team", None),
                 Rcpt {

@@ -21,7 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub use envelope::{Envelope, Origin, Rcpt, State};
+pub use envelope::{Dsn, Envelope, Origin, Rcpt, State};
 
 /// Data files without an envelope older than this are leftovers of an intake
 /// that never finished; a queue run removes them.

@@ -103,7 +103,9 @@ impl Env {
         std::fs::write(
             &self.conf,
             format!(
-                "# test config\nSPOOLDIR {}\nMAILSPOOL {}\nALIASES {}\nMAILNAME {HOST}\n{extra}",
+                "# test config\nSPOOLDIR {}\nMAILSPOOL {}\nALIASES {}\nMAILNAME {HOST}\n\
+                 # Tests never ask a real DNS server: nothing listens here.\n\
+                 NAMESERVER 127.0.0.1:9\n{extra}",
                 self.spool.display(),
                 self.mail.display(),
                 self.aliases.display()
