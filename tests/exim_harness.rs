@@ -173,6 +173,7 @@ fn start(users: &[(&str, &str)], tls: bool) -> Exim {
             .map(|(u, p)| (u.to_string(), p.to_string()))
             .collect(),
         tls,
+        mechanisms: Vec::new(),
     })
 }
 
