@@ -309,6 +309,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
     if let Err(e) = ctx.spool.reap_orphans() {
         crit!("can not clean the queue: {e}");
     }
+    ctx.pool = Some(crate::remote::Pool::default());
     for id in ids {
         match ctx.spool.open_locked(&id) {
             Ok(msg) => {
@@ -320,6 +321,9 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
             Err(OpenError::Corrupt(why)) => crit!("{id}: {why}; left for an administrator"),
             Err(OpenError::Io(e)) => crit!("{id}: {e}"),
         }
+    }
+    if let Some(p) = ctx.pool.take() {
+        p.close();
     }
     Ok(EX_OK)
 }

@@ -27,6 +27,8 @@ pub struct Ctx {
     /// For `-bv`: show only the `.forward` of this uid (all for root);
     /// `None` (delivery) reads every one.
     pub forwards_visible_to: Option<u32>,
+    /// SMTP connections kept open across the messages of a queue run.
+    pub pool: Option<crate::remote::Pool>,
     aliases: Option<Result<Aliases, String>>,
 }
 
@@ -54,6 +56,7 @@ impl Ctx {
             spool,
             helper: helper_path(),
             forwards_visible_to: None,
+            pool: None,
             aliases: None,
         }
     }

@@ -351,6 +351,19 @@ fn deliver_group(
 ) -> Vec<Result1> {
     let mut last_err = String::from("no host to try");
     for hop in hops {
+        let shown = hop.shown();
+        // A connection kept from an earlier message of this queue run.
+        if let Some(s) = ctx.pool.as_ref().and_then(|p| p.take(hop.addr)) {
+            match run_transactions(s, msg, group, prepend, &shown) {
+                Run::Done(out, s) => {
+                    keep(ctx, hop.addr, s);
+                    return out;
+                }
+                Run::Stale(e) => {
+                    notice!("reused connection to {shown} failed ({e}); opening a new one")
+                }
+            }
+        }
         let mut s = match open(ctx, hop) {
             Ok(s) => s,
             Err(e) => {
@@ -359,7 +372,6 @@ fn deliver_group(
                 continue;
             }
         };
-        let shown = hop.shown();
         match credentials(ctx, &hop.name) {
             Err(e) => {
                 s.quit();
@@ -384,7 +396,13 @@ fn deliver_group(
                 }
             }
         }
-        return run_transactions(s, msg, group, prepend, &shown);
+        return match run_transactions(s, msg, group, prepend, &shown) {
+            Run::Done(out, s) => {
+                keep(ctx, hop.addr, s);
+                out
+            }
+            Run::Stale(e) => group_deferred(group, &session_why(&e), Some(&shown)),
+        };
     }
     let status = if last_err.starts_with("authentication failed") {
         "4.7.0"
@@ -392,6 +410,56 @@ fn deliver_group(
         "4.4.1"
     };
     group_deferred(group, &format!("{status} {last_err}"), None)
+}
+
+/// Keeps a usable session for the next message of a queue run, or ends it.
+fn keep(ctx: &Ctx, addr: SocketAddr, s: Option<Session<Stream>>) {
+    let Some(s) = s else { return };
+    match &ctx.pool {
+        Some(p) => p.put(addr, s),
+        None => s.quit(),
+    }
+}
+
+/// Open SMTP sessions kept during a queue run, one per server address, so
+/// that every due message for a host goes over one connection (RSET between
+/// transactions).
+#[derive(Default)]
+pub struct Pool {
+    sessions: std::cell::RefCell<Vec<(SocketAddr, Session<Stream>)>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} sessions)", self.sessions.borrow().len())
+    }
+}
+
+impl Pool {
+    /// The most sessions kept open at once.
+    const MAX: usize = 16;
+
+    fn take(&self, addr: SocketAddr) -> Option<Session<Stream>> {
+        let mut v = self.sessions.borrow_mut();
+        let i = v.iter().position(|(a, _)| *a == addr)?;
+        Some(v.swap_remove(i).1)
+    }
+
+    fn put(&self, addr: SocketAddr, s: Session<Stream>) {
+        let mut v = self.sessions.borrow_mut();
+        if v.len() >= Pool::MAX {
+            let (_, old) = v.remove(0);
+            old.quit();
+        }
+        v.push((addr, s));
+    }
+
+    /// Says QUIT to every server.
+    pub fn close(&self) {
+        for (_, s) in self.sessions.borrow_mut().drain(..) {
+            s.quit();
+        }
+    }
 }
 
 fn is_tls(s: &Session<Stream>) -> bool {
@@ -410,13 +478,22 @@ fn group_deferred(group: &[&Target], why: &str, mta: Option<&str>) -> Vec<Result
         .collect()
 }
 
+/// How a session's transactions ended.
+enum Run {
+    /// Every recipient decided; the session, if it can be used again.
+    Done(Vec<Result1>, Option<Session<Stream>>),
+    /// The first transaction failed before deciding anything (a stale
+    /// reused connection, or a server that broke down).
+    Stale(SessionError),
+}
+
 fn run_transactions(
     mut s: Session<Stream>,
     msg: &Msg,
     group: &[&Target],
     prepend: &[String],
     shown: &str,
-) -> Vec<Result1> {
+) -> Run {
     use crate::deliver::Outcome;
     let mut out = Vec::new();
     let mut pending: Vec<&Target> = group.to_vec();
@@ -442,10 +519,11 @@ fn run_transactions(
         };
         let results = match s.transaction(&env, &mut r, prepend) {
             Ok(r) => r,
+            Err(e) if out.is_empty() => return Run::Stale(e),
             Err(e) => {
                 let why = session_why(&e);
                 out.extend(group_deferred(&pending, &why, Some(shown)));
-                return out;
+                return Run::Done(out, None);
             }
         };
         let mut again = Vec::new();
@@ -499,8 +577,9 @@ fn run_transactions(
         }
         pending = again;
     }
-    s.quit();
-    out
+    // Ready for the next message on this connection?
+    let reusable = s.rset().is_ok();
+    Run::Done(out, reusable.then_some(s))
 }
 
 /// `<status> host [ip] said <reply> (in reply to <CMD>)`.

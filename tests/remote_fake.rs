@@ -389,3 +389,27 @@ fn dsn_requests_are_passed_on_and_honoured() {
         64
     );
 }
+
+#[test]
+fn a_queue_run_reuses_one_connection_per_host() {
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = env_for(&fake, "");
+    for i in 0..3 {
+        env.send(
+            &[
+                "-odq",
+                "-f",
+                "s@example.org",
+                &format!("r{i}@remote.example"),
+            ],
+            MSG,
+        )
+        .expect(0, &env);
+    }
+    env.flush().expect(0, &env);
+    assert_eq!(fake.messages().len(), 3);
+    assert_eq!(fake.connections(), 1, "{:?}", fake.commands());
+    assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 3);
+    assert_eq!(fake.commands().iter().filter(|c| *c == "QUIT").count(), 1);
+    assert!(env.queue_ids().is_empty());
+}
