@@ -160,9 +160,25 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         i += 1;
     }
     if !remote.is_empty() {
+        // Recorded before the first byte goes out: if this process dies
+        // after a server took the message and before its reply is recorded,
+        // the next run sends it again (a duplicate, never a loss) and says so.
+        for t in &remote {
+            let r = &mut msg.env.rcpts[t.index];
+            if let Some(when) = r.inflight {
+                notice!(
+                    "<{}> possible duplicate: an earlier remote delivery (started {}s ago) was interrupted before its outcome was recorded",
+                    r.addr,
+                    now() - when
+                );
+            }
+            r.inflight = Some(now());
+        }
+        ctx.spool.write_env(&msg.env)?;
         for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
             msg.env.rcpts[r.index].mta = r.mta;
             msg.env.rcpts[r.index].smtp = r.smtp;
+            msg.env.rcpts[r.index].inflight = None;
             record(ctx, &mut msg, r.index, r.outcome, lifetime);
         }
         if !msg.env.is_done() {

@@ -564,6 +564,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                             reply,
                             mta: None,
                             smtp: None,
+                            inflight: (attempts % 2 == 1).then_some(next_try),
                         },
                     )
                     .collect(),
@@ -590,6 +591,7 @@ const ENVELOPE_KEYS: &[&str] = &[
     "dsn-notify",
     "dsn-ret",
     "dsn-envid",
+    "inflight",
     "color",
     "",
 ];
@@ -975,6 +977,7 @@ proptest! {
                         + usize::from(r.reply.is_some())
                         + usize::from(r.mta.is_some())
                         + usize::from(r.smtp.is_some())
+                        + usize::from(r.inflight.is_some())
                 })
                 .sum::<usize>();
         prop_assert_eq!(lines.len(), expected, "{:?}", text);

@@ -413,3 +413,37 @@ fn a_queue_run_reuses_one_connection_per_host() {
     assert_eq!(fake.commands().iter().filter(|c| *c == "QUIT").count(), 1);
     assert!(env.queue_ids().is_empty());
 }
+
+#[test]
+fn a_crash_before_the_final_reply_is_recorded_resends_and_says_so() {
+    let fake = FakeSmtp::start(Behavior {
+        stall_after_first_data: true,
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "SMTP_TIMEOUT 60s\n");
+    env.send(&["-odq", "-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    let mut c = env.cmd("dma");
+    c.arg("-q");
+    let mut child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !fake.commands().iter().any(|c| c == "<stalled after data>")
+        && start.elapsed().as_secs() < 20
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The next run sends it again: a possible duplicate, logged, never a loss.
+    let mut c = env.cmd("dma");
+    c.args(["-q", "-v"]);
+    let r = env.run(c, b"", None);
+    r.expect(0, &env);
+    assert!(
+        r.stderr().contains("<a@remote.example> possible duplicate"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(fake.messages().len(), 1);
+    assert!(env.queue_ids().is_empty());
+}

@@ -124,6 +124,9 @@ pub struct Rcpt {
     pub mta: Option<String>,
     /// That server's reply, as it said it (for the DSN's Diagnostic-Code).
     pub smtp: Option<String>,
+    /// Set (to when) while a remote delivery of it is under way: found set
+    /// by a later run, the message may have been delivered already.
+    pub inflight: Option<i64>,
 }
 
 impl Rcpt {
@@ -139,6 +142,7 @@ impl Rcpt {
             reply: None,
             mta: None,
             smtp: None,
+            inflight: None,
         }
     }
 }
@@ -268,6 +272,9 @@ impl Envelope {
             if let Some(v) = &r.smtp {
                 kv("smtp", v);
             }
+            if let Some(t) = r.inflight {
+                kv("inflight", &t.to_string());
+            }
         }
         format!("{MAGIC}\n{s}")
     }
@@ -369,6 +376,10 @@ impl Envelope {
                     let i = rcpt(&mut env)?;
                     env.rcpts[i].smtp = Some(value);
                 }
+                "inflight" => {
+                    let i = rcpt(&mut env)?;
+                    env.rcpts[i].inflight = Some(num(&value)?);
+                }
                 _ => return Err(bad(n, "unknown key")),
             }
         }
@@ -409,6 +420,7 @@ mod tests {
                     reply: Some("4.2.0 mailbox busy %41\nstate delivered".into()),
                     mta: Some("mx.example [192.0.2.1]".into()),
                     smtp: Some("451 4.2.0 busy".into()),
+                    inflight: Some(1764410950),
                 },
             ],
         }

@@ -33,6 +33,9 @@ pub struct Behavior {
     pub mail_reply_raw: Option<String>,
     /// Implicit TLS with this server configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// On the first connection only: after the message data, wait 30 s
+    /// before the final reply (to kill the client meanwhile).
+    pub stall_after_first_data: bool,
 }
 
 impl Default for Behavior {
@@ -53,6 +56,7 @@ impl Default for Behavior {
             data_reply: "250 2.0.0 queued".into(),
             mail_reply_raw: None,
             tls: None,
+            stall_after_first_data: false,
         }
     }
 }
@@ -259,6 +263,14 @@ fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<(
                 data.push_str(&line);
             }
             if b.drop_after_data {
+                return Ok(());
+            }
+            if b.stall_after_first_data && log.lock().unwrap().connections == 1 {
+                log.lock()
+                    .unwrap()
+                    .commands
+                    .push("<stalled after data>".into());
+                std::thread::sleep(Duration::from_secs(30));
                 return Ok(());
             }
             if b.data_reply.starts_with('2') {
