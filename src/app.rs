@@ -309,9 +309,66 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
     if let Err(e) = ctx.spool.reap_orphans() {
         crit!("can not clean the queue: {e}");
     }
+    // Messages are shared out among QUEUE_WORKERS processes by next hop:
+    // everything for one smarthost or one domain goes to the same worker,
+    // over one connection; different next hops are worked on in parallel.
+    let workers = ctx.config.queue_workers.max(1).min(ids.len().max(1));
+    let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
+    for id in ids {
+        let key = next_hop_key(ctx, &id);
+        let n = key
+            .bytes()
+            .fold(5381u64, |h, b| h.wrapping_mul(33) ^ u64::from(b));
+        buckets[(n % workers as u64) as usize].push(id);
+    }
+    let mut children = Vec::new();
+    let last = buckets.pop().unwrap_or_default();
+    for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
+        match privsep::fork() {
+            Ok(privsep::Forked::Child) => {
+                run_bucket(ctx, &bucket, due_only);
+                std::process::exit(EX_OK);
+            }
+            Ok(privsep::Forked::Parent(pid)) => children.push(pid),
+            // No worker: do its share ourselves.
+            Err(e) => {
+                crit!("can not start a queue worker: {e}");
+                run_bucket(ctx, &bucket, due_only);
+            }
+        }
+    }
+    run_bucket(ctx, &last, due_only);
+    for pid in children {
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    Ok(EX_OK)
+}
+
+/// Where a queued message goes first, for sharing out a queue run: the
+/// smarthost, its first remote domain, or (all local) the message itself.
+fn next_hop_key(ctx: &Ctx, id: &str) -> String {
+    let Ok(env) = ctx.spool.read_env(id) else {
+        return id.to_string();
+    };
+    let remote =
+        env.rcpts
+            .iter()
+            .find_map(|r| match address::classify(&r.addr, &ctx.local_domains) {
+                address::Dest::Remote { domain, .. } if !r.state.is_final() => Some(domain),
+                _ => None,
+            });
+    match remote {
+        Some(_) if ctx.config.smarthost.is_some() => "smarthost".to_string(),
+        Some(domain) => domain.to_ascii_lowercase(),
+        None => id.to_string(),
+    }
+}
+
+/// Delivers the due part of each message of `ids`, one connection per host.
+fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     ctx.pool = Some(crate::remote::Pool::default());
     for id in ids {
-        match ctx.spool.open_locked(&id) {
+        match ctx.spool.open_locked(id) {
             Ok(msg) => {
                 if let Err(e) = deliver::run(ctx, msg, !due_only) {
                     crit!("{id}: delivery interrupted, left queued: {e}");
@@ -325,7 +382,6 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
     if let Some(p) = ctx.pool.take() {
         p.close();
     }
-    Ok(EX_OK)
 }
 
 fn newaliases(path: &Path) -> Result<i32, Fatal> {

@@ -114,6 +114,9 @@ pub struct Config {
     pub smtp_timeout: Option<Duration>,
     /// `CONNECT_TIMEOUT` (ours, default 30s).
     pub connect_timeout: Duration,
+    /// `QUEUE_WORKERS n` (ours, default 4): how many processes a queue run
+    /// uses, each working on its own next hops.
+    pub queue_workers: usize,
 }
 
 impl Default for Config {
@@ -149,6 +152,7 @@ impl Default for Config {
             nameserver: None,
             smtp_timeout: None,
             connect_timeout: Duration::from_secs(30),
+            queue_workers: 4,
         }
     }
 }
@@ -173,7 +177,7 @@ fn kind(key: &str) -> Option<Kind> {
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
         | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"
-        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" => Kind::Value,
+        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" => Kind::Value,
         _ => return None,
     })
 }
@@ -271,6 +275,16 @@ impl Config {
             "CAFILE" => self.cafile = Some(PathBuf::from(v)),
             "SMTP_TIMEOUT" => self.smtp_timeout = Some(dur(v)?),
             "CONNECT_TIMEOUT" => self.connect_timeout = dur(v)?,
+            "QUEUE_WORKERS" => {
+                self.queue_workers = v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| {
+                        format!("QUEUE_WORKERS needs a number from 1 to 64, not `{v}'")
+                    })?;
+            }
             "NAMESERVER" => {
                 let t = v.trim();
                 let addr = t
