@@ -233,3 +233,34 @@ fn spool_write_failure_exits_cleanly_and_leaves_nothing() {
         env.dump()
     );
 }
+
+#[test]
+fn masquerade_rewrites_the_sender_and_the_from_header_we_add() {
+    if !need_root("masquerade") {
+        return;
+    }
+    let env = Env::new("MASQUERADE noreply@example.com\n");
+    let r = run(
+        &env,
+        "sendmail",
+        &["-odi", "-v", "root"],
+        "Subject: s\n\nx\n",
+    );
+    r.expect(0, &env);
+    let m = &env.messages("root")[0];
+    assert!(m.starts_with("From noreply@example.com "), "{m}");
+    assert!(m.contains("\nFrom: <noreply@example.com>\n"), "{m}");
+    // A From: the user wrote is kept.
+    run(
+        &env,
+        "sendmail",
+        &["-odi", "root"],
+        "From: Me <me@example.org>\n\nx\n",
+    )
+    .expect(0, &env);
+    let m = &env.messages("root")[1];
+    assert!(
+        m.contains("\nFrom: Me <me@example.org>\n") && m.starts_with("From noreply@example.com "),
+        "{m}"
+    );
+}

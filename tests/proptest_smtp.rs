@@ -83,3 +83,28 @@ proptest! {
         prop_assert_eq!(content(body), content(&original));
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// ESMTP parameter values: xtext leaves no space, `+`, `=` or control
+    /// character, and decodes back.
+    #[test]
+    fn xtext_is_safe_and_reversible(s in "\\PC{0,40}") {
+        let x = dma_rs::smtp::session::xtext(&s);
+        prop_assert!(x.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'='));
+        let mut out = Vec::new();
+        let b = x.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'+' {
+                out.push(u8::from_str_radix(&x[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        prop_assert_eq!(String::from_utf8(out).unwrap(), s);
+    }
+}

@@ -180,3 +180,51 @@ fn tls_no_verify_delivers_and_says_so() {
         r.show()
     );
 }
+
+#[test]
+fn certfile_presents_a_client_certificate() {
+    let ca = Ca::new();
+    let (c, k) = ca.leaf(&["127.0.0.1"], false, false);
+    // The server wants a client certificate signed by our CA.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![c], k)
+        .unwrap();
+    let fake = FakeSmtp::start(Behavior {
+        tls: Some(Arc::new(cfg)),
+        ..Behavior::default()
+    });
+    // Without CERTFILE the handshake fails: deferred, nothing sent.
+    let env = env_for(&fake, &ca, "");
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    assert!(fake.messages().is_empty());
+    assert!(env.mailq().stdout().contains("deferred"));
+    // With CERTFILE (chain and key in one PEM file, as dma has it): delivered.
+    let mut p = CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+    p.is_ca = IsCa::NoCa;
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    let certfile = env.dir.path().join("client.pem");
+    std::fs::write(&certfile, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    let ca_file = env.dir.path().join("ca.pem");
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1\nPORT {}\nSECURETRANSFER\nCAFILE {}\nCERTFILE {}\n",
+        fake.port(),
+        ca_file.display(),
+        certfile.display()
+    ));
+    env.flush().expect(0, &env);
+    assert_eq!(fake.messages().len(), 1, "{}", env.mailq().stdout());
+}

@@ -806,6 +806,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn non_ascii_addresses_need_smtputf8() {
+        let replies = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
+        let (r, sent, _) = run(replies, &["jörg@x"]);
+        assert!(!sent.contains("MAIL"), "{sent}");
+        assert!(matches!(&r[0], RcptResult::Rejected { reply, .. } if reply.status() == "5.6.7"));
+        let replies = "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
+        let (r, sent, _) = run(replies, &["jörg@x"]);
+        assert!(
+            sent.contains("MAIL FROM:<alice@example.org> SMTPUTF8\r\n"),
+            "{sent}"
+        );
+        assert!(matches!(&r[0], RcptResult::Delivered(_)));
+    }
+
+    #[test]
     fn size_limit_is_respected_before_sending() {
         let replies = "220 mx\r\n250-mx\r\n250 SIZE 10\r\n";
         let (r, sent, _) = run(replies, &["a@x"]);
