@@ -182,8 +182,24 @@ pub struct Session<T: Transport> {
     pub timeouts: Timeouts,
 }
 
-fn is_ascii_addr(a: &str) -> bool {
-    a.is_ascii()
+/// Whether an address of the envelope needs SMTPUTF8.
+fn needs_utf8(env: &Envelope) -> bool {
+    !env.sender.is_ascii() || env.rcpts.iter().any(|r| !r.is_ascii())
+}
+
+/// Every recipient refused with one reply of ours, before anything is sent.
+fn refuse_all(env: &Envelope, code: u16, text: String) -> Vec<RcptResult> {
+    let reply = Reply {
+        code,
+        lines: vec![text],
+    };
+    env.rcpts
+        .iter()
+        .map(|_| RcptResult::Rejected {
+            cmd: "MAIL FROM".into(),
+            reply: reply.clone(),
+        })
+        .collect()
 }
 
 impl<T: Transport> Session<T> {
@@ -357,8 +373,7 @@ impl<T: Transport> Session<T> {
         if env.eightbit && self.caps.eightbit {
             p.push_str(" BODY=8BITMIME");
         }
-        let utf8 = !is_ascii_addr(env.sender) || env.rcpts.iter().any(|r| !is_ascii_addr(r));
-        if utf8 && self.caps.smtputf8 {
+        if needs_utf8(env) && self.caps.smtputf8 {
             p.push_str(" SMTPUTF8");
         }
         if self.caps.dsn {
@@ -398,38 +413,21 @@ impl<T: Transport> Session<T> {
         if let Some(limit) = self.caps.size.filter(|l| *l > 0)
             && env.size > limit
         {
-            let reply = Reply {
-                code: 552,
-                lines: vec![format!(
+            return Ok(refuse_all(
+                env,
+                552,
+                format!(
                     "5.3.4 message size {} exceeds the server's limit {limit}",
                     env.size
-                )],
-            };
-            return Ok(env
-                .rcpts
-                .iter()
-                .map(|_| RcptResult::Rejected {
-                    cmd: "MAIL FROM".into(),
-                    reply: reply.clone(),
-                })
-                .collect());
+                ),
+            ));
         }
-        let utf8 = !is_ascii_addr(env.sender) || env.rcpts.iter().any(|r| !is_ascii_addr(r));
-        if utf8 && !self.caps.smtputf8 {
-            let reply = Reply {
-                code: 553,
-                lines: vec![
-                    "5.6.7 non-ASCII address and the server does not offer SMTPUTF8".into(),
-                ],
-            };
-            return Ok(env
-                .rcpts
-                .iter()
-                .map(|_| RcptResult::Rejected {
-                    cmd: "MAIL FROM".into(),
-                    reply: reply.clone(),
-                })
-                .collect());
+        if needs_utf8(env) && !self.caps.smtputf8 {
+            return Ok(refuse_all(
+                env,
+                553,
+                "5.6.7 non-ASCII address and the server does not offer SMTPUTF8".into(),
+            ));
         }
         let mail = format!("MAIL FROM:<{}>{}\r\n", env.sender, self.mail_params(env));
         let rcpt_lines: Vec<String> = env

@@ -54,18 +54,15 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
         Policy::Pin(fp) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
-                fp,
+                fp: Some(fp),
                 provider: provider(),
             })),
         Policy::None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(
-                Pinned {
-                    fp: [0; 32],
-                    provider: provider(),
-                }
-                .accept_all(),
-            )),
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fp: None,
+                provider: provider(),
+            })),
     };
     let cfg = match &config.certfile {
         None => builder.with_no_client_auth(),
@@ -118,20 +115,12 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(h.to_string()).map_err(|e| format!("{host}: {e}"))
 }
 
-/// Checks the leaf certificate's SHA-256, or nothing at all (`accept_all`).
+/// Checks the leaf certificate's SHA-256 (`fp`), or nothing at all (`None`,
+/// TLS_NO_VERIFY). Handshake signatures are always checked.
 #[derive(Debug)]
 struct Pinned {
-    fp: [u8; 32],
+    fp: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
-}
-
-#[derive(Debug)]
-struct AcceptAll(Pinned);
-
-impl Pinned {
-    fn accept_all(self) -> AcceptAll {
-        AcceptAll(self)
-    }
 }
 
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
@@ -152,7 +141,7 @@ impl ServerCertVerifier for Pinned {
         _: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.fp {
+        if self.fp.is_none_or(|fp| fp == got) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(Error::General(format!(
@@ -194,40 +183,5 @@ impl ServerCertVerifier for Pinned {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for AcceptAll {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(m, c, d)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(m, c, d)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
