@@ -296,6 +296,7 @@ fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
     if let Err(e) = deliver::run(ctx, msg, false) {
         crit!("{id}: delivery interrupted, left queued: {e}");
     }
+    let _ = ctx.spool.sync();
 }
 
 fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
@@ -314,8 +315,18 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
     // over one connection; different next hops are worked on in parallel.
     let workers = ctx.config.queue_workers.max(1).min(ids.len().max(1));
     let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
+    let now = crate::spool::now();
+    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     for id in ids {
-        let key = next_hop_key(ctx, &id);
+        let Ok(env) = ctx.spool.read_env(&id) else {
+            // Busy or broken: the worker that locks it will say which.
+            buckets[0].push(id);
+            continue;
+        };
+        if due_only && !deliver::has_due(&env, now, lifetime) {
+            continue;
+        }
+        let key = next_hop_key(ctx, &env);
         let n = key
             .bytes()
             .fold(5381u64, |h, b| h.wrapping_mul(33) ^ u64::from(b));
@@ -346,10 +357,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
 
 /// Where a queued message goes first, for sharing out a queue run: the
 /// smarthost, its first remote domain, or (all local) the message itself.
-fn next_hop_key(ctx: &Ctx, id: &str) -> String {
-    let Ok(env) = ctx.spool.read_env(id) else {
-        return id.to_string();
-    };
+fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
     let remote =
         env.rcpts
             .iter()
@@ -360,7 +368,7 @@ fn next_hop_key(ctx: &Ctx, id: &str) -> String {
     match remote {
         Some(_) if ctx.config.smarthost.is_some() => "smarthost".to_string(),
         Some(domain) => domain.to_ascii_lowercase(),
-        None => id.to_string(),
+        None => env.id.clone(),
     }
 }
 
@@ -382,6 +390,7 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     if let Some(p) = ctx.pool.take() {
         p.close();
     }
+    let _ = ctx.spool.sync();
 }
 
 fn newaliases(path: &Path) -> Result<i32, Fatal> {

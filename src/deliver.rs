@@ -47,6 +47,15 @@ fn due(state: State, next_try: i64, force: bool, expired: bool, now: i64) -> boo
     }
 }
 
+/// Whether anything of `env` is due at `now` (a queue run honouring
+/// backoff skips the others without locking them).
+pub fn has_due(env: &Envelope, now: i64, lifetime: i64) -> bool {
+    let expired = now - env.created >= lifetime;
+    env.rcpts.iter().any(|r| {
+        due(r.state, r.next_try, false, expired, now) || r.state == State::Failed { bounced: false }
+    })
+}
+
 /// Delivers what is due of the locked message `msg`. Bounces it queues are
 /// delivered right away, in this process.
 pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
@@ -174,7 +183,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
             }
             r.inflight = Some(now());
         }
-        ctx.spool.write_env(&msg.env)?;
+        ctx.spool.write_env_lazy(&msg.env)?;
         for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
             msg.env.rcpts[r.index].mta = r.mta;
             msg.env.rcpts[r.index].smtp = r.smtp;

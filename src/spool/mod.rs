@@ -104,12 +104,24 @@ impl Spool {
     /// Makes a message durable: fsyncs its data file, then publishes the
     /// envelope. When this returns `Ok`, the message is queued.
     pub fn commit(&self, data: &File, env: &Envelope) -> io::Result<()> {
-        data.sync_all()?;
+        data.sync_data()?;
         self.write_env(env)
     }
 
-    /// Atomically replaces the envelope of `env.id` (and fsyncs the directory).
+    /// Atomically replaces the envelope of `env.id`, durably: the new file
+    /// is fsynced before the rename and the directory after it.
     pub fn write_env(&self, env: &Envelope) -> io::Result<()> {
+        self.replace_env(env, true)
+    }
+
+    /// Replaces the envelope atomically but without waiting for the disk:
+    /// for notes that may be lost in a crash without harm (the in-flight
+    /// mark of a remote delivery).
+    pub fn write_env_lazy(&self, env: &Envelope) -> io::Result<()> {
+        self.replace_env(env, false)
+    }
+
+    fn replace_env(&self, env: &Envelope, durable: bool) -> io::Result<()> {
         let tmp = self.dir.join(format!(".{}.env.tmp", env.id));
         let mut f = OpenOptions::new()
             .write(true)
@@ -120,13 +132,18 @@ impl Spool {
             .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o660))?;
         f.write_all(env.serialize().as_bytes())?;
-        f.sync_all()?;
+        if durable {
+            f.sync_data()?;
+        }
         fs::rename(&tmp, self.env_path(&env.id))?;
-        self.sync_dir()
+        if durable { self.sync_dir() } else { Ok(()) }
     }
 
     /// Removes a finished message: the envelope first, so a crash in between
-    /// leaves only an orphan data file, which a later run removes.
+    /// leaves only an orphan data file, which a later run removes. Not
+    /// synced: if a crash undoes the removal, the message is delivered
+    /// again (a duplicate, never a loss); [`Spool::sync`] makes a batch of
+    /// removals durable at once.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         match fs::remove_file(self.env_path(id)) {
             Ok(()) => {}
@@ -134,6 +151,11 @@ impl Spool {
             Err(e) => return Err(e),
         }
         let _ = fs::remove_file(self.data_path(id));
+        Ok(())
+    }
+
+    /// Makes the directory's recent changes (removals) durable.
+    pub fn sync(&self) -> io::Result<()> {
         self.sync_dir()
     }
 
