@@ -430,7 +430,9 @@ fn explain(
     let pad = "  ".repeat(depth);
     let route = ctx.route(addr, origin, ancestors, &[]);
     match route {
-        Route::Mailbox { user, uid, note } => {
+        Route::Mailbox {
+            user, uid, note, ..
+        } => {
             let path = ctx.config.mailspool.join(&user);
             out.push_str(&format!(
                 "{pad}{addr}: mailbox {} (user {user}, uid {uid})\n",

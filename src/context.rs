@@ -99,8 +99,39 @@ impl Ctx {
             read_forward: &read_forward,
             read_include: &read_include,
             delivered_to,
+            lazy_forward: this.forwards_visible_to.is_none(),
         }
         .route(addr, origin, ancestors)
+    }
+
+    /// What `user`'s `.forward` entries (as `dma-local` found them during a
+    /// delivery) make of a recipient.
+    pub fn expand_forward(
+        &mut self,
+        user: &str,
+        uid: u32,
+        entries: Vec<crate::forward::Entry>,
+        ancestors: &[String],
+        delivered_to: &[String],
+    ) -> Route {
+        let _ = self.aliases();
+        let aliases = match self.aliases.as_ref().expect("loaded above") {
+            Ok(a) => Ok(a),
+            Err(e) => Err(e.clone()),
+        };
+        let no_read = |_: &str| Ok(ForwardFile::Missing);
+        Router {
+            aliases,
+            local_domains: &self.local_domains,
+            nullclient: self.config.nullclient,
+            root_forward_programs: self.config.root_forward_programs,
+            lookup_user: &getpwnam_uid,
+            read_forward: &no_read,
+            read_include: &no_read,
+            delivered_to,
+            lazy_forward: true,
+        }
+        .expand_forward(user, uid, entries, ancestors)
     }
 
     /// The local part of `addr` when its domain is ours (the name aliases and

@@ -66,7 +66,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let delivered_to = delivered_to(&msg.data);
     let mut remote = Vec::new();
     let mut i = 0;
-    while i < msg.env.rcpts.len() {
+    'rcpts: while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
         if !due(r.state, r.next_try, force, expired, now()) {
             i += 1;
@@ -81,85 +81,113 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         }
         ancestors.reverse();
         let origin = msg.env.rcpts[i].origin.clone();
-        let route = ctx.route(&addr, origin.as_ref(), &ancestors, &delivered_to);
-        let outcome = match route {
-            Route::Expand {
-                children,
-                kind,
-                notes,
-            } => {
-                for n in &notes {
-                    warning!("<{addr}>: {n}");
+        let mut route = ctx.route(&addr, origin.as_ref(), &ancestors, &delivered_to);
+        // A mailbox delivery may find a .forward: then route again, as its
+        // expansion.
+        let outcome = loop {
+            break match route {
+                Route::Expand {
+                    children,
+                    kind,
+                    notes,
+                } => {
+                    for n in &notes {
+                        warning!("<{addr}>: {n}");
+                    }
+                    let mut added = Vec::new();
+                    for c in children {
+                        if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
+                            let mut r = Rcpt::new(c.addr.clone(), Some(i));
+                            r.origin = c.origin;
+                            msg.env.rcpts.push(r);
+                            added.push(c.addr);
+                        }
+                    }
+                    let how = match kind {
+                        Expansion::Alias => "aliased",
+                        Expansion::CatchAll => "caught by `*' and sent",
+                        Expansion::Forward => "forwarded by .forward",
+                        Expansion::Include => "expanded by :include:",
+                    };
+                    info!("<{addr}> {how} to <{}>", added.join(">, <"));
+                    msg.env.rcpts[i].state = State::Expanded;
+                    ctx.spool.write_env(&msg.env)?;
+                    i += 1;
+                    continue 'rcpts;
                 }
-                let mut added = Vec::new();
-                for c in children {
-                    if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
-                        let mut r = Rcpt::new(c.addr.clone(), Some(i));
-                        r.origin = c.origin;
-                        msg.env.rcpts.push(r);
-                        added.push(c.addr);
+                Route::Mailbox {
+                    user,
+                    uid,
+                    note,
+                    check_forward,
+                } => {
+                    if let Some(n) = note {
+                        warning!("<{addr}>: {n}");
+                    }
+                    info!("<{addr}> trying delivery");
+                    let trace = trace_headers(ctx, &msg.env, i, None);
+                    match crate::local::deliver_mailbox(
+                        ctx,
+                        &msg.data,
+                        &msg.env.sender,
+                        &user,
+                        &trace,
+                        check_forward,
+                    ) {
+                        crate::local::Mailbox::Forward(entries) => {
+                            route =
+                                ctx.expand_forward(&user, uid, entries, &ancestors, &delivered_to);
+                            continue;
+                        }
+                        crate::local::Mailbox::Done(outcome, note) => {
+                            if let Some(n) = note {
+                                warning!("<{addr}>: ignoring {n}");
+                            }
+                            outcome
+                        }
                     }
                 }
-                let how = match kind {
-                    Expansion::Alias => "aliased",
-                    Expansion::CatchAll => "caught by `*' and sent",
-                    Expansion::Forward => "forwarded by .forward",
-                    Expansion::Include => "expanded by :include:",
-                };
-                info!("<{addr}> {how} to <{}>", added.join(">, <"));
-                msg.env.rcpts[i].state = State::Expanded;
-                ctx.spool.write_env(&msg.env)?;
-                i += 1;
-                continue;
-            }
-            Route::Mailbox { user, note, .. } => {
-                if let Some(n) = note {
-                    warning!("<{addr}>: {n}");
+                Route::Program { program, origin } => {
+                    info!("<{addr}> trying delivery");
+                    let owner = match &origin {
+                        Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
+                    };
+                    let trace = trace_headers(ctx, &msg.env, i, Some(&owner));
+                    let original = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
+                    let call = ProgramCall {
+                        program: match &program {
+                            Program::Pipe(c) => crate::local::Program::Pipe(c),
+                            Program::File(f) => crate::local::Program::File(f),
+                        },
+                        origin: &origin,
+                        sender: &msg.env.sender,
+                        recipient: &owner,
+                        original: &original,
+                        prepend: &trace,
+                    };
+                    crate::local::deliver_program(ctx, &msg.data, &call)
                 }
-                info!("<{addr}> trying delivery");
-                let trace = trace_headers(ctx, &msg.env, i, None);
-                crate::local::deliver_mailbox(ctx, &msg.data, &msg.env.sender, &user, &trace)
-            }
-            Route::Program { program, origin } => {
-                info!("<{addr}> trying delivery");
-                let owner = match &origin {
-                    Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
-                };
-                let trace = trace_headers(ctx, &msg.env, i, Some(&owner));
-                let original = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
-                let call = ProgramCall {
-                    program: match &program {
-                        Program::Pipe(c) => crate::local::Program::Pipe(c),
-                        Program::File(f) => crate::local::Program::File(f),
-                    },
-                    origin: &origin,
-                    sender: &msg.env.sender,
-                    recipient: &owner,
-                    original: &original,
-                    prepend: &trace,
-                };
-                crate::local::deliver_program(ctx, &msg.data, &call)
-            }
-            Route::Remote {
-                addr: raddr,
-                domain,
-            } => {
-                // Sent together with the message's other remote recipients,
-                // once every local one is done.
-                let prepend = trace_headers(ctx, &msg.env, i, None);
-                let orcpt = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
-                remote.push(crate::remote::Target {
-                    index: i,
+                Route::Remote {
                     addr: raddr,
                     domain,
-                    prepend,
-                    orcpt,
-                });
-                i += 1;
-                continue;
-            }
-            Route::Fail(why) => Outcome::Failed(why),
-            Route::Defer(why) => Outcome::Deferred(why),
+                } => {
+                    // Sent together with the message's other remote recipients,
+                    // once every local one is done.
+                    let prepend = trace_headers(ctx, &msg.env, i, None);
+                    let orcpt = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
+                    remote.push(crate::remote::Target {
+                        index: i,
+                        addr: raddr,
+                        domain,
+                        prepend,
+                        orcpt,
+                    });
+                    i += 1;
+                    continue 'rcpts;
+                }
+                Route::Fail(why) => Outcome::Failed(why),
+                Route::Defer(why) => Outcome::Deferred(why),
+            };
         };
         record(ctx, &mut msg, i, outcome, lifetime);
         if msg.env.is_done() {

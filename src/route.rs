@@ -67,6 +67,10 @@ pub enum Route {
         uid: u32,
         /// Why a `.forward` was not used, if there was one (for the log).
         note: Option<String>,
+        /// The `.forward` has not been read yet: `dma-local` reads it and
+        /// delivers to the mailbox in one go unless it has entries, which
+        /// then go to [`Router::expand_forward`].
+        check_forward: bool,
     },
     /// Replace the recipient by these.
     Expand {
@@ -118,6 +122,9 @@ pub struct Router<'a> {
     pub read_include: ReadEntries<'a>,
     /// The `Delivered-To:` addresses the message already carries, lower case.
     pub delivered_to: &'a [String],
+    /// Leave the `.forward` to the delivery (one `dma-local` run instead of
+    /// two when there is none): users route to `Mailbox { check_forward }`.
+    pub lazy_forward: bool,
 }
 
 /// The real password database.
@@ -255,15 +262,31 @@ impl Router<'_> {
             Ok(uid) => uid,
             Err(fail) => return fail,
         };
-        let entries = match (self.read_forward)(name) {
-            Ok(ForwardFile::Missing) => return self.mailbox(name, None),
-            Ok(ForwardFile::Ignored(why)) => {
-                return self.mailbox(name, Some(format!("ignoring {why}")));
-            }
-            Ok(ForwardFile::Entries(e)) => e,
-            Err(Outcome::Failed(why) | Outcome::Deferred(why)) => return Route::Defer(why),
+        if self.lazy_forward {
+            return Route::Mailbox {
+                user: name.to_string(),
+                uid,
+                note: None,
+                check_forward: true,
+            };
+        }
+        match (self.read_forward)(name) {
+            Ok(ForwardFile::Missing) => self.mailbox(name, None),
+            Ok(ForwardFile::Ignored(why)) => self.mailbox(name, Some(format!("ignoring {why}"))),
+            Ok(ForwardFile::Entries(e)) => self.expand_forward(name, uid, e, ancestors),
+            Err(Outcome::Failed(why) | Outcome::Deferred(why)) => Route::Defer(why),
             Err(Outcome::Delivered) => unreachable!("a read is not a delivery"),
-        };
+        }
+    }
+
+    /// The recipients `name`'s `.forward` `entries` make (or a loop).
+    pub fn expand_forward(
+        &self,
+        name: &str,
+        uid: u32,
+        entries: Vec<Entry>,
+        ancestors: &[String],
+    ) -> Route {
         let me = format!("{name}@{}", self.hostname()).to_ascii_lowercase();
         if self.delivered_to.contains(&me) {
             return Route::Fail(format!("5.4.6 mail forwarding loop for {me}"));
@@ -312,6 +335,7 @@ impl Router<'_> {
                 user: name.to_string(),
                 uid,
                 note,
+                check_forward: false,
             },
             Err(fail) => fail,
         }
@@ -429,6 +453,7 @@ mod tests {
             read_forward: &forwards,
             read_include: &includes,
             delivered_to: &delivered,
+            lazy_forward: false,
         };
         let anc: Vec<String> = ancestors.iter().map(|s| s.to_string()).collect();
         r.route(addr, origin.as_ref(), &anc)
@@ -450,6 +475,7 @@ mod tests {
             user: user.into(),
             uid,
             note: None,
+            check_forward: false,
         }
     }
 

@@ -304,7 +304,25 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
         mbox::create(dir, &user.name, uid, gid)
             .map_err(|e| temp(format!("4.2.0 can not create {}: {e}", path.display())))?;
     }
+    let check_forward = args.get("forward-check") == Some("yes");
+    let home = PathBuf::from(&user.dir);
     as_user(&user, || {
+        // One run instead of two: read the .forward first, and deliver to
+        // the mailbox only when it has no entries (the caller expands them).
+        let mut said = MboxAnswer::Delivered(None);
+        if check_forward {
+            match dotforward::read_forward(&home, uid) {
+                Ok(ForwardFile::Entries(e)) => return Ok(MboxAnswer::Forward(e)),
+                Ok(ForwardFile::Ignored(why)) => said = MboxAnswer::Delivered(Some(why)),
+                Ok(ForwardFile::Missing) => {}
+                Err(t) => {
+                    return Err(Failed {
+                        temporary: true,
+                        why: format!("4.3.0 {}", t.0),
+                    });
+                }
+            }
+        }
         let mut f = mbox::open(&path, uid).map_err(|e| Failed {
             temporary: true,
             why: format!("4.2.0 {e}"),
@@ -316,7 +334,7 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
         let stdin = std::io::stdin();
         let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
         mbox::append(&mut f, &sender, &prepend, &mut input)
-            .map(|_| ())
+            .map(|_| said)
             .map_err(|e| Failed {
                 temporary: true,
                 why: format!(
@@ -326,6 +344,50 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
                 ),
             })
     })
+    .map(|_: MboxAnswer| ())
+}
+
+/// What `mbox --forward-check yes` did: delivered (noting an ignored
+/// `.forward`), or found `.forward` entries and delivered nothing.
+pub enum MboxAnswer {
+    /// Appended to the mailbox; why a `.forward` was ignored, if one was.
+    Delivered(Option<String>),
+    /// The `.forward` has these entries; nothing was delivered.
+    Forward(Vec<Entry>),
+}
+
+impl MboxAnswer {
+    /// The wire form (stdout of dma-local).
+    pub fn encode(&self) -> String {
+        match self {
+            MboxAnswer::Delivered(None) => "delivered\n".into(),
+            MboxAnswer::Delivered(Some(why)) => {
+                dotforward::encode(&ForwardFile::Ignored(why.clone()))
+            }
+            MboxAnswer::Forward(e) => dotforward::encode(&ForwardFile::Entries(e.clone())),
+        }
+    }
+
+    /// Reads [`MboxAnswer::encode`]'s output.
+    pub fn decode(text: &str) -> Option<MboxAnswer> {
+        if text == "delivered\n" {
+            return Some(MboxAnswer::Delivered(None));
+        }
+        match dotforward::decode(text)? {
+            ForwardFile::Ignored(why) => Some(MboxAnswer::Delivered(Some(why))),
+            ForwardFile::Entries(e) => Some(MboxAnswer::Forward(e)),
+            ForwardFile::Missing => None,
+        }
+    }
+}
+
+impl AsUserResult for MboxAnswer {
+    fn emit(self) -> Result<(), Failure> {
+        print(&self.encode())
+    }
+    fn done() -> Self {
+        MboxAnswer::Delivered(None)
+    }
 }
 
 /// The enhanced status for a failed write: a full mailbox or disk is 4.2.2

@@ -93,20 +93,43 @@ fn sender_arg(sender: &str) -> &str {
     }
 }
 
+/// What a mailbox delivery came to.
+#[derive(Debug)]
+pub enum Mailbox {
+    /// Delivered, or not (the outcome); with why a `.forward` was ignored.
+    Done(Outcome, Option<String>),
+    /// `check_forward` found `.forward` entries: nothing was delivered.
+    Forward(Vec<crate::forward::Entry>),
+}
+
 /// Delivers the message to `user`'s mailbox through `dma-local`, which does
-/// the writing as that user; `prepend` are header lines to add.
+/// the writing as that user; `prepend` are header lines to add. With
+/// `check_forward`, dma-local reads the user's `.forward` first and only
+/// delivers when it has no entries.
 pub fn deliver_mailbox(
     ctx: &Ctx,
     data: &File,
     sender: &str,
     user: &str,
     prepend: &[String],
-) -> Outcome {
+    check_forward: bool,
+) -> Mailbox {
     let mut args = vec![("user", user), ("sender", sender_arg(sender))];
+    if check_forward {
+        args.push(("forward-check", "yes"));
+    }
     args.extend(prepend.iter().map(|h| ("prepend", h.as_str())));
     match call(ctx, "mbox", &args, Some(data)) {
-        Ok(_) => Outcome::Delivered,
-        Err(o) => o,
+        Ok(_) if !check_forward => Mailbox::Done(Outcome::Delivered, None),
+        Ok(out) => match helper::MboxAnswer::decode(&out) {
+            Some(helper::MboxAnswer::Delivered(note)) => Mailbox::Done(Outcome::Delivered, note),
+            Some(helper::MboxAnswer::Forward(e)) => Mailbox::Forward(e),
+            None => Mailbox::Done(
+                Outcome::Deferred("4.3.0 dma-local: malformed answer".into()),
+                None,
+            ),
+        },
+        Err(o) => Mailbox::Done(o, None),
     }
 }
 
