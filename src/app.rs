@@ -281,12 +281,107 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             std::io::stdout().flush().ok();
             // The message is queued: whatever happens now, exit 0.
             match privsep::daemonize() {
-                Ok(()) => deliver_logged(ctx, locked),
+                Ok(()) => background(ctx, locked),
                 Err(e) => crate::notice!("can not go to the background ({e}); left queued"),
             }
         }
     }
     Ok(EX_OK)
+}
+
+/// How many background runners may work on fresh mail at once (each with
+/// its own connections).
+const RUNNERS: usize = 4;
+
+/// Only messages queued this recently are a background runner's business;
+/// older ones wait for a queue run.
+const FRESH: i64 = 300;
+
+/// Background delivery after a submission. If a runner slot is free, this
+/// process becomes a runner: it delivers its own message and then every
+/// fresh message that is due, over kept connections, until none is left. If
+/// every slot is busy, the running runners will pick this message up: a
+/// storm of submissions is then delivered by a few processes over a few
+/// connections instead of one process and one connection per message.
+fn background(ctx: &mut Ctx, msg: Locked) {
+    let Some((slot, lock)) = (0..RUNNERS).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
+        // Unlocking our message (by exiting) hands it to the runners: a
+        // runner re-scans after giving up its slot, so none is missed.
+        return;
+    };
+    ctx.pool = Some(crate::remote::Pool::default());
+    let id = msg.env.id.clone();
+    if let Err(e) = deliver::run(ctx, msg, false) {
+        crit!("{id}: delivery interrupted, left queued: {e}");
+    }
+    let mut lock = Some(lock);
+    loop {
+        if fresh_pass(ctx, true) {
+            continue;
+        }
+        // Nothing left: give up the slot, then look once more, so that a
+        // message queued while every slot was busy is not left behind.
+        drop(lock.take());
+        if !fresh_pass(ctx, false) {
+            break;
+        }
+        match runner_lock(ctx, slot) {
+            Some(l) => lock = Some(l),
+            None => break,
+        }
+        // Probably a submitter still holding its message: let it go.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if let Some(p) = ctx.pool.take() {
+        p.close();
+    }
+    let _ = ctx.spool.sync();
+}
+
+/// Takes runner slot `n` (a flock on `SPOOLDIR/.runner.<n>`), if free.
+fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o660)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(ctx.spool.dir().join(format!(".runner.{n}")))
+        .ok()?;
+    f.try_lock().ok()?;
+    Some(f)
+}
+
+/// One pass over the fresh messages: with `deliver`, delivers what is due
+/// of each one not locked by someone else; without, only says whether there
+/// is any. Returns whether something was (or is) to do.
+fn fresh_pass(ctx: &mut Ctx, deliver_them: bool) -> bool {
+    let since = format!("{:08x}", (crate::spool::now() - FRESH).max(0) as u32);
+    let Ok(ids) = ctx.spool.ids() else {
+        return false;
+    };
+    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let mut found = false;
+    for id in ids.iter().filter(|id| id.as_str() >= since.as_str()) {
+        let due = ctx
+            .spool
+            .read_env(id)
+            .is_ok_and(|env| deliver::has_due(&env, crate::spool::now(), lifetime));
+        if !due {
+            continue;
+        }
+        if !deliver_them {
+            return true;
+        }
+        if let Ok(msg) = ctx.spool.open_locked(id) {
+            found = true;
+            if let Err(e) = deliver::run(ctx, msg, false) {
+                crit!("{id}: delivery interrupted, left queued: {e}");
+            }
+        }
+    }
+    found
 }
 
 /// Delivers; an error (the spool became unwritable) is logged, and the

@@ -234,7 +234,7 @@ fn write_dsn_fields(w: &mut impl Write, env: &Envelope, r: &Rcpt, ctx: &Ctx) -> 
 
 fn arrival_date(created: i64) -> String {
     jiff::Timestamp::from_second(created)
-        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()))
+        .map(|t| t.to_zoned_datetime(crate::clock::local_tz().clone()))
         .ok()
         .and_then(|z| jiff::fmt::rfc2822::to_string(&z).ok())
         .unwrap_or_default()

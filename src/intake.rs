@@ -340,7 +340,7 @@ pub fn from_header(sender: &str, full_name: Option<&str>) -> String {
 
 /// Now, as an RFC 5322 date in local time.
 pub fn rfc2822_now() -> String {
-    let now = jiff::ZonedDateTime::now();
+    let now = crate::clock::now();
     jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
 }
 

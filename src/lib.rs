@@ -16,6 +16,7 @@ pub mod address;
 pub mod app;
 pub mod bounce;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod deliver;

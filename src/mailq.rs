@@ -86,7 +86,7 @@ fn block(env: &Envelope, out: &mut impl Write) -> io::Result<()> {
 fn time(secs: i64) -> String {
     jiff::Timestamp::from_second(secs)
         .ok()
-        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()))
+        .map(|t| t.to_zoned_datetime(crate::clock::local_tz().clone()))
         .and_then(|z| jiff::fmt::rfc2822::to_string(&z).ok())
         .unwrap_or_else(|| secs.to_string())
 }

@@ -93,15 +93,24 @@ fn bench_smoke() {
                         && l.contains(&format!("\"mta\": \"{mta}\""))
                 })
                 .collect();
-            assert!(!rec.is_empty(), "no result for {w} / {mta}:\n{results}\n{stdout}");
+            assert!(
+                !rec.is_empty(),
+                "no result for {w} / {mta}:\n{results}\n{stdout}"
+            );
             for l in rec {
                 assert!(!l.contains("\"error\""), "{w} / {mta} failed: {l}");
-                assert!(l.contains("\"complete\": true"), "{w} / {mta} incomplete: {l}");
+                assert!(
+                    l.contains("\"complete\": true"),
+                    "{w} / {mta} incomplete: {l}"
+                );
             }
         }
     }
     let md = std::fs::read_to_string(&report).expect("smoke report");
-    assert!(md.contains("SMOKE RUN") && md.contains("## Targets"), "{md}");
+    assert!(
+        md.contains("SMOKE RUN") && md.contains("## Targets"),
+        "{md}"
+    );
     let after = std::fs::metadata(&bm).and_then(|m| m.modified()).ok();
     assert_eq!(before, after, "the smoke run must not write BENCHMARKS.md");
 }

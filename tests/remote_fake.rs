@@ -447,3 +447,30 @@ fn a_crash_before_the_final_reply_is_recorded_resends_and_says_so() {
     assert_eq!(fake.messages().len(), 1);
     assert!(env.queue_ids().is_empty());
 }
+
+#[test]
+fn a_storm_of_background_submissions_is_delivered_completely() {
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = env_for(&fake, "");
+    // Background delivery (the default): runners hand messages over to each
+    // other; none may be left behind in the queue.
+    for i in 0..40 {
+        let mut c = env.cmd("sendmail");
+        c.args(["-f", "s@example.org", &format!("r{i}@remote.example")]);
+        env.run(c, MSG.as_bytes(), None).expect(0, &env);
+    }
+    let start = std::time::Instant::now();
+    while fake.messages().len() < 40 && start.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(fake.messages().len(), 40, "{}", env.mailq().stdout());
+    let start = std::time::Instant::now();
+    while !env.queue_ids().is_empty() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(env.queue_ids().is_empty(), "{}", env.mailq().stdout());
+    eprintln!(
+        "40 background submissions used {} connections",
+        fake.connections()
+    );
+}

@@ -467,7 +467,7 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
         let stdin = std::io::stdin();
         match &entry {
             Entry::Pipe(command) => {
-                let mut prefix = mbox::from_line(&sender, &jiff::ZonedDateTime::now()).into_bytes();
+                let mut prefix = mbox::from_line(&sender, &crate::clock::now()).into_bytes();
                 let rp = if sender.is_empty() {
                     "<>".to_string()
                 } else {

@@ -201,7 +201,7 @@ fn write_message(
 ) -> io::Result<u64> {
     let mut w = BufWriter::with_capacity(64 * 1024, &mut *f);
     let mut n = 0u64;
-    w.write_all(from_line(sender, &jiff::ZonedDateTime::now()).as_bytes())?;
+    w.write_all(from_line(sender, &crate::clock::now()).as_bytes())?;
     for h in prepend {
         w.write_all(h.as_bytes())?;
         w.write_all(b"\n")?;
