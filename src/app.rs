@@ -412,6 +412,8 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
     let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
     let now = crate::spool::now();
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let mut per_hop: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for id in ids {
         let Ok(env) = ctx.spool.read_env(&id) else {
             // Busy or broken: the worker that locks it will say which.
@@ -421,11 +423,16 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<i32, Fatal> {
         if due_only && !deliver::has_due(&env, now, lifetime) {
             continue;
         }
-        let key = next_hop_key(ctx, &env);
-        let n = key
-            .bytes()
-            .fold(5381u64, |h, b| h.wrapping_mul(33) ^ u64::from(b));
-        buckets[(n % workers as u64) as usize].push(id);
+        // Up to HOP_SESSIONS connections per next hop, each in its own
+        // worker: messages of one hop are dealt out among them in turn.
+        let hop = next_hop_key(ctx, &env);
+        let k = per_hop.entry(hop.clone()).or_insert(0usize);
+        let key = format!("{hop}#{}", *k % ctx.config.hop_sessions.max(1));
+        *k += 1;
+        // Each next hop (or hop session) goes to the next worker in turn.
+        let next = assigned.len();
+        let b = *assigned.entry(key).or_insert(next % workers);
+        buckets[b].push(id);
     }
     let mut children = Vec::new();
     let last = buckets.pop().unwrap_or_default();

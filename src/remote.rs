@@ -577,9 +577,10 @@ fn run_transactions(
         }
         pending = again;
     }
-    // Ready for the next message on this connection?
-    let reusable = s.rset().is_ok();
-    Run::Done(out, reusable.then_some(s))
+    // Ready for the next message on this connection: it starts with RSET,
+    // sent in one group with the next MAIL FROM.
+    s.needs_rset = true;
+    Run::Done(out, Some(s))
 }
 
 /// `<status> host [ip] said <reply> (in reply to <CMD>)`.

@@ -393,7 +393,7 @@ fn dsn_requests_are_passed_on_and_honoured() {
 #[test]
 fn a_queue_run_reuses_one_connection_per_host() {
     let fake = FakeSmtp::start(Behavior::default());
-    let env = env_for(&fake, "");
+    let env = env_for(&fake, "HOP_SESSIONS 1\n");
     for i in 0..3 {
         env.send(
             &[
@@ -409,7 +409,14 @@ fn a_queue_run_reuses_one_connection_per_host() {
     env.flush().expect(0, &env);
     assert_eq!(fake.messages().len(), 3);
     assert_eq!(fake.connections(), 1, "{:?}", fake.commands());
-    assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 3);
+    // RSET between transactions, sent in one group with the next MAIL FROM.
+    assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 2);
+    let group = fake
+        .reads()
+        .into_iter()
+        .filter(|r| r.starts_with("RSET\r\nMAIL FROM"))
+        .count();
+    assert_eq!(group, 2, "{:?}", fake.reads());
     assert_eq!(fake.commands().iter().filter(|c| *c == "QUIT").count(), 1);
     assert!(env.queue_ids().is_empty());
 }

@@ -117,6 +117,9 @@ pub struct Config {
     /// `QUEUE_WORKERS n` (ours, default 4): how many processes a queue run
     /// uses, each working on its own next hops.
     pub queue_workers: usize,
+    /// `HOP_SESSIONS n` (ours, default 4): at most this many connections a
+    /// queue run opens to one next hop (a smarthost or a domain's MX).
+    pub hop_sessions: usize,
 }
 
 impl Default for Config {
@@ -153,6 +156,7 @@ impl Default for Config {
             smtp_timeout: None,
             connect_timeout: Duration::from_secs(30),
             queue_workers: 4,
+            hop_sessions: 4,
         }
     }
 }
@@ -177,7 +181,7 @@ fn kind(key: &str) -> Option<Kind> {
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
         | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"
-        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" => Kind::Value,
+        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" | "HOP_SESSIONS" => Kind::Value,
         _ => return None,
     })
 }
@@ -275,6 +279,16 @@ impl Config {
             "CAFILE" => self.cafile = Some(PathBuf::from(v)),
             "SMTP_TIMEOUT" => self.smtp_timeout = Some(dur(v)?),
             "CONNECT_TIMEOUT" => self.connect_timeout = dur(v)?,
+            "HOP_SESSIONS" => {
+                self.hop_sessions = v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| {
+                        format!("HOP_SESSIONS needs a number from 1 to 64, not `{v}'")
+                    })?;
+            }
             "QUEUE_WORKERS" => {
                 self.queue_workers = v
                     .trim()

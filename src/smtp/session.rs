@@ -180,6 +180,9 @@ pub struct Session<T: Transport> {
     pub caps: Caps,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// A transaction was completed on this session: the next one starts with
+    /// RSET (pipelined with it when the server allows).
+    pub needs_rset: bool,
 }
 
 /// Whether an address of the envelope needs SMTPUTF8.
@@ -211,6 +214,7 @@ impl<T: Transport> Session<T> {
             host: host.to_string(),
             caps: Caps::default(),
             timeouts,
+            needs_rset: false,
         }
     }
 
@@ -436,13 +440,28 @@ impl<T: Transport> Session<T> {
             .enumerate()
             .map(|(i, r)| format!("RCPT TO:<{r}>{}\r\n", self.rcpt_params(env, i)))
             .collect();
+        let rset = std::mem::take(&mut self.needs_rset);
+        if rset && !self.caps.pipelining {
+            self.rset()?;
+        }
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
-            let mut group = mail.clone();
+            let mut group = if rset {
+                "RSET\r\n".to_string()
+            } else {
+                String::new()
+            };
+            group.push_str(&mail);
             for l in &rcpt_lines {
                 group.push_str(l);
             }
             group.push_str("DATA\r\n");
             self.send("MAIL FROM", &group)?;
+            if rset {
+                let r = self.read_reply("RSET", self.timeouts.command)?;
+                if !r.is_ok() {
+                    return Err(self.reply_err("RSET", r));
+                }
+            }
             let m = self.read_reply("MAIL FROM", self.timeouts.command)?;
             let mut rs = Vec::new();
             for _ in &rcpt_lines {
