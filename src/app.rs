@@ -470,7 +470,12 @@ fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
     match remote {
         Some(_) if ctx.config.smarthost.is_some() => "smarthost".to_string(),
         Some(domain) => domain.to_ascii_lowercase(),
-        None => env.id.clone(),
+        // Local mail: one worker per mailbox, so that workers do not queue
+        // up behind each other's mailbox locks.
+        None => match env.rcpts.iter().find(|r| !r.state.is_final()) {
+            Some(r) => format!("local:{}", ctx.local_name(&r.addr)),
+            None => env.id.clone(),
+        },
     }
 }
 

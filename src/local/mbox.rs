@@ -35,6 +35,7 @@ impl Drop for DotLock {
 pub fn dotlock(dir: &Path, user: &str, timeout: Duration) -> io::Result<DotLock> {
     let path = dir.join(format!("{user}.lock"));
     let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
         match OpenOptions::new()
             .write(true)
@@ -61,7 +62,9 @@ pub fn dotlock(dir: &Path, user: &str, timeout: Duration) -> io::Result<DotLock>
                         format!("can not lock {}: held by another process", path.display()),
                     ));
                 }
-                sleep(Duration::from_millis(200));
+                // Short waits at first: deliveries hold the lock briefly.
+                sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
             Err(e) => return Err(e),
         }
@@ -147,6 +150,7 @@ pub fn open(path: &Path, uid: u32) -> Result<File, MboxError> {
 /// Takes an fcntl write lock on the whole file, waiting up to `timeout`.
 pub fn fcntl_lock(f: &File, timeout: Duration) -> io::Result<()> {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
         let fl = nix::libc::flock {
             l_type: nix::libc::F_WRLCK as i16,
@@ -158,7 +162,8 @@ pub fn fcntl_lock(f: &File, timeout: Duration) -> io::Result<()> {
         match nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETLK(&fl)) {
             Ok(_) => return Ok(()),
             Err(nix::Error::EAGAIN | nix::Error::EACCES) if start.elapsed() < timeout => {
-                sleep(Duration::from_millis(200));
+                sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
             Err(e) => return Err(io::Error::from(e)),
         }
