@@ -47,13 +47,17 @@ SMOKE = dict(n=3, rcpts=2, size=1024, local_n=3, lat_n=5, mem_mb=1,
              queue_n=100, timeout=20, slow_timeout=10)
 
 RELAY = {
-    # name: (queued?, per-reply delay, max sessions per client)
-    "relay_immediate": (False, 0.0, 0),
-    "relay_queued": (True, 0.0, 0),
-    "relay_immediate_20ms": (False, 0.02, 0),
-    "relay_queued_20ms": (True, 0.02, 0),
-    "relay_immediate_limit10": (False, 0.0, 10),
-    "relay_queued_limit10": (True, 0.0, 10),
+    # name: (queued?, delay, max sessions per client, delay per round trip?)
+    # "_20ms": 20 ms before every reply (a slow server); "_rtt20": 20 ms per
+    # round trip (a server 20 ms away: pipelined replies come together).
+    "relay_immediate": (False, 0.0, 0, 0),
+    "relay_queued": (True, 0.0, 0, 0),
+    "relay_immediate_20ms": (False, 0.02, 0, 0),
+    "relay_queued_20ms": (True, 0.02, 0, 0),
+    "relay_immediate_rtt20": (False, 0.02, 0, 1),
+    "relay_queued_rtt20": (True, 0.02, 0, 1),
+    "relay_immediate_limit10": (False, 0.0, 10, 0),
+    "relay_queued_limit10": (True, 0.0, 10, 0),
 }
 WORKLOADS = list(RELAY) + ["local_one", "local_50", "latency", "memory",
                            "queue_scale"]
@@ -200,11 +204,11 @@ def wait_for(cond, timeout, interval=0.01):
 
 
 def inner_relay(m, spec, P):
-    queued, _, _ = RELAY[spec["workload"]]
+    queued, _, _, _ = RELAY[spec["workload"]]
     n, r, size = P["n"], P["rcpts"], P["size"]
     # 20 ms and limit10 runs may not finish (deferrals wait RETRY_MIN / dma's
     # in-process sleep): they stop at slow_timeout and report what got through
-    slow = "limit" in spec["workload"] or "20ms" in spec["workload"]
+    slow = "limit" in spec["workload"] or "20" in spec["workload"]
     timeout = P["slow_timeout"] if slow else P["timeout"]
     m.write_conf(defer=queued)
     sock = spec["ctl"]
@@ -558,8 +562,8 @@ def outer(a):
     out.write(json.dumps(meta) + "\n")
     try:
         for w in workloads:
-            _, delay, limit = RELAY.get(w, (None, 0.0, 0))
-            ctl(ctl_path, f"SET delay={delay} max={limit}")
+            _, delay, limit, rtt = RELAY.get(w, (None, 0.0, 0, 0))
+            ctl(ctl_path, f"SET delay={delay} max={limit} rtt={rtt}")
             rounds = a.rounds
             qs_rounds = 1
             if w == "queue_scale":  # build the big queue once, measure `rounds` times
@@ -570,7 +574,7 @@ def outer(a):
                     emit(run_one(a, w, mta, rnd, port, ctl_path, closed, qs_rounds))
                 if w in RELAY:
                     emit(run_source(a, w, rnd, port, ctl_path))
-            ctl(ctl_path, "SET delay=0 max=0")
+            ctl(ctl_path, "SET delay=0 max=0 rtt=0")
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait()

@@ -24,6 +24,10 @@ DESCR = {
     "relay_immediate_20ms": "relay_immediate with the sink waiting 20 ms before every reply "
     "(greeting, EHLO, each MAIL/RCPT/DATA/dot/RSET/QUIT; pipelined commands are answered one by one, each after 20 ms).",
     "relay_queued_20ms": "relay_queued with 20 ms before every reply.",
+    "relay_immediate_rtt20": "relay_immediate with the sink 20 ms away: 20 ms per round trip "
+    "(the reply to a command that arrived in a new read waits 20 ms; replies to pipelined "
+    "commands already received follow without waiting), as a smarthost 20 ms away behaves.",
+    "relay_queued_rtt20": "relay_queued with the sink 20 ms away (20 ms per round trip).",
     "relay_immediate_limit10": "relay_immediate against a sink that accepts at most 10 concurrent "
     "sessions per client address and answers `421 4.7.0 too many sessions` beyond it.",
     "relay_queued_limit10": "relay_queued against the 10-session-limited sink.",
@@ -203,6 +207,7 @@ def main():
              "dma time / dma-rs time). Medians over rounds; per-round ratios pair the runs of one round.")
     L.append("")
     order = ["relay_immediate", "relay_queued", "relay_immediate_20ms", "relay_queued_20ms",
+             "relay_immediate_rtt20", "relay_queued_rtt20",
              "relay_immediate_limit10", "relay_queued_limit10", "local_one", "local_50",
              "latency", "memory", "queue_scale"]
     summary = {}
@@ -328,7 +333,8 @@ def main():
         if s["src"]:
             T.append(("relay queued ≥ 50% of smtp-source", mark(s["ma"] >= 0.5 * s["src"]),
                       f"{f(s['ma'])} vs {f(s['src'])} rcpts/s = {f(100 * s['ma'] / s['src'])} %"))
-    for w in ("relay_immediate", "relay_immediate_20ms", "relay_queued_20ms"):
+    for w in ("relay_immediate", "relay_immediate_20ms", "relay_queued_20ms",
+              "relay_immediate_rtt20", "relay_queued_rtt20"):
         s = summary.get(w)
         if s and s["ratio"]:
             T.append((f"{w} ≥ 3× dma", mark(s["ratio"] >= 3 and s["complete_a"]),

@@ -22,7 +22,7 @@ import sys
 
 C = dict(sessions=0, refused=0, transactions=0, rcpts=0, bytes=0, active=0,
          peak_active=0, rset=0)
-CONF = dict(delay=0.0, max=0)
+CONF = dict(delay=0.0, max=0, rtt=0)
 PER_CLIENT = {}
 
 
@@ -63,16 +63,25 @@ async def handle(reader, writer):
 
 
 async def session(reader, writer):
+    # With rtt=1 the delay models distance, not a slow server: it is paid
+    # once per round trip, i.e. only by a reply to a command that arrived in
+    # a new network read (pipelined commands already buffered add nothing).
+    fresh = [True]
+
     async def reply(line):
-        if CONF["delay"]:
+        if CONF["delay"] and (not CONF["rtt"] or fresh[0]):
             await asyncio.sleep(CONF["delay"])
         writer.write(line)
         await writer.drain()
 
+    async def next_line():
+        fresh[0] = len(getattr(reader, "_buffer", b"")) == 0
+        return await reader.readline()
+
     await reply(b"220 bench-sink ESMTP\r\n")
     rcpts = 0
     while True:
-        line = await reader.readline()
+        line = await next_line()
         if not line:
             return
         cmd = line[:4].upper()
@@ -90,6 +99,7 @@ async def session(reader, writer):
         elif cmd == b"DATA":
             await reply(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             n = await read_data(reader)
+            fresh[0] = len(getattr(reader, "_buffer", b"")) == 0
             C["bytes"] += n
             await reply(b"250 2.0.0 Ok: queued\r\n")
             C["transactions"] += 1

@@ -289,10 +289,6 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     Ok(EX_OK)
 }
 
-/// How many background runners may work on fresh mail at once (each with
-/// its own connections).
-const RUNNERS: usize = 4;
-
 /// Only messages queued this recently are a background runner's business;
 /// older ones wait for a queue run.
 const FRESH: i64 = 300;
@@ -304,7 +300,9 @@ const FRESH: i64 = 300;
 /// storm of submissions is then delivered by a few processes over a few
 /// connections instead of one process and one connection per message.
 fn background(ctx: &mut Ctx, msg: Locked) {
-    let Some((slot, lock)) = (0..RUNNERS).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
+    // As many runners as a queue run has workers, each with its connections.
+    let runners = ctx.config.queue_workers.max(1);
+    let Some((slot, lock)) = (0..runners).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
         // Unlocking our message (by exiting) hands it to the runners: a
         // runner re-scans after giving up its slot, so none is missed.
         return;

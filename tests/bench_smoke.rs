@@ -13,6 +13,8 @@ const WORKLOADS: &[&str] = &[
     "relay_queued",
     "relay_immediate_20ms",
     "relay_queued_20ms",
+    "relay_immediate_rtt20",
+    "relay_queued_rtt20",
     "relay_immediate_limit10",
     "relay_queued_limit10",
     "local_one",

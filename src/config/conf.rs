@@ -114,10 +114,10 @@ pub struct Config {
     pub smtp_timeout: Option<Duration>,
     /// `CONNECT_TIMEOUT` (ours, default 30s).
     pub connect_timeout: Duration,
-    /// `QUEUE_WORKERS n` (ours, default 4): how many processes a queue run
+    /// `QUEUE_WORKERS n` (ours, default 8): how many processes a queue run
     /// uses, each working on its own next hops.
     pub queue_workers: usize,
-    /// `HOP_SESSIONS n` (ours, default 4): at most this many connections a
+    /// `HOP_SESSIONS n` (ours, default 8): at most this many connections a
     /// queue run opens to one next hop (a smarthost or a domain's MX).
     pub hop_sessions: usize,
 }
@@ -155,8 +155,8 @@ impl Default for Config {
             nameserver: None,
             smtp_timeout: None,
             connect_timeout: Duration::from_secs(30),
-            queue_workers: 4,
-            hop_sessions: 4,
+            queue_workers: 8,
+            hop_sessions: 8,
         }
     }
 }
