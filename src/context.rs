@@ -72,6 +72,26 @@ impl Ctx {
         ancestors: &[String],
         delivered_to: &[String],
     ) -> Route {
+        self.with_router(delivered_to, |r| r.route(addr, origin, ancestors))
+    }
+
+    /// What `user`'s `.forward` entries (as `dma-local` found them during a
+    /// delivery) make of a recipient.
+    pub fn expand_forward(
+        &mut self,
+        user: &str,
+        uid: u32,
+        entries: Vec<crate::forward::Entry>,
+        ancestors: &[String],
+        delivered_to: &[String],
+    ) -> Route {
+        self.with_router(delivered_to, |r| {
+            r.expand_forward(user, uid, entries, ancestors)
+        })
+    }
+
+    /// Runs `f` with the router of this run.
+    fn with_router<R>(&mut self, delivered_to: &[String], f: impl FnOnce(&Router) -> R) -> R {
         let _ = self.aliases();
         let aliases = match self.aliases.as_ref().expect("loaded above") {
             Ok(a) => Ok(a),
@@ -90,7 +110,7 @@ impl Ctx {
             crate::local::read_forward(this, user)
         };
         let read_include = |path: &str| crate::local::read_include(this, path);
-        Router {
+        f(&Router {
             aliases,
             local_domains: &this.local_domains,
             nullclient: this.config.nullclient,
@@ -100,38 +120,7 @@ impl Ctx {
             read_include: &read_include,
             delivered_to,
             lazy_forward: this.forwards_visible_to.is_none(),
-        }
-        .route(addr, origin, ancestors)
-    }
-
-    /// What `user`'s `.forward` entries (as `dma-local` found them during a
-    /// delivery) make of a recipient.
-    pub fn expand_forward(
-        &mut self,
-        user: &str,
-        uid: u32,
-        entries: Vec<crate::forward::Entry>,
-        ancestors: &[String],
-        delivered_to: &[String],
-    ) -> Route {
-        let _ = self.aliases();
-        let aliases = match self.aliases.as_ref().expect("loaded above") {
-            Ok(a) => Ok(a),
-            Err(e) => Err(e.clone()),
-        };
-        let no_read = |_: &str| Ok(ForwardFile::Missing);
-        Router {
-            aliases,
-            local_domains: &self.local_domains,
-            nullclient: self.config.nullclient,
-            root_forward_programs: self.config.root_forward_programs,
-            lookup_user: &getpwnam_uid,
-            read_forward: &no_read,
-            read_include: &no_read,
-            delivered_to,
-            lazy_forward: true,
-        }
-        .expand_forward(user, uid, entries, ancestors)
+        })
     }
 
     /// The local part of `addr` when its domain is ours (the name aliases and
