@@ -76,7 +76,7 @@ fn text(v: OsString, flag: &str) -> Result<String, Fatal> {
     v.into_string().map_err(|_| invalid(flag))
 }
 
-/// Parses `args` (without argv[0]) for the program called `progname`.
+/// Parses `args` (without `argv[0]`) for the program called `progname`.
 pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
     use lexopt::Arg::{Long, Short, Value};
     let mut inv = Invocation {

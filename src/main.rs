@@ -1,4 +1,4 @@
-//! The `dma` binary: `sendmail`, `mailq` and `newaliases` by argv[0].
+//! The `dma` binary: `sendmail`, `mailq` and `newaliases` by `argv[0]`.
 
 fn main() {
     let mut args = std::env::args_os();
