@@ -300,35 +300,35 @@ const FRESH: i64 = 300;
 /// storm of submissions is then delivered by a few processes over a few
 /// connections instead of one process and one connection per message.
 fn background(ctx: &mut Ctx, msg: Locked) {
+    // Let go of our message first: whichever runner sees it next (this
+    // process, if it gets a slot, or one that re-scans after giving up its
+    // slot) can then take it. Holding it while looking for a slot would
+    // leave a moment in which a finishing runner skips it as busy.
+    drop(msg);
     // As many runners as a queue run has workers, each with its connections.
     let runners = ctx.config.queue_workers.max(1);
     let Some((slot, lock)) = (0..runners).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
-        // Unlocking our message (by exiting) hands it to the runners: a
-        // runner re-scans after giving up its slot, so none is missed.
         return;
     };
     ctx.pool = Some(crate::remote::Pool::default());
-    let id = msg.env.id.clone();
-    if let Err(e) = deliver::run(ctx, msg, false) {
-        crit!("{id}: delivery interrupted, left queued: {e}");
-    }
+    // Each message at most once per runner: a message that stays due (the
+    // spool cannot be written, say) must not keep a runner spinning.
+    let mut tried = std::collections::HashSet::new();
     let mut lock = Some(lock);
     loop {
-        if fresh_pass(ctx, true) {
+        if fresh_pass(ctx, &mut tried, true) {
             continue;
         }
         // Nothing left: give up the slot, then look once more, so that a
         // message queued while every slot was busy is not left behind.
         drop(lock.take());
-        if !fresh_pass(ctx, false) {
+        if !fresh_pass(ctx, &mut tried, false) {
             break;
         }
         match runner_lock(ctx, slot) {
             Some(l) => lock = Some(l),
             None => break,
         }
-        // Probably a submitter still holding its message: let it go.
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     if let Some(p) = ctx.pool.take() {
         p.close();
@@ -351,17 +351,25 @@ fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
     Some(f)
 }
 
-/// One pass over the fresh messages: with `deliver`, delivers what is due
-/// of each one not locked by someone else; without, only says whether there
-/// is any. Returns whether something was (or is) to do.
-fn fresh_pass(ctx: &mut Ctx, deliver_them: bool) -> bool {
+/// One pass over the fresh messages not `tried` yet by this runner. With
+/// `deliver_them`, delivers what is due of each one not locked by someone
+/// else and says whether it delivered any; without, only says whether any
+/// is due.
+fn fresh_pass(
+    ctx: &mut Ctx,
+    tried: &mut std::collections::HashSet<String>,
+    deliver_them: bool,
+) -> bool {
     let since = format!("{:08x}", (crate::spool::now() - FRESH).max(0) as u32);
     let Ok(ids) = ctx.spool.ids() else {
         return false;
     };
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     let mut found = false;
-    for id in ids.iter().filter(|id| id.as_str() >= since.as_str()) {
+    for id in ids.iter() {
+        if id.as_str() < since.as_str() || tried.contains(id) {
+            continue;
+        }
         let due = ctx
             .spool
             .read_env(id)
@@ -370,10 +378,16 @@ fn fresh_pass(ctx: &mut Ctx, deliver_them: bool) -> bool {
             continue;
         }
         if !deliver_them {
-            return true;
+            // Only what nobody is working on counts (the lock is let go at
+            // once).
+            if ctx.spool.open_locked(id).is_ok() {
+                return true;
+            }
+            continue;
         }
         if let Ok(msg) = ctx.spool.open_locked(id) {
             found = true;
+            tried.insert(id.clone());
             if let Err(e) = deliver::run(ctx, msg, false) {
                 crit!("{id}: delivery interrupted, left queued: {e}");
             }
