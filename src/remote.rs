@@ -549,13 +549,18 @@ fn run_transactions(
                 RcptResult::Deferred { cmd, why } => {
                     progress = true;
                     (
-                        Outcome::Deferred(format!("4.0.0 {shown} said {why} (in reply to {cmd})")),
+                        Outcome::Deferred(format!(
+                            "{} {shown} said {why} (in reply to {cmd})",
+                            // The server's own enhanced status when it gave one.
+                            crate::smtp::reply::parse(format!("{why}\r\n").as_bytes())
+                                .map(|r| r.status())
+                                .unwrap_or_else(|_| "4.0.0".into())
+                        )),
                         Some(why),
                     )
                 }
-                RcptResult::TooMany(reply) => {
+                RcptResult::TooMany(_) => {
                     again.push(*t);
-                    let _ = reply;
                     continue;
                 }
             };
