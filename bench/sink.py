@@ -7,10 +7,12 @@ and bytes. Options (also changeable at run time through the control socket):
   --delay SECONDS      wait this long before every reply (greeting included)
   --max-per-client N   at most N concurrent sessions per client address;
                        beyond it: "421 4.7.0 too many sessions" and close
+  --no-chunking        do not offer CHUNKING (BDAT, RFC 3030); offered by
+                       default, as Exim and Postfix (>= 3.0) do
 Control: a unix socket (--control PATH); send one line, get one JSON line:
   STAT                 counters
   RESET                zero the counters (returns the old ones)
-  SET delay=0.02 max=10
+  SET delay=0.02 max=10 rtt=1 chunking=0
 Only listens on 127.0.0.1 / ::1.
 """
 import argparse
@@ -22,7 +24,7 @@ import sys
 
 C = dict(sessions=0, refused=0, transactions=0, rcpts=0, bytes=0, active=0,
          peak_active=0, rset=0)
-CONF = dict(delay=0.0, max=0, rtt=0)
+CONF = dict(delay=0.0, max=0, rtt=0, chunking=1)
 PER_CLIENT = {}
 
 
@@ -87,7 +89,8 @@ async def session(reader, writer):
         cmd = line[:4].upper()
         if cmd == b"EHLO":
             await reply(b"250-bench-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                        b"250-SIZE 0\r\n250 ENHANCEDSTATUSCODES\r\n")
+                        + (b"250-CHUNKING\r\n" if CONF["chunking"] else b"")
+                        + b"250-SIZE 0\r\n250 ENHANCEDSTATUSCODES\r\n")
         elif cmd == b"HELO":
             await reply(b"250 bench-sink\r\n")
         elif cmd == b"MAIL":
@@ -105,6 +108,20 @@ async def session(reader, writer):
             C["transactions"] += 1
             C["rcpts"] += rcpts
             rcpts = 0
+        elif cmd == b"BDAT" and CONF["chunking"]:
+            # BDAT <size> [LAST]: exactly <size> octets follow the line.
+            args = line.split()
+            n = int(args[1])
+            last = len(args) > 2 and args[2].upper() == b"LAST"
+            await reader.readexactly(n)
+            C["bytes"] += n
+            if last:
+                await reply(b"250 2.0.0 Ok: queued\r\n")
+                C["transactions"] += 1
+                C["rcpts"] += rcpts
+                rcpts = 0
+            else:
+                await reply(b"250 2.0.0 %d octets received\r\n" % n)
         elif cmd == b"RSET":
             C["rset"] += 1
             rcpts = 0
@@ -168,12 +185,14 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--max-per-client", type=int, default=0)
+    ap.add_argument("--no-chunking", action="store_true")
     ap.add_argument("--control", required=True)
     ap.add_argument("--pidfile")
     a = ap.parse_args()
     assert a.host in ("127.0.0.1", "::1", "localhost")
     CONF["delay"] = a.delay
     CONF["max"] = a.max_per_client
+    CONF["chunking"] = 0 if a.no_chunking else 1
     srv = await asyncio.start_server(handle, a.host, a.port, backlog=1024,
                                      limit=1 << 20)
     try:

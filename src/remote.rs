@@ -583,9 +583,11 @@ fn run_transactions(
         pending = again;
     }
     // Ready for the next message on this connection: it starts with RSET,
-    // sent in one group with the next MAIL FROM.
+    // sent in one group with the next MAIL FROM. Unless a reply went
+    // missing: then the next reply read might be the late one.
     s.needs_rset = true;
-    Run::Done(out, Some(s))
+    let usable = !s.broken;
+    Run::Done(out, usable.then_some(s))
 }
 
 /// `<status> host [ip] said <reply> (in reply to <CMD>)`.

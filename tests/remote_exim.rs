@@ -45,6 +45,15 @@ fn one_transaction_with_per_recipient_outcomes_and_a_later_retry() {
         "{}",
         m[0].data
     );
+    // Exim offers CHUNKING: the message went as BDAT ("K" on exim's "<="
+    // line), and arrived unstuffed and whole all the same.
+    assert!(
+        exim.log()
+            .lines()
+            .any(|l| l.contains(" <= root@test.example ") && l.contains(" P=esmtp K ")),
+        "{}",
+        exim.log()
+    );
     // One session: one connection in exim's log.
     assert_eq!(
         exim.log().matches("SMTP connection from").count(),

@@ -1,6 +1,7 @@
 //! The message as SMTP DATA: CRLF everywhere, dot-stuffing, no bare CR or
 //! LF, lines longer than 998 octets folded as Postfix does (CRLF SPACE,
-//! which is a correct header fold and the least damage in a body).
+//! which is a correct header fold and the least damage in a body). For BDAT
+//! (RFC 3030) the same lines without dot-stuffing and without the final dot.
 
 use std::io::{self, BufRead, Write};
 
@@ -14,9 +15,30 @@ pub fn write_data(
     prepend: &[String],
     out: &mut impl Write,
 ) -> io::Result<u64> {
+    let n = write_lines(input, prepend, out, true)?;
+    out.write_all(b".\r\n")?;
+    Ok(n + 3)
+}
+
+/// The message as a BDAT chunk: the lines of [`write_data`] without
+/// dot-stuffing and without the final `.` line.
+pub fn write_chunk(
+    input: &mut impl BufRead,
+    prepend: &[String],
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    write_lines(input, prepend, out, false)
+}
+
+fn write_lines(
+    input: &mut impl BufRead,
+    prepend: &[String],
+    out: &mut impl Write,
+    stuff: bool,
+) -> io::Result<u64> {
     let mut n = 0u64;
     for h in prepend {
-        n += emit_line(h.as_bytes(), out)?;
+        n += emit_line(h.as_bytes(), out, stuff)?;
     }
     let mut line = Vec::new();
     loop {
@@ -28,21 +50,21 @@ pub fn write_data(
         // A bare CR inside a line would be a line end to some servers and
         // not to others (SMTP smuggling): make it one for everybody.
         for part in body.split(|&b| b == b'\r') {
-            n += emit_line(part, out)?;
+            n += emit_line(part, out, stuff)?;
         }
     }
-    out.write_all(b".\r\n")?;
-    Ok(n + 3)
+    Ok(n)
 }
 
-/// One logical line: dot-stuffed, folded into pieces of at most MAX_LINE.
-fn emit_line(mut line: &[u8], out: &mut impl Write) -> io::Result<u64> {
+/// One logical line: dot-stuffed (with `stuff`), folded into pieces of at
+/// most MAX_LINE.
+fn emit_line(mut line: &[u8], out: &mut impl Write, stuff: bool) -> io::Result<u64> {
     let mut n = 0u64;
     let mut first = true;
     loop {
         let (lead, room): (&[u8], usize) = if first {
             (
-                if line.first() == Some(&b'.') {
+                if stuff && line.first() == Some(&b'.') {
                     b"."
                 } else {
                     b""
@@ -108,6 +130,23 @@ mod tests {
             ),
             "Delivered-To: a@b\r\nSubject: x\r\n\r\n..leading dot\r\n..\r\nbare\r\ncr\r\nend\r\n.\r\n"
         );
+    }
+
+    #[test]
+    fn a_chunk_is_the_same_lines_without_stuffing_or_dot() {
+        let msg = "Subject: x\n\n.leading dot\n.\nbare\rcr\nend";
+        let mut chunk = Vec::new();
+        let n = write_chunk(
+            &mut msg.as_bytes(),
+            &["Delivered-To: a@b".into()],
+            &mut chunk,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(chunk.clone()).unwrap(),
+            "Delivered-To: a@b\r\nSubject: x\r\n\r\n.leading dot\r\n.\r\nbare\r\ncr\r\nend\r\n"
+        );
+        assert_eq!(n, chunk.len() as u64);
     }
 
     #[test]
