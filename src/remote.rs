@@ -571,7 +571,7 @@ fn run_transactions(
                 smtp,
             });
         }
-        if !again.is_empty() && (!progress || s.rset().is_err()) {
+        if !again.is_empty() && !progress {
             // 452 for every recipient: nothing more to gain now.
             out.extend(group_deferred(
                 &again,
@@ -582,10 +582,9 @@ fn run_transactions(
         }
         pending = again;
     }
-    // Ready for the next message on this connection: it starts with RSET,
-    // sent in one group with the next MAIL FROM. Unless a reply went
+    // Ready for the next message on this connection (with RSET first, in
+    // the same group, if this one did not end cleanly). Unless a reply went
     // missing: then the next reply read might be the late one.
-    s.needs_rset = true;
     let usable = !s.broken;
     Run::Done(out, usable.then_some(s))
 }

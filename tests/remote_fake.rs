@@ -390,10 +390,10 @@ fn dsn_requests_are_passed_on_and_honoured() {
     );
 }
 
-#[test]
-fn a_queue_run_reuses_one_connection_per_host() {
-    let fake = FakeSmtp::start(Behavior::default());
-    let env = env_for(&fake, "HOP_SESSIONS 1\n");
+/// Three messages queued, then one queue run over one connection: what the
+/// fake server read.
+fn three_over_one_connection(fake: &FakeSmtp) -> Env {
+    let env = env_for(fake, "HOP_SESSIONS 1\n");
     for i in 0..3 {
         env.send(
             &[
@@ -407,9 +407,33 @@ fn a_queue_run_reuses_one_connection_per_host() {
         .expect(0, &env);
     }
     env.flush().expect(0, &env);
-    assert_eq!(fake.messages().len(), 3);
     assert_eq!(fake.connections(), 1, "{:?}", fake.commands());
-    // RSET between transactions, sent in one group with the next MAIL FROM.
+    assert_eq!(fake.commands().iter().filter(|c| *c == "QUIT").count(), 1);
+    env
+}
+
+#[test]
+fn a_queue_run_reuses_one_connection_per_host() {
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = three_over_one_connection(&fake);
+    assert_eq!(fake.messages().len(), 3);
+    // A 2xx final reply ends a transaction cleanly: the next MAIL FROM
+    // follows without RSET, in one group with its RCPT and DATA.
+    assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 0);
+    let groups = fake
+        .reads()
+        .into_iter()
+        .filter(|r| r.starts_with("MAIL FROM") && r.ends_with("DATA\r\n"))
+        .count();
+    assert_eq!(groups, 3, "{:?}", fake.reads());
+    assert!(env.queue_ids().is_empty());
+    // After a refused final reply the next transaction starts with RSET,
+    // sent in one group with its MAIL FROM.
+    let fake = FakeSmtp::start(Behavior {
+        data_reply: "451 4.3.0 try again later".into(),
+        ..Behavior::default()
+    });
+    let env = three_over_one_connection(&fake);
     assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 2);
     let group = fake
         .reads()
@@ -417,8 +441,7 @@ fn a_queue_run_reuses_one_connection_per_host() {
         .filter(|r| r.starts_with("RSET\r\nMAIL FROM"))
         .count();
     assert_eq!(group, 2, "{:?}", fake.reads());
-    assert_eq!(fake.commands().iter().filter(|c| *c == "QUIT").count(), 1);
-    assert!(env.queue_ids().is_empty());
+    assert_eq!(env.queue_ids().len(), 3);
 }
 
 #[test]

@@ -192,8 +192,9 @@ pub struct Session<T: Transport> {
     pub caps: Caps,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// A transaction was completed on this session: the next one starts with
-    /// RSET (pipelined with it when the server allows).
+    /// A transaction ran on this session and did not end with a 2xx final
+    /// reply (which clears the server's buffers, RFC 5321 §4.1.1.4): the
+    /// next one starts with RSET (pipelined with it when the server allows).
     pub needs_rset: bool,
     /// A read or write failed or timed out: the replies may be out of step
     /// with the commands, so the session must not be used again.
@@ -468,6 +469,8 @@ impl<T: Transport> Session<T> {
             .map(|(i, r)| format!("RCPT TO:<{r}>{}\r\n", self.rcpt_params(env, i)))
             .collect();
         let rset = std::mem::take(&mut self.needs_rset);
+        // Until a 2xx final reply says otherwise.
+        self.needs_rset = true;
         if self.caps.pipelining && self.caps.chunking && env.size <= BDAT_INLINE {
             return self.transaction_bdat(rset, &mail, &rcpt_lines, data, prepend, env);
         }
@@ -546,6 +549,7 @@ impl<T: Transport> Session<T> {
                 ));
             }
         };
+        self.needs_rset = !fin.is_ok();
         Ok(finish(results, fin, "end of data"))
     }
 
@@ -598,7 +602,10 @@ impl<T: Transport> Session<T> {
                 .collect());
         }
         match fin {
-            Ok(fin) => Ok(finish(results, fin, "BDAT")),
+            Ok(fin) => {
+                self.needs_rset = !fin.is_ok();
+                Ok(finish(results, fin, "BDAT"))
+            }
             // The data went out; the server may or may not have it.
             Err(e) => Ok(fill(
                 results,
@@ -638,7 +645,9 @@ impl<T: Transport> Session<T> {
             self.send("DATA", ".\r\n")?;
             let _ = self.read_reply("end of data", self.timeouts.data_done)?;
         }
-        self.rset()
+        self.rset()?;
+        self.needs_rset = false;
+        Ok(())
     }
 
     /// RSET, between transactions.
@@ -982,10 +991,24 @@ pub(crate) mod tests {
         assert!(
             matches!(&r[0], RcptResult::Deferred { cmd, why } if cmd == "RCPT TO" && why == "450 4.2.1 try later")
         );
-        // The final reply is refused: the accepted recipients bounce.
-        let replies = format!("{EHLO_CHUNK}250 ok\r\n250 ok\r\n554 5.7.1 spam\r\n");
-        let (r, _, _) = run(&replies, &["a@x"]);
+        // The final reply is refused: the accepted recipients bounce, and
+        // the next transaction starts with RSET, in its group.
+        let replies = format!(
+            "{EHLO_CHUNK}250 ok\r\n250 ok\r\n554 5.7.1 spam\r\n250 reset\r\n250 ok\r\n250 ok\r\n250 done\r\n"
+        );
+        let (r, mut s) = first(&replies);
         assert!(matches!(&r[0], RcptResult::Rejected { cmd, .. } if cmd == "BDAT"));
+        assert!(s.needs_rset);
+        let r = s
+            .transaction(&env(&["b@x"]), &mut &b"y\n"[..], &[])
+            .unwrap();
+        assert!(matches!(&r[0], RcptResult::Delivered(_)));
+        let writes = s.into_stream().writes;
+        let last = writes.into_iter().rfind(|w| !w.is_empty()).unwrap();
+        assert_eq!(
+            String::from_utf8(last).unwrap(),
+            "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<b@x>\r\nBDAT 3 LAST\r\ny\r\n"
+        );
         // The connection is lost before the final reply: deferred, never
         // lost, and the session is not used again.
         let replies = format!("{EHLO_CHUNK}250 ok\r\n250 ok\r\n");
@@ -997,13 +1020,13 @@ pub(crate) mod tests {
     #[test]
     fn bdat_on_a_reused_session_and_data_for_big_messages() {
         let replies = format!(
-            "{EHLO_CHUNK}250 ok\r\n250 ok\r\n250 done\r\n250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n"
+            "{EHLO_CHUNK}250 ok\r\n250 ok\r\n250 done\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n"
         );
         let (r, mut s) = first(&replies);
         assert!(matches!(&r[0], RcptResult::Delivered(_)));
-        // The next message starts with RSET, in the same write; this one is
-        // too big for one in-memory chunk and goes with DATA.
-        s.needs_rset = true;
+        // A 2xx final reply ended the transaction: no RSET before the next,
+        // which is too big for one in-memory chunk and goes with DATA.
+        assert!(!s.needs_rset);
         let big = Envelope {
             size: BDAT_INLINE + 1,
             ..env(&["b@x"])
@@ -1022,7 +1045,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             writes[2],
-            "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+            "MAIL FROM:<alice@example.org>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
         );
         assert!(script.sent().ends_with("y\r\n.\r\n"));
     }
