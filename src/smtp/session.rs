@@ -485,6 +485,7 @@ impl<T: Transport> Session<T> {
             (m, rs, Some(d))
         } else {
             let m = self.command("MAIL FROM", &mail)?;
+            let m = self.closing(m)?;
             let mut rs = Vec::new();
             if m.is_ok() {
                 for l in &rcpt_lines {
@@ -631,11 +632,23 @@ impl<T: Transport> Session<T> {
             }
         }
         let mail = self.read_reply("MAIL FROM", self.timeouts.command)?;
+        let mail = self.closing(mail)?;
         let mut rs = Vec::with_capacity(rcpts);
         for _ in 0..rcpts {
             rs.push(self.read_reply("RCPT TO", self.timeouts.command)?);
         }
         Ok((mail, rs))
+    }
+
+    /// A 421 to MAIL: the server is closing the connection (an idle kept
+    /// one timed out, say). A session failure, not the recipients' fate:
+    /// a kept connection is then replaced by a new one.
+    fn closing(&mut self, mail: Reply) -> Result<Reply, SessionError> {
+        if mail.code == 421 {
+            self.broken = true;
+            return Err(self.reply_err("MAIL FROM", mail));
+        }
+        Ok(mail)
     }
 
     /// After a transaction with nothing to send: answer a 354 with an empty
@@ -1048,6 +1061,21 @@ pub(crate) mod tests {
             "MAIL FROM:<alice@example.org>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
         );
         assert!(script.sent().ends_with("y\r\n.\r\n"));
+    }
+
+    #[test]
+    fn a_421_to_mail_ends_the_session() {
+        let replies = format!("{EHLO_CHUNK}421 4.4.2 timeout exceeded\r\n");
+        let mut s = Session::new(Script::new(&replies), "mx.test", Timeouts::default());
+        s.greeting().unwrap();
+        s.hello("me.test").unwrap();
+        let e = s
+            .transaction(&env(&["a@x"]), &mut &b"x\n"[..], &[])
+            .unwrap_err();
+        assert!(
+            matches!(&e, SessionError::Reply { cmd, reply, .. } if cmd == "MAIL FROM" && reply.code == 421)
+        );
+        assert!(s.broken);
     }
 
     #[test]
