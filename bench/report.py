@@ -73,6 +73,7 @@ def machine():
         ("Debian", sh("cat /etc/debian_version")),
         ("dma (Debian package)", debv),
         ("postfix (smtp-source)", pfv),
+        ("msmtp", sh("dpkg-query -W -f '${Version}' msmtp 2>/dev/null") or "not installed"),
         ("dma-rs commit", commit + (" (with uncommitted changes in src/)" if dirty else "")),
         ("python (sink)", platform.python_version()),
     ]
@@ -178,6 +179,11 @@ def main():
     L.append("- **smtp-source reference** (postfix " + dict(machine()).get("postfix (smtp-source)", "?") + "): "
              "`LD_LIBRARY_PATH=/opt/dma-rs-bench/postfix/usr/lib/postfix smtp-source -s 10 -m N -r R -l SIZE "
              "-f bench@bench.local -t r@bench.invalid 127.0.0.1:P`, against the same sink and settings.")
+    L.append("- **msmtp** (" + dict(machine()).get("msmtp", "not installed") + "), where it applies: the "
+             "relay_immediate rows (it has no queue; each `sendmail` call is one whole SMTP session). "
+             "`msmtp -C /dev/null --host=127.0.0.1 --port=P --from=bench@bench.local --domain=bench.local "
+             "--auth=off --tls=off -- r00@bench.invalid ...`, one call per message; submission stops at the "
+             "timeout and the row counts what got through.")
     L.append("")
     if params:
         L.append("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()) +
@@ -230,12 +236,14 @@ def main():
         if w.startswith("relay") or w.startswith("local"):
             unit = "rcpts/s" if w.startswith("relay") else "msgs/s"
             rows, ratios = ratio_rows(w, lambda r: throughput(r) if r else None)
-            S = by(recs, w, "smtp-source")
-            L.append(f"| round | dma-rs s | dma s | dma-rs {unit} | dma {unit} | ratio | dma-rs complete | dma complete" +
-                     (" | smtp-source s | smtp-source rcpts/s |" if S else " |"))
-            L.append("| --- " * (8 + (2 if S else 0)) + "|")
+            # Reference clients without a queue: msmtp (where it applies),
+            # smtp-source (no MTA at all).
+            refs = [(name, by(recs, w, name)) for name in ("msmtp", "smtp-source")]
+            refs = [(name, R) for name, R in refs if R]
+            L.append(f"| round | dma-rs s | dma s | dma-rs {unit} | dma {unit} | ratio | dma-rs complete | dma complete |" +
+                     "".join(f" {name} s | {name} rcpts/s |" for name, _ in refs))
+            L.append("| --- " * (8 + 2 * len(refs)) + "|")
             for rnd, va, vb, rr, ra, rb in rows:
-                s = next((x for x in S if x["round"] == rnd), None)
                 ca = f(ra.get("complete")) + ("" if ra.get("complete") else f" ({ra.get('delivered')}/{ra.get('expected')})")
                 cb = (f(rb.get("complete")) + ("" if rb.get("complete") else f" ({rb.get('delivered')}/{rb.get('expected')})")) if rb else "–"
                 if w.startswith("local"):
@@ -243,16 +251,19 @@ def main():
                     cb += "" if (rb or {}).get("intact") else " NOT INTACT"
                 line = (f"| {rnd} | {f(ra.get('seconds'))} | {f((rb or {}).get('seconds'))} | {f(va)} | {f(vb)} | "
                         f"{f(rr, '×')} | {ca} | {cb} |")
-                if S:
-                    line += f" {f(s and s.get('seconds'))} | {f(s and throughput(s))} |"
+                for _, R in refs:
+                    s = next((x for x in R if x["round"] == rnd), None)
+                    part = "" if not s or s.get("complete") else f" ({s.get('delivered')}/{s.get('expected')})"
+                    line += f" {f(s and s.get('seconds'))} | {f(s and throughput(s))}{part} |"
                 L.append(line)
             ma, mb = med([throughput(r) for r in A]), med([throughput(r) for r in B])
             mr = ma / mb if ma and mb else None
+            S = dict(refs).get("smtp-source", [])
             ms = med([throughput(r) for r in S]) if S else None
             line = (f"| **median** | {f(med([r.get('seconds') for r in A]))} | {f(med([r.get('seconds') for r in B]))} | "
                     f"**{f(ma)}** | **{f(mb)}** | **{f(mr, '×')}** | | |")
-            if S:
-                line += f" {f(med([r.get('seconds') for r in S]))} | {f(ms)} |"
+            for _, R in refs:
+                line += f" {f(med([r.get('seconds') for r in R]))} | {f(med([throughput(r) for r in R]))} |"
             L.append(line)
             L.append("")
             extra = []

@@ -3,6 +3,7 @@
 # - unpacks Debian's dma and postfix packages under /opt/dma-rs-bench (never installs them:
 #   dma, postfix and exim4 conflict and the machine's MTA must stay untouched)
 # - checks smtp-sink/smtp-source run from the unpacked tree
+# - installs msmtp (the client only) for the rows where it applies
 # - creates the local test users benchuser, bench01..bench50
 # - builds dma-rs (cargo build --release)
 set -eu
@@ -48,6 +49,9 @@ SMTP_SINK=$PF/usr/sbin/smtp-sink
 POSTFIX_LIBDIR=$PF/usr/lib/postfix
 EOT
 command -v /usr/bin/time >/dev/null || apt-get install -y time
+# msmtp (the client, not msmtp-mta: no MTA conflict), compared where it applies
+command -v msmtp >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends msmtp \
+    || echo "setup.sh: msmtp not installed: its columns are left out" >&2
 command -v unshare >/dev/null || { echo "need unshare (util-linux)" >&2; exit 1; }
 
 # test users (no home, no login)
