@@ -726,11 +726,35 @@ fn rcpt_results(replies: &[Reply]) -> Vec<Option<RcptResult>> {
                 None
             } else if r.code == 452 || r.status() == "4.5.3" {
                 Some(RcptResult::TooMany(r.clone()))
+            } else if r.code == 552 {
+                Some(soft_552(r))
             } else {
                 Some(failed("RCPT TO", r))
             }
         })
         .collect()
+}
+
+/// 552 to RCPT: "too many recipients" or "out of storage", which RFC 5321
+/// §4.5.3.1.10 tells clients to take as temporary (Postfix takes it as
+/// 452): the recipient waits, it does not bounce.
+fn soft_552(r: &Reply) -> RcptResult {
+    let mut soft = r.clone();
+    soft.code = 452;
+    // Its own enhanced status, if it gave one, becomes 4.x.y too.
+    let status = r.status();
+    if let Some(first) = soft.lines.first_mut()
+        && first.split_whitespace().next() == Some(status.as_str())
+    {
+        first.replace_range(0..1, "4");
+    }
+    if soft.status() == "4.5.3" {
+        return RcptResult::TooMany(soft);
+    }
+    RcptResult::Deferred {
+        cmd: "RCPT TO".into(),
+        why: format!("{} (a 552, taken as temporary)", soft.one_line()),
+    }
 }
 
 /// The final reply (to the dot or to BDAT LAST) for the accepted recipients.
@@ -1061,6 +1085,24 @@ pub(crate) mod tests {
             "MAIL FROM:<alice@example.org>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
         );
         assert!(script.sent().ends_with("y\r\n.\r\n"));
+    }
+
+    #[test]
+    fn a_552_to_rcpt_is_temporary() {
+        let replies = format!(
+            "{EHLO_CHUNK}250 ok\r\n552 5.2.2 mailbox full\r\n552 5.5.3 too many recipients\r\n552 no room\r\n250 ok\r\n250 done\r\n"
+        );
+        let (r, _, _) = run(&replies, &["a@x", "b@x", "c@x", "d@x"]);
+        assert!(
+            matches!(&r[0], RcptResult::Deferred { cmd, why } if cmd == "RCPT TO" && why == "452 4.2.2 mailbox full (a 552, taken as temporary)"),
+            "{r:?}"
+        );
+        assert!(matches!(&r[1], RcptResult::TooMany(rep) if rep.code == 452));
+        assert!(
+            matches!(&r[2], RcptResult::Deferred { why, .. } if why == "452 no room (a 552, taken as temporary)"),
+            "{r:?}"
+        );
+        assert!(matches!(&r[3], RcptResult::Delivered(_)));
     }
 
     #[test]
