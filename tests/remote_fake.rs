@@ -445,6 +445,42 @@ fn a_queue_run_reuses_one_connection_per_host() {
 }
 
 #[test]
+fn queue_workers_deliver_side_by_side() {
+    // The first session hangs after the data; a queue run with two workers
+    // (and two sessions per host) delivers the other message meanwhile,
+    // long before the hung one times out (with one worker it would wait for
+    // that timeout).
+    let fake = FakeSmtp::start(Behavior {
+        stall_after_first_data: true,
+        ..Behavior::default()
+    });
+    let env = env_for(&fake, "SMTP_TIMEOUT 10s\nQUEUE_WORKERS 2\nHOP_SESSIONS 2\n");
+    for rcpt in ["a@remote.example", "b@remote.example"] {
+        env.send(&["-odq", "-f", "s@example.org", rcpt], MSG)
+            .expect(0, &env);
+    }
+    let mut child = env.cmd("dma").arg("-q").spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !(fake.commands().iter().any(|c| c == "<stalled after data>")
+        && fake.messages().len() == 1)
+        && start.elapsed().as_secs() < 20
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let waited = start.elapsed();
+    assert_eq!(fake.messages().len(), 1, "{:?}", fake.commands());
+    assert!(
+        waited.as_secs() < 5,
+        "one message was delivered only after {waited:?}: the workers did not overlap"
+    );
+    assert_eq!(fake.connections(), 2);
+    // The hung one times out and waits for the next run.
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert_eq!(env.queue_ids().len(), 1, "{}", env.mailq().stdout());
+}
+
+#[test]
 fn a_crash_before_the_final_reply_is_recorded_resends_and_says_so() {
     let fake = FakeSmtp::start(Behavior {
         stall_after_first_data: true,

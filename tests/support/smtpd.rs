@@ -102,10 +102,14 @@ impl FakeSmtp {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
-                log2.lock().unwrap().connections += 1;
+                let n = {
+                    let mut log = log2.lock().unwrap();
+                    log.connections += 1;
+                    log.connections
+                };
                 let (b, log) = (b.clone(), log2.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(c, &b, &log);
+                    let _ = serve(c, n, &b, &log);
                 });
             }
         });
@@ -166,7 +170,8 @@ impl Write for Recorder {
     }
 }
 
-fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<()> {
+/// One session; `n` counts connections from 1.
+fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let conn: Box<dyn Conn> = match &b.tls {
         Some(cfg) => {
@@ -265,7 +270,7 @@ fn serve(s: TcpStream, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<(
             if b.drop_after_data {
                 return Ok(());
             }
-            if b.stall_after_first_data && log.lock().unwrap().connections == 1 {
+            if b.stall_after_first_data && n == 1 {
                 log.lock()
                     .unwrap()
                     .commands
