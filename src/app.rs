@@ -278,10 +278,24 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         DeliveryMode::Queue => {}
         DeliveryMode::Foreground => deliver_logged(ctx, locked),
         DeliveryMode::Background => {
+            let local_only = local_only(ctx, &locked.env);
+            // Let go of our message first: whichever runner sees it next
+            // (the waiting one, this process if it gets a slot, or one that
+            // re-scans after giving up its slot or its wait) can then take
+            // it. Holding it while looking for a runner would leave a moment
+            // in which a finishing runner skips it as busy.
+            drop(locked);
+            // Local mail is left to the runner that waits for it: nothing
+            // to start. Remote mail keeps a runner of its own: parallel
+            // connections count there, and a slow server must not hold up
+            // everything else.
+            if local_only && runner_waiting(ctx) {
+                return Ok(EX_OK);
+            }
             std::io::stdout().flush().ok();
             // The message is queued: whatever happens now, exit 0.
             match privsep::daemonize() {
-                Ok(()) => background(ctx, locked),
+                Ok(()) => background(ctx),
                 Err(e) => crate::notice!("can not go to the background ({e}); left queued"),
             }
         }
@@ -298,27 +312,15 @@ const FRESH: i64 = 300;
 /// `dma-local` session and kept connections, instead of by a runner each.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Background delivery after a submission. A message for local mailboxes
-/// only is left to the runner that waits for work, if there is one.
-/// Otherwise, if a runner slot is free, this process becomes a runner: it
-/// delivers its own message and then every fresh message that is due, over
-/// kept connections, until none is left, and waits a moment for more. If
-/// every slot is busy, the running runners will pick this message up: a
-/// storm of submissions is then delivered by a few processes over a few
-/// connections instead of one process and one connection per message.
-fn background(ctx: &mut Ctx, msg: Locked) {
-    let local_only = local_only(ctx, &msg.env);
-    // Let go of our message first: whichever runner sees it next (this
-    // process, if it gets a slot, or one that re-scans after giving up its
-    // slot or its wait) can then take it. Holding it while looking for a
-    // runner would leave a moment in which a finishing runner skips it as
-    // busy.
-    drop(msg);
-    // Remote mail keeps a runner of its own: parallel connections count
-    // there, and a slow server must not hold up everything else.
-    if local_only && runner_waiting(ctx) {
-        return;
-    }
+/// Background delivery after a submission that let go of its message and
+/// found no runner waiting for it. If a runner slot is free, this process
+/// becomes a runner: it delivers that message and then every fresh message
+/// that is due, over kept connections, until none is left, and waits a
+/// moment for more. If every slot is busy, the running runners will pick
+/// the message up: a storm of submissions is then delivered by a few
+/// processes over a few connections instead of one process and one
+/// connection per message.
+fn background(ctx: &mut Ctx) {
     // As many runners as a queue run has workers, each with its connections.
     let runners = ctx.config.queue_workers.max(1);
     let Some((slot, lock)) = (0..runners).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
