@@ -278,10 +278,24 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         DeliveryMode::Queue => {}
         DeliveryMode::Foreground => deliver_logged(ctx, locked),
         DeliveryMode::Background => {
+            let local_only = local_only(ctx, &locked.env);
+            // Let go of our message first: whichever runner sees it next
+            // (the waiting one, this process if it gets a slot, or one that
+            // re-scans after giving up its slot or its wait) can then take
+            // it. Holding it while looking for a runner would leave a moment
+            // in which a finishing runner skips it as busy.
+            drop(locked);
+            // Local mail is left to the runner that waits for it: nothing
+            // to start. Remote mail keeps a runner of its own: parallel
+            // connections count there, and a slow server must not hold up
+            // everything else.
+            if local_only && runner_waiting(ctx) {
+                return Ok(EX_OK);
+            }
             std::io::stdout().flush().ok();
             // The message is queued: whatever happens now, exit 0.
             match privsep::daemonize() {
-                Ok(()) => background(ctx, locked),
+                Ok(()) => background(ctx),
                 Err(e) => crate::notice!("can not go to the background ({e}); left queued"),
             }
         }
@@ -293,36 +307,56 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
 /// older ones wait for a queue run.
 const FRESH: i64 = 300;
 
-/// Background delivery after a submission. If a runner slot is free, this
-/// process becomes a runner: it delivers its own message and then every
-/// fresh message that is due, over kept connections, until none is left. If
-/// every slot is busy, the running runners will pick this message up: a
-/// storm of submissions is then delivered by a few processes over a few
-/// connections instead of one process and one connection per message.
-fn background(ctx: &mut Ctx, msg: Locked) {
-    // Let go of our message first: whichever runner sees it next (this
-    // process, if it gets a slot, or one that re-scans after giving up its
-    // slot) can then take it. Holding it while looking for a slot would
-    // leave a moment in which a finishing runner skips it as busy.
-    drop(msg);
+/// How long a runner with nothing left to do waits for more before it
+/// exits: a burst of submissions is then delivered by one process, over one
+/// `dma-local` session and kept connections, instead of by a runner each.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Background delivery after a submission that let go of its message and
+/// found no runner waiting for it. If a runner slot is free, this process
+/// becomes a runner: it delivers that message and then every fresh message
+/// that is due, over kept connections, until none is left, and waits a
+/// moment for more. If every slot is busy, the running runners will pick
+/// the message up: a storm of submissions is then delivered by a few
+/// processes over a few connections instead of one process and one
+/// connection per message.
+fn background(ctx: &mut Ctx) {
     // As many runners as a queue run has workers, each with its connections.
     let runners = ctx.config.queue_workers.max(1);
     let Some((slot, lock)) = (0..runners).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
         return;
     };
     ctx.pool = Some(crate::remote::Pool::default());
+    *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
     // Each message at most once per runner: a message that stays due (the
     // spool cannot be written, say) must not keep a runner spinning.
     let mut tried = std::collections::HashSet::new();
     let mut lock = Some(lock);
+    // Held while this is the runner that local mail is left to.
+    let mut waiting = None;
     loop {
-        if fresh_pass(ctx, &mut tried, true) {
+        if waiting.is_none() {
+            waiting = become_waiting(ctx);
+        }
+        if fresh_pass(ctx, &mut tried, true, &mut waiting) {
             continue;
         }
-        // Nothing left: give up the slot, then look once more, so that a
-        // message queued while every slot was busy is not left behind.
+        // Nothing left: wait a moment for more, if we are the waiting
+        // runner.
+        if waiting.is_some() {
+            if wait_for_work(ctx, &mut tried) {
+                continue;
+            }
+            drop(waiting.take());
+            // What was left to us just before we stopped waiting.
+            if fresh_pass(ctx, &mut tried, true, &mut waiting) {
+                continue;
+            }
+        }
+        // Give up the slot, then look once more, so that a message queued
+        // while every slot was busy is not left behind.
         drop(lock.take());
-        if !fresh_pass(ctx, &mut tried, false) {
+        if !fresh_pass(ctx, &mut tried, false, &mut waiting) {
             break;
         }
         match runner_lock(ctx, slot) {
@@ -333,32 +367,103 @@ fn background(ctx: &mut Ctx, msg: Locked) {
     if let Some(p) = ctx.pool.take() {
         p.close();
     }
+    ctx.helper_session.take();
     let _ = ctx.spool.sync();
+}
+
+/// Whether every recipient of `env` is a local one.
+fn local_only(ctx: &Ctx, env: &Envelope) -> bool {
+    env.rcpts.iter().all(|r| {
+        matches!(
+            address::classify(&r.addr, &ctx.local_domains),
+            address::Dest::Local(_)
+        )
+    })
+}
+
+/// Whether a runner waits for work (holds `SPOOLDIR/.runner.wait`).
+fn runner_waiting(ctx: &Ctx) -> bool {
+    std::fs::File::open(ctx.spool.dir().join(".runner.wait"))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// Becomes the runner that waits for work, unless one already is.
+fn become_waiting(ctx: &Ctx) -> Option<std::fs::File> {
+    try_lock_file(ctx, ".runner.wait")
+}
+
+/// Waits up to [`LINGER`] for a fresh message that is due and that nobody
+/// holds, woken by the spool directory's changes (a queued envelope, a
+/// submission letting go of its data file). Says whether one came.
+fn wait_for_work(ctx: &mut Ctx, tried: &mut std::collections::HashSet<String>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + LINGER;
+    let Ok(inotify) = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) else {
+        return false;
+    };
+    let watch = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
+    if inotify.add_watch(ctx.spool.dir(), watch).is_err() {
+        return false;
+    }
+    loop {
+        // What changed before the watch, or since the last look.
+        if fresh_pass(ctx, tried, false, &mut None) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return false,
+            Ok(_) => {
+                let _ = inotify.read_events();
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Takes runner slot `n` (a flock on `SPOOLDIR/.runner.<n>`), if free.
 fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
+    try_lock_file(ctx, &format!(".runner.{n}"))
+}
+
+/// Takes the flock on `SPOOLDIR/<name>` (made if missing), if free.
+fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o660)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(ctx.spool.dir().join(format!(".runner.{n}")))
+        .open(ctx.spool.dir().join(name))
         .ok()?;
     f.try_lock().ok()?;
+    // Runners of other users (set-group-id mail) must be able to take it
+    // and look at it, whatever our umask.
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
     Some(f)
 }
 
 /// One pass over the fresh messages not `tried` yet by this runner. With
 /// `deliver_them`, delivers what is due of each one not locked by someone
 /// else and says whether it delivered any; without, only says whether any
-/// is due.
+/// is due. Before a message with remote recipients, `waiting` is let go:
+/// local mail must not wait behind a slow server.
 fn fresh_pass(
     ctx: &mut Ctx,
     tried: &mut std::collections::HashSet<String>,
     deliver_them: bool,
+    waiting: &mut Option<std::fs::File>,
 ) -> bool {
     let since = format!("{:08x}", (crate::spool::now() - FRESH).max(0) as u32);
     let Ok(ids) = ctx.spool.ids() else {
@@ -388,6 +493,9 @@ fn fresh_pass(
         if let Ok(msg) = ctx.spool.open_locked(id) {
             found = true;
             tried.insert(id.clone());
+            if !local_only(ctx, &msg.env) {
+                drop(waiting.take());
+            }
             if let Err(e) = deliver::run(ctx, msg, false) {
                 crit!("{id}: delivery interrupted, left queued: {e}");
             }
@@ -494,6 +602,7 @@ fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
 /// Delivers the due part of each message of `ids`, one connection per host.
 fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     ctx.pool = Some(crate::remote::Pool::default());
+    *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
     for id in ids {
         match ctx.spool.open_locked(id) {
             Ok(msg) => {
@@ -509,6 +618,7 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     if let Some(p) = ctx.pool.take() {
         p.close();
     }
+    ctx.helper_session.take();
     let _ = ctx.spool.sync();
 }
 

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub forwards_visible_to: Option<u32>,
     /// SMTP connections kept open across the messages of a queue run.
     pub pool: Option<crate::remote::Pool>,
+    /// The `dma-local session` of a runner or queue worker.
+    pub helper_session: std::cell::RefCell<crate::local::session::Use>,
     aliases: Option<Result<Aliases, String>>,
 }
 
@@ -57,6 +59,7 @@ impl Ctx {
             helper: helper_path(),
             forwards_visible_to: None,
             pool: None,
+            helper_session: Default::default(),
             aliases: None,
         }
     }

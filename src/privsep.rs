@@ -123,6 +123,17 @@ pub fn new_session(cmd: &mut std::process::Command) {
     }
 }
 
+/// Takes ownership of descriptors just received over a socket
+/// (`SCM_RIGHTS`), so that each is closed exactly once.
+pub fn own_received_fds(raw: Vec<std::os::fd::RawFd>) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    raw.into_iter()
+        // SAFETY: the kernel has just installed these descriptors in this
+        // process for this message; nothing else refers to them.
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
 /// Sends SIGKILL to the process group `pgid`.
 pub fn kill_group(pgid: u32) {
     let _ = nix::sys::signal::killpg(

@@ -69,6 +69,41 @@ fn background_delivery_is_the_default() {
 }
 
 #[test]
+fn a_burst_of_background_local_mail_is_delivered_completely_through_one_session() {
+    if !need_root("background_delivery") {
+        return;
+    }
+    let env = Env::new("");
+    // Submissions leave their messages to the waiting runner, which delivers
+    // them through one dma-local session; none may be lost or left queued.
+    let users = [BOB, CAROL];
+    for i in 0..30 {
+        let mut c = env.cmd("sendmail");
+        c.arg(users[i % 2]);
+        let msg = format!("Subject: burst {i}\n\nmessage {i}\n");
+        env.run(c, msg.as_bytes(), None).expect(0, &env);
+    }
+    for (k, u) in users.iter().enumerate() {
+        let got = env.wait_for(u, 15);
+        assert_eq!(got.len(), 15, "{}", env.dump());
+        for i in (k..30).step_by(2) {
+            let body = format!("\nmessage {i}\n");
+            assert_eq!(
+                got.iter().filter(|m| m.contains(&body)).count(),
+                1,
+                "{i}: {}",
+                env.dump()
+            );
+        }
+    }
+    let start = std::time::Instant::now();
+    while !env.queue_ids().is_empty() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
 fn headers_added_without_blank_line_and_bcc_removed() {
     if !need_root("headers_added") {
         return;

@@ -8,6 +8,7 @@
 //!                   --recipient R --original R0 [--prepend H]...    < message
 //! dma-local file    --user U --origin O --path P --sender S [--prepend H]... < message
 //! (each also takes --config FILE, honoured only when not set-id)
+//! dma-local session                       (runs the above on request: see `session`)
 //! ```
 //!
 //! Run as root (set-user-id, or by root), it does the few steps that need
@@ -77,6 +78,15 @@ pub fn valid_user_name(name: &str) -> bool {
 
 /// The program's entry point; returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    if args.len() == 1 && args[0] == "session" {
+        crate::logging::init("dma-local", false);
+        return super::session::serve();
+    }
+    run_once(args)
+}
+
+/// One run, as `dma-local ARGS...`: by itself, or for a session request.
+pub fn run_once(args: Vec<String>) -> i32 {
     crate::logging::init("dma-local", false);
     privsep::ignore_sigxfsz();
     match run(&args) {

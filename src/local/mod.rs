@@ -6,6 +6,7 @@ pub mod file;
 pub mod helper;
 pub mod mbox;
 pub mod pipe;
+pub mod session;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -20,43 +21,34 @@ use dotforward::ForwardFile;
 /// Runs `dma-local MODE ARGS...` with the message (a duplicate of the locked
 /// data file descriptor, rewound) on stdin when `data` is given, so that the
 /// message lock is held until the helper is done, even if we die first.
-/// Returns its stdout, or the outcome its failure means.
+/// Returns its stdout, or the outcome its failure means. Goes through the
+/// run's helper session when it has one (see [`session`]).
 fn call(
     ctx: &Ctx,
     mode: &str,
     args: &[(&str, &str)],
     data: Option<&File>,
 ) -> Result<String, Outcome> {
-    let mut cmd = Command::new(&ctx.helper);
-    cmd.arg(mode);
+    let mut argv = vec![mode.to_string()];
     for (k, v) in args {
-        cmd.arg(format!("--{k}")).arg(v);
+        argv.push(format!("--{k}"));
+        argv.push(v.to_string());
     }
-    if let Some(c) = &ctx.config_override {
-        cmd.arg("--config").arg(c);
-    }
-    match data {
-        Some(f) => {
-            let input = f
-                .try_clone()
+    let input = match data {
+        Some(f) => Some(
+            f.try_clone()
                 .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
                 .map_err(|e| {
                     Outcome::Deferred(format!("4.3.0 can not read the queued message: {e}"))
-                })?;
-            cmd.stdin(input);
-        }
-        None => {
-            cmd.stdin(Stdio::null());
-        }
-    }
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| {
-            Outcome::Deferred(format!("4.3.0 can not run {}: {e}", ctx.helper.display()))
-        })?;
-    let err = String::from_utf8_lossy(&out.stderr);
+                })?,
+        ),
+        None => None,
+    };
+    let (status, stdout, stderr) = match call_session(ctx, &argv, input.as_ref())? {
+        Some(done) => done,
+        None => call_exec(ctx, &argv, input)?,
+    };
+    let err = String::from_utf8_lossy(&stderr);
     let reason = err
         .lines()
         .map(str::trim)
@@ -70,19 +62,91 @@ fn call(
             reason.clone()
         }
     };
-    match out.status.code() {
-        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Some(EX_NOUSER | EX_UNAVAILABLE) => {
-            Err(Outcome::Failed(or("5.0.0 dma-local failed".into())))
-        }
-        Some(code) => Err(Outcome::Deferred(or(format!(
+    match status {
+        Ok(0) => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+        Ok(EX_NOUSER | EX_UNAVAILABLE) => Err(Outcome::Failed(or("5.0.0 dma-local failed".into()))),
+        Ok(code) => Err(Outcome::Deferred(or(format!(
             "4.3.0 dma-local exited {code}"
         )))),
-        None => Err(Outcome::Deferred(format!(
-            "4.3.0 dma-local ended by a signal: {}",
-            out.status
+        Err(signal) => Err(Outcome::Deferred(format!(
+            "4.3.0 dma-local ended by signal {signal}"
         ))),
     }
+}
+
+/// A helper run's exit code (or the signal that ended it), stdout, stderr.
+type Ran = (Result<i32, i32>, Vec<u8>, Vec<u8>);
+
+/// Runs the helper through the run's session, starting it on first use.
+/// `Ok(None)`: this run has no session (or it broke before taking the
+/// request): run the helper directly.
+fn call_session(ctx: &Ctx, argv: &[String], input: Option<&File>) -> Result<Option<Ran>, Outcome> {
+    use session::{CallError, Use};
+    if ctx
+        .config_override
+        .as_ref()
+        .is_some_and(|c| c.to_str().is_none())
+    {
+        return Ok(None);
+    }
+    let mut slot = ctx.helper_session.borrow_mut();
+    if matches!(*slot, Use::Wanted) {
+        *slot = match session::Session::start(&ctx.helper) {
+            Ok(s) => Use::Open(s),
+            Err(e) => {
+                crate::warning!("can not start a dma-local session ({e}); running it per delivery");
+                Use::Failed
+            }
+        };
+    }
+    let Use::Open(s) = &mut *slot else {
+        return Ok(None);
+    };
+    let mut argv = argv.to_vec();
+    if let Some(c) = ctx.config_override.as_ref().and_then(|c| c.to_str()) {
+        argv.push("--config".into());
+        argv.push(c.to_string());
+    }
+    use std::os::fd::AsFd;
+    match s.call(&argv, input.map(|f| f.as_fd())) {
+        Ok(f) => Ok(Some((f.code, f.stdout, f.stderr))),
+        Err(CallError::NotSent(e)) => {
+            crate::warning!("dma-local session lost ({e}); running it per delivery");
+            *slot = Use::Failed;
+            Ok(None)
+        }
+        Err(CallError::Lost(e)) => {
+            *slot = Use::Failed;
+            Err(Outcome::Deferred(format!(
+                "4.3.0 dma-local session ended during the delivery: {e}"
+            )))
+        }
+    }
+}
+
+/// Runs the helper as a program of its own.
+fn call_exec(ctx: &Ctx, argv: &[String], input: Option<File>) -> Result<Ran, Outcome> {
+    let mut cmd = Command::new(&ctx.helper);
+    cmd.args(argv);
+    if let Some(c) = &ctx.config_override {
+        cmd.arg("--config").arg(c);
+    }
+    match input {
+        Some(f) => cmd.stdin(f),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Outcome::Deferred(format!("4.3.0 can not run {}: {e}", ctx.helper.display()))
+        })?;
+    let status = match out.status.code() {
+        Some(c) => Ok(c),
+        None => Err(std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0)),
+    };
+    Ok((status, out.stdout, out.stderr))
 }
 
 fn sender_arg(sender: &str) -> &str {

@@ -1,0 +1,319 @@
+//! `dma-local session`: one helper process for the many deliveries of a
+//! runner, instead of one exec of the helper per delivery.
+//!
+//! Starting a program is what local delivery cost most: the exec, the
+//! dynamic loader, and in the user's process the NSS modules that
+//! `getgrouplist` loads. A runner (a background delivery or a queue worker)
+//! therefore starts `dma-local session` once, with one end of a
+//! `SOCK_SEQPACKET` socket pair as its stdin, and hands it each run:
+//!
+//! - request, one packet: the arguments of one `dma-local` run, each followed
+//!   by a NUL (what its command line would be), with three descriptors
+//!   attached (`SCM_RIGHTS`): the run's stdin, stdout and stderr;
+//! - answer, one packet: the run's exit code, 4 bytes little-endian; a run
+//!   ended by signal N answers `-N`.
+//!
+//! For each request the session forks a process that takes the three
+//! descriptors as 0, 1 and 2, lets go of the socket, and does exactly what
+//! `dma-local ARGS...` does (same checks, same configuration rules, same
+//! child that becomes the user). The session itself only receives, forks and
+//! waits: it never reads a message, a mailbox or a user's file. It loads the
+//! group database's NSS modules once, so that the per-request processes
+//! inherit them instead of loading them again.
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
+    recvmsg, send, sendmsg, socketpair,
+};
+use nix::sys::wait::{WaitStatus, waitpid};
+
+use crate::exit::{EX_OK, EX_OSERR, EX_TEMPFAIL, EX_USAGE};
+use crate::privsep::{self, Forked};
+
+/// The largest request: arguments are addresses, header lines and a path.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// How a run through the session ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit code, or `Err(N)` if signal N ended it.
+    pub code: Result<i32, i32>,
+    /// What it wrote on stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote on stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Why a run through the session did not come back.
+#[derive(Debug)]
+pub enum CallError {
+    /// The request never reached the session: nothing was done, the caller
+    /// may run the helper itself.
+    NotSent(io::Error),
+    /// The request went out but no answer came back: whether it was done
+    /// is unknown.
+    Lost(io::Error),
+}
+
+/// Whether a run goes through a session.
+#[derive(Debug, Default)]
+pub enum Use {
+    /// No: every delivery runs the helper (a single delivery, `-bv`).
+    #[default]
+    Off,
+    /// Yes, started at the first delivery (runners and queue workers).
+    Wanted,
+    /// Started.
+    Open(Session),
+    /// It could not be started or broke: every delivery runs the helper.
+    Failed,
+}
+
+/// A running `dma-local session`. Dropping it ends the session (it sees the
+/// end of its socket) and waits for it.
+#[derive(Debug)]
+pub struct Session {
+    sock: OwnedFd,
+    child: Child,
+}
+
+impl Session {
+    /// Starts `helper session`.
+    pub fn start(helper: &Path) -> io::Result<Session> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let child = Command::new(helper)
+            .arg("session")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Session { sock: ours, child })
+    }
+
+    /// Runs `dma-local ARGS...` in the session with `stdin` (or /dev/null)
+    /// and collects its output, as `Command::output` would.
+    pub fn call(
+        &mut self,
+        args: &[String],
+        stdin: Option<BorrowedFd>,
+    ) -> Result<Finished, CallError> {
+        let not_sent = CallError::NotSent;
+        let null;
+        let stdin = match stdin {
+            Some(f) => f,
+            None => {
+                null = std::fs::File::open("/dev/null").map_err(not_sent)?;
+                null.as_fd()
+            }
+        };
+        let (out_r, out_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| not_sent(e.into()))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| not_sent(e.into()))?;
+        let mut packet = Vec::new();
+        for a in args {
+            packet.extend_from_slice(a.as_bytes());
+            packet.push(0);
+        }
+        if packet.len() > MAX_REQUEST {
+            return Err(not_sent(io::Error::other("request too long")));
+        }
+        let fds = [stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&packet)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| not_sent(e.into()))?;
+        // Only the run holds the write ends now: end of file is its end.
+        drop((out_w, err_w));
+        let lost = CallError::Lost;
+        let (stdout, stderr) = read_both(out_r, err_r).map_err(lost)?;
+        let mut answer = [0u8; 4];
+        let n = recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty())
+            .map_err(|e| lost(e.into()))?;
+        if n != 4 {
+            return Err(lost(io::Error::other("dma-local session ended")));
+        }
+        let code = i32::from_le_bytes(answer);
+        Ok(Finished {
+            code: if code >= 0 { Ok(code) } else { Err(-code) },
+            stdout,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closing our end tells the session to finish.
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads two pipes to their end at once (a run may fill either first).
+fn read_both(out: OwnedFd, err: OwnedFd) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut files = [
+        Some(std::fs::File::from(out)),
+        Some(std::fs::File::from(err)),
+    ];
+    let mut bufs = [Vec::new(), Vec::new()];
+    let mut chunk = [0u8; 8192];
+    while files.iter().any(Option::is_some) {
+        let ready: Vec<usize> = {
+            let open: Vec<usize> = (0..2).filter(|&i| files[i].is_some()).collect();
+            let mut pfds: Vec<PollFd> = open
+                .iter()
+                .map(|&i| PollFd::new(files[i].as_ref().expect("open").as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut pfds, nix::poll::PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            open.iter()
+                .zip(&pfds)
+                .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(&i, _)| i)
+                .collect()
+        };
+        for i in ready {
+            let f = files[i].as_mut().expect("polled");
+            match f.read(&mut chunk) {
+                Ok(0) => files[i] = None,
+                Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let [o, e] = bufs;
+    Ok((o, e))
+}
+
+/// The session's side: serves requests on stdin until it is closed.
+/// Returns the exit code.
+pub fn serve() -> i32 {
+    if privsep::is_setid() {
+        // Nothing here reads the environment; nothing may inherit it.
+        privsep::clear_env(&[]);
+    }
+    // Off descriptor 0, which every request's process takes for its stdin.
+    let sock = match nix::unistd::dup(std::io::stdin().as_fd()) {
+        Ok(s) => s,
+        Err(_) => return EX_OSERR,
+    };
+    let _ = std::fs::File::open("/dev/null").map(|n| nix::unistd::dup2_stdin(&n));
+    // Load the group database's modules once; each request's process (and
+    // the user's process it forks) inherits them.
+    let _ = nix::unistd::getgrouplist(c"root", nix::unistd::Gid::from_raw(0));
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let (n, fds) = match receive(&sock, &mut buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => return EX_OK,
+            Err(_) => return EX_OSERR,
+        };
+        let code = if fds.len() != 3 || n == 0 {
+            EX_USAGE
+        } else {
+            let args: Vec<String> = buf[..n]
+                .strip_suffix(&[0])
+                .unwrap_or(&buf[..n])
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            run_one(&sock, fds, args)
+        };
+        if send(
+            sock.as_raw_fd(),
+            &code.to_le_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .is_err()
+        {
+            return EX_OK;
+        }
+    }
+}
+
+/// Receives one request: its length and descriptors; `None` at the end.
+fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut raw = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                raw.extend(fds);
+            }
+        }
+    }
+    let fds = privsep::own_received_fds(raw);
+    if msg.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
+        // Too long, or descriptors lost: refuse the request.
+        return Ok(Some((0, fds)));
+    }
+    Ok(Some((msg.bytes, fds)))
+}
+
+/// Runs one request in a process of its own; returns its exit code (`-N`
+/// for signal N).
+fn run_one(sock: &OwnedFd, fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
+    match privsep::fork() {
+        Ok(Forked::Child) => {
+            let ok = nix::unistd::dup2_stdin(&fds[0])
+                .and_then(|_| nix::unistd::dup2_stdout(&fds[1]))
+                .and_then(|_| nix::unistd::dup2_stderr(&fds[2]));
+            drop(fds);
+            // The run (and the user's process it forks) must not reach the
+            // session's socket.
+            let _ = nix::unistd::close(sock.as_raw_fd());
+            if ok.is_err() {
+                std::process::exit(EX_OSERR);
+            }
+            std::process::exit(super::helper::run_once(args));
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(fds);
+            match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
+                _ => EX_TEMPFAIL,
+            }
+        }
+        Err(_) => EX_TEMPFAIL,
+    }
+}
