@@ -354,7 +354,13 @@ fn background(ctx: &mut Ctx) {
             }
         }
         // Give up the slot, then look once more, so that a message queued
-        // while every slot was busy is not left behind.
+        // while every slot was busy is not left behind. The connections go
+        // first: whoever takes the slot opens its own, and a smarthost that
+        // allows 10 sessions per client must never see more than a slot's
+        // worth.
+        if let Some(p) = ctx.pool.as_ref() {
+            p.close();
+        }
         drop(lock.take());
         if !fresh_pass(ctx, &mut tried, false, &mut waiting) {
             break;
