@@ -286,10 +286,11 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             // in which a finishing runner skips it as busy.
             drop(locked);
             // Local mail is left to the runner that waits for it: nothing
-            // to start. Remote mail keeps a runner of its own: parallel
-            // connections count there, and a slow server must not hold up
-            // everything else.
-            if local_only && runner_waiting(ctx) {
+            // to start. Remote mail only to a runner that is idle right now
+            // (with its connections open): otherwise it gets a runner of its
+            // own, since parallel connections count there and a slow server
+            // must not hold up everything else.
+            if (local_only && runner_holds(ctx, WAITING)) || runner_holds(ctx, IDLE) {
                 return Ok(EX_OK);
             }
             std::io::stdout().flush().ok();
@@ -387,19 +388,26 @@ fn local_only(ctx: &Ctx, env: &Envelope) -> bool {
     })
 }
 
-/// Whether a runner waits for work (holds `SPOOLDIR/.runner.wait`).
-fn runner_waiting(ctx: &Ctx) -> bool {
-    std::fs::File::open(ctx.spool.dir().join(".runner.wait"))
+/// Held by the runner that local mail is left to (while it delivers local
+/// mail, or waits for more).
+const WAITING: &str = ".runner.wait";
+/// Held by that runner while it waits with nothing to do: any mail may be
+/// left to it.
+const IDLE: &str = ".runner.idle";
+
+/// Whether a runner holds the lock `SPOOLDIR/<name>`.
+fn runner_holds(ctx: &Ctx, name: &str) -> bool {
+    std::fs::File::open(ctx.spool.dir().join(name))
         .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// Becomes the runner that waits for work, unless one already is.
 fn become_waiting(ctx: &Ctx) -> Option<std::fs::File> {
-    try_lock_file(ctx, ".runner.wait")
+    try_lock_file(ctx, WAITING)
 }
 
 /// Waits up to [`LINGER`] for a fresh message that is due and that nobody
-/// holds, woken by the spool directory's changes (a queued envelope, a
+/// holds (holding [`IDLE`] meanwhile), woken by the spool directory's changes (a queued envelope, a
 /// submission letting go of its data file). Says whether one came.
 fn wait_for_work(ctx: &mut Ctx, tried: &mut std::collections::HashSet<String>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -413,6 +421,10 @@ fn wait_for_work(ctx: &mut Ctx, tried: &mut std::collections::HashSet<String>) -
     if inotify.add_watch(ctx.spool.dir(), watch).is_err() {
         return false;
     }
+    // Idle (until this returns): submissions may leave any mail to us. Taken
+    // after the watch, let go before the next delivery pass: whatever a
+    // submission left because it saw this lock is seen.
+    let _idle = try_lock_file(ctx, IDLE);
     loop {
         // What changed before the watch, or since the last look.
         if fresh_pass(ctx, tried, false, &mut None) {

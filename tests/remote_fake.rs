@@ -445,6 +445,30 @@ fn a_queue_run_reuses_one_connection_per_host() {
 }
 
 #[test]
+fn background_mail_is_left_to_the_idle_runner_and_its_connection() {
+    // The first submission's runner delivers and then waits a moment with
+    // its connection open; the next submissions leave their mail to it:
+    // one connection, no runner of their own.
+    let fake = FakeSmtp::start(Behavior::default());
+    let env = env_for(&fake, "");
+    for i in 0..3 {
+        let rcpt = format!("r{i}@remote.example");
+        let mut c = env.cmd("sendmail");
+        c.args(["-f", "s@example.org", &rcpt]);
+        env.run(c, MSG.as_bytes(), None).expect(0, &env);
+        let start = std::time::Instant::now();
+        while fake.messages().len() <= i && start.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(fake.messages().len(), i + 1, "{:?}", fake.commands());
+    }
+    assert_eq!(fake.connections(), 1, "{:?}", fake.commands());
+    // No RSET needed between them, and the queue is empty.
+    assert_eq!(fake.commands().iter().filter(|c| *c == "RSET").count(), 0);
+    assert!(env.queue_ids().is_empty(), "{}", env.mailq().stdout());
+}
+
+#[test]
 fn queue_workers_deliver_side_by_side() {
     // The first session hangs after the data; a queue run with two workers
     // (and two sessions per host) delivers the other message meanwhile,
