@@ -195,7 +195,7 @@ pub struct Session<T: Transport> {
     /// A transaction ran on this session and did not end with a 2xx final
     /// reply (which clears the server's buffers, RFC 5321 §4.1.1.4): the
     /// next one starts with RSET (pipelined with it when the server allows).
-    pub needs_rset: bool,
+    needs_rset: bool,
     /// A read or write failed or timed out: the replies may be out of step
     /// with the commands, so the session must not be used again.
     pub broken: bool,
@@ -468,15 +468,15 @@ impl<T: Transport> Session<T> {
             .enumerate()
             .map(|(i, r)| format!("RCPT TO:<{r}>{}\r\n", self.rcpt_params(env, i)))
             .collect();
-        let rset = std::mem::take(&mut self.needs_rset);
-        // Until a 2xx final reply says otherwise.
-        self.needs_rset = true;
+        let rset = self.needs_rset;
         if self.caps.pipelining && self.caps.chunking && env.size <= BDAT_INLINE {
             return self.transaction_bdat(rset, &mail, &rcpt_lines, data, prepend, env);
         }
         if rset && !self.caps.pipelining {
             self.rset()?;
         }
+        // A transaction begins: until a 2xx final reply says otherwise.
+        self.needs_rset = true;
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
             let group = envelope_group(rset, &mail, &rcpt_lines, b"DATA\r\n");
             self.write("MAIL FROM", &group, self.timeouts.command)?;
@@ -568,7 +568,6 @@ impl<T: Transport> Session<T> {
         let mut chunk = Vec::with_capacity(env.size as usize + 256);
         if let Err(e) = body::write_chunk(data, prepend, &mut chunk) {
             // Nothing sent: the session is as it was.
-            self.needs_rset = rset;
             return Ok(env
                 .rcpts
                 .iter()
@@ -582,6 +581,8 @@ impl<T: Transport> Session<T> {
         last.append(&mut chunk);
         let group = envelope_group(rset, mail, rcpt_lines, &last);
         drop(last);
+        // A transaction begins: until a 2xx final reply says otherwise.
+        self.needs_rset = true;
         self.write("MAIL FROM", &group, self.timeouts.data_block)?;
         drop(group);
         let (mail_reply, rcpt_replies) = self.envelope_replies(rset, rcpt_lines.len())?;
@@ -658,15 +659,14 @@ impl<T: Transport> Session<T> {
             self.send("DATA", ".\r\n")?;
             let _ = self.read_reply("end of data", self.timeouts.data_done)?;
         }
-        self.rset()?;
-        self.needs_rset = false;
-        Ok(())
+        self.rset()
     }
 
-    /// RSET, between transactions.
-    pub fn rset(&mut self) -> Result<(), SessionError> {
+    /// RSET, between transactions: the server's buffers are clear after it.
+    fn rset(&mut self) -> Result<(), SessionError> {
         let r = self.command("RSET", "RSET\r\n")?;
         if r.is_ok() {
+            self.needs_rset = false;
             Ok(())
         } else {
             Err(self.reply_err("RSET", r))
