@@ -112,37 +112,31 @@ fn a_verified_certificate_delivers() {
     assert!(env.queue_ids().is_empty());
 }
 
-#[test]
-fn a_wrong_host_name_defers() {
+/// A server with a leaf for `names` (self-signed or expired as asked): the
+/// message is deferred for `why` and nothing is sent.
+fn refused_certificate_defers(names: &[&str], self_signed: bool, expired: bool, why: &str) {
     let ca = Ca::new();
-    let (c, k) = ca.leaf(&["other.example"], false, false);
+    let (c, k) = ca.leaf(names, self_signed, expired);
     let fake = server(c, k);
     let env = env_for(&fake, &ca, "");
     env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
         .expect(0, &env);
-    deferred_and_nothing_sent(&env, &fake, "certificate");
+    deferred_and_nothing_sent(&env, &fake, why);
+}
+
+#[test]
+fn a_wrong_host_name_defers() {
+    refused_certificate_defers(&["other.example"], false, false, "certificate");
 }
 
 #[test]
 fn a_self_signed_certificate_without_pin_defers() {
-    let ca = Ca::new();
-    let (c, k) = ca.leaf(&["127.0.0.1"], true, false);
-    let fake = server(c, k);
-    let env = env_for(&fake, &ca, "");
-    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
-        .expect(0, &env);
-    deferred_and_nothing_sent(&env, &fake, "certificate");
+    refused_certificate_defers(&["127.0.0.1"], true, false, "certificate");
 }
 
 #[test]
 fn an_expired_certificate_defers() {
-    let ca = Ca::new();
-    let (c, k) = ca.leaf(&["127.0.0.1"], false, true);
-    let fake = server(c, k);
-    let env = env_for(&fake, &ca, "");
-    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
-        .expect(0, &env);
-    deferred_and_nothing_sent(&env, &fake, "expired");
+    refused_certificate_defers(&["127.0.0.1"], false, true, "expired");
 }
 
 #[test]
