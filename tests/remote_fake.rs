@@ -251,20 +251,31 @@ fn too_many_recipients_go_in_further_transactions() {
     assert!(env.queue_ids().is_empty(), "{}", env.dump());
 }
 
+/// EHLO keywords of a server that offers AUTH.
+fn auth_ehlo() -> Vec<String> {
+    vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()]
+}
+
+/// An environment and its auth.conf, with a password for 127.0.0.1.
+fn env_with_auth() -> (Env, std::path::PathBuf) {
+    let env = Env::new("");
+    let auth = env.dir.path().join("auth.conf");
+    std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+    (env, auth)
+}
+
 #[test]
 fn auth_failure_defers_and_the_next_smarthost_is_used() {
     let bad = FakeSmtp::start(Behavior {
-        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        ehlo: auth_ehlo(),
         auth_reply: "535 5.7.8 authentication failed".into(),
         ..Behavior::default()
     });
     let good = FakeSmtp::start(Behavior {
-        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        ehlo: auth_ehlo(),
         ..Behavior::default()
     });
-    let env = Env::new("");
-    let auth = env.dir.path().join("auth.conf");
-    std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+    let (env, auth) = env_with_auth();
     // Only one smarthost: the 535 defers, nothing bounces.
     env.write_conf(&format!(
         "SMARTHOST 127.0.0.1:{}\nAUTHPATH {}\nINSECURE\n",
@@ -294,12 +305,10 @@ fn auth_failure_defers_and_the_next_smarthost_is_used() {
 #[test]
 fn no_password_in_the_clear_without_insecure() {
     let fake = FakeSmtp::start(Behavior {
-        ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+        ehlo: auth_ehlo(),
         ..Behavior::default()
     });
-    let env = Env::new("");
-    let auth = env.dir.path().join("auth.conf");
-    std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+    let (env, auth) = env_with_auth();
     env.write_conf(&format!(
         "SMARTHOST 127.0.0.1:{}\nAUTHPATH {}\n",
         fake.port(),
