@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod installed;
+
 use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
