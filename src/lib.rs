@@ -29,6 +29,7 @@ pub mod mailq;
 pub mod privsep;
 pub mod remote;
 pub mod route;
+pub mod runner;
 pub mod smtp;
 pub mod spool;
 

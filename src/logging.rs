@@ -13,6 +13,10 @@ use nix::syslog::{Facility, LogFlags, Priority, Severity};
 struct State {
     base: String,
     verbose: bool,
+    /// `-v` in a runner: mirror only lines about this uid's messages.
+    only_for: Option<u32>,
+    /// Whose message is being worked on (its submitter's uid).
+    owner: Option<u32>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -53,8 +57,27 @@ pub fn init(tag: &str, verbose: bool) {
     *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
         base: tag.to_string(),
         verbose,
+        only_for: None,
+        owner: None,
     });
     open(tag);
+}
+
+/// In a runner that another user's `-v` asked for: mirror to stderr only
+/// the lines written while a message that `uid` submitted is worked on
+/// (`None`: every line). Other users' recipients, `.forward` expansions and
+/// replies are none of the caller's business.
+pub fn mirror_only_for(uid: Option<u32>) {
+    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.only_for = uid;
+    }
+}
+
+/// Says whose message (its submitter's uid) the next lines are about.
+pub fn set_message_owner(uid: Option<u32>) {
+    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.owner = uid;
+    }
 }
 
 /// Switches the syslog tag to `tag[id]` for the message being worked on.
@@ -95,7 +118,7 @@ pub fn log(level: Level, msg: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .is_some_and(|s| s.verbose);
+        .is_some_and(|s| s.verbose && (s.only_for.is_none() || s.owner == s.only_for));
     if verbose && level != Level::Debug {
         let _ = writeln!(std::io::stderr(), "{}: {msg}", crate::progname());
     }

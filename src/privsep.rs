@@ -12,12 +12,116 @@
 
 #![allow(unsafe_code)] // fork(2) is unsafe in nix; every call site is single-threaded.
 
-use nix::unistd::{self, ForkResult, Uid, User};
+use std::sync::OnceLock;
+
+use nix::unistd::{self, ForkResult, Gid, Uid, User};
 
 /// Whether this process runs with set-id privilege (effective ids that differ
 /// from the real ones).
 pub fn is_setid() -> bool {
     unistd::getuid() != unistd::geteuid() || unistd::getgid() != unistd::getegid()
+}
+
+/// Whether `dma-local` was started set-id, recorded before its first change
+/// of ids (see [`record_start`]).
+static STARTED_SETID: OnceLock<bool> = OnceLock::new();
+
+/// Records, before any change of ids, whether this process was started
+/// set-id. `dma-local` calls it first: once it has become root entirely it
+/// can no longer tell, and everything it trusts (its `--config` argument
+/// above all) depends on it. The first call wins.
+pub fn record_start() -> bool {
+    *STARTED_SETID.get_or_init(is_setid)
+}
+
+/// Whether this process was started set-id (see [`record_start`]; before
+/// it is called, whether it runs set-id now).
+pub fn started_setid() -> bool {
+    STARTED_SETID.get().copied().unwrap_or_else(is_setid)
+}
+
+/// Becomes root entirely (real, effective and saved ids, no supplementary
+/// groups), so that the user who started a set-user-id program can no
+/// longer signal it, trace it or see into it.
+pub fn become_root() -> nix::Result<()> {
+    unistd::setgroups(&[])?;
+    unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
+    unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+}
+
+/// The resource limits a delivery process gets, whatever its caller had:
+/// `(resource, soft, hard)`. Unlimited where the kernel default is, the
+/// usual defaults elsewhere; no core files (set-id programs must not leave
+/// them).
+fn sane_limits() -> Vec<(nix::sys::resource::Resource, u64, u64)> {
+    use nix::sys::resource::{RLIM_INFINITY as INF, Resource::*};
+    vec![
+        (RLIMIT_CPU, INF, INF),
+        (RLIMIT_FSIZE, INF, INF),
+        (RLIMIT_DATA, INF, INF),
+        (RLIMIT_STACK, 8 << 20, INF),
+        (RLIMIT_CORE, 0, 0),
+        (RLIMIT_RSS, INF, INF),
+        (RLIMIT_NPROC, INF, INF),
+        (RLIMIT_NOFILE, 1024, 4096),
+        (RLIMIT_MEMLOCK, 8 << 20, 8 << 20),
+        (RLIMIT_AS, INF, INF),
+        (RLIMIT_LOCKS, INF, INF),
+        (RLIMIT_SIGPENDING, 16384, 16384),
+        (RLIMIT_MSGQUEUE, 819200, 819200),
+        (RLIMIT_NICE, 0, 0),
+        (RLIMIT_RTPRIO, 0, 0),
+        (RLIMIT_RTTIME, INF, INF),
+    ]
+}
+
+/// Gives this process a clean, fixed state, whatever its caller left it:
+/// umask 077, the resource limits of [`sane_limits`] (as root; otherwise
+/// each soft limit raised to its hard one), no descriptors above 2, every
+/// signal at its default and none blocked (SIGPIPE and SIGXFSZ then
+/// ignored: a write error must be an error, not a kill), scheduling
+/// priority 0 and every CPU allowed (as root). For `dma-local`, first
+/// thing, and so for every runner and delivery process it starts.
+pub fn reset_process_state() {
+    use nix::sys::resource::{getrlimit, setrlimit};
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let root = unistd::geteuid().is_root();
+    for (res, soft, hard) in sane_limits() {
+        if !root || setrlimit(res, soft, hard).is_err() {
+            // Without root a lowered hard limit stays: raise what we may.
+            if let Ok((_, h)) = getrlimit(res) {
+                let _ = setrlimit(res, soft.min(h), h);
+            }
+        }
+    }
+    // SAFETY: close_range(2) only closes descriptors; nothing of ours above
+    // 2 is open this early (the caller's are what we close).
+    unsafe { nix::libc::close_range(3, u32::MAX, 0) };
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        let handler = if matches!(sig, Signal::SIGPIPE | Signal::SIGXFSZ) {
+            SigHandler::SigIgn
+        } else {
+            SigHandler::SigDfl
+        };
+        // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal context.
+        let _ = unsafe { signal(sig, handler) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    if root {
+        // SAFETY: plain system calls on this process, with valid arguments.
+        unsafe {
+            nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 0);
+            let mut all: nix::libc::cpu_set_t = std::mem::zeroed();
+            for cpu in 0..nix::libc::CPU_SETSIZE as usize {
+                nix::libc::CPU_SET(cpu, &mut all);
+            }
+            nix::libc::sched_setaffinity(0, std::mem::size_of_val(&all), &all);
+        }
+    }
 }
 
 /// Gives up set-id privilege for good (for `-C`): effective and saved ids
@@ -66,26 +170,6 @@ pub fn fork() -> nix::Result<Forked> {
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         ForkResult::Child => Ok(Forked::Child),
     }
-}
-
-/// Detaches the current process from its caller: fork, the parent exits 0,
-/// the child starts a new session with stdio on /dev/null. The flock on the
-/// message is shared by the child's copy of the descriptor, so it survives.
-pub fn daemonize() -> nix::Result<()> {
-    match fork()? {
-        Forked::Parent(_) => std::process::exit(0),
-        Forked::Child => {}
-    }
-    unistd::setsid()?;
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|_| nix::Error::EIO)?;
-    unistd::dup2_stdin(&null)?;
-    unistd::dup2_stdout(&null)?;
-    unistd::dup2_stderr(&null)?;
-    Ok(())
 }
 
 /// Removes every environment variable but those named in `keep`. For set-id

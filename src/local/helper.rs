@@ -9,6 +9,8 @@
 //! dma-local file    --user U --origin O --path P --sender S [--prepend H]... < message
 //! (each also takes --config FILE, honoured only when not set-id)
 //! dma-local session                       (runs the above on request: see `session`)
+//! dma-local runner JOB [--caller-uid N] [--verbose] [--tag T]
+//!                                         (a queue runner, as `mail`: see `runner`)
 //! ```
 //!
 //! Run as root (set-user-id, or by root), it does the few steps that need
@@ -77,10 +79,26 @@ pub fn valid_user_name(name: &str) -> bool {
 }
 
 /// The program's entry point; returns the exit code.
+///
+/// First, before anything reads an argument: whether we were started
+/// set-id is recorded (it decides what we trust), then a set-id start
+/// becomes root entirely, so that the caller can no longer signal us, and
+/// every start gets a clean process state (umask, limits, descriptors,
+/// signals): whatever we run, a user's `.forward` program or a queue
+/// runner, inherits nothing its caller chose.
 pub fn main(args: Vec<String>) -> i32 {
+    let setid = privsep::record_start();
+    if setid && unistd::geteuid().is_root() && privsep::become_root().is_err() {
+        let _ = writeln!(std::io::stderr(), "4.3.0 dma-local: can not become root");
+        return crate::exit::EX_OSERR;
+    }
+    privsep::reset_process_state();
     if args.len() == 1 && args[0] == "session" {
         crate::logging::init("dma-local", false);
         return super::session::serve();
+    }
+    if args.first().is_some_and(|a| a == "runner") {
+        return crate::runner::serve(&args[1..]);
     }
     run_once(args)
 }
@@ -157,7 +175,7 @@ impl Args {
 
 fn run(args: &[String]) -> Result<(), Failure> {
     let args = Args::parse(args)?;
-    let setid = privsep::is_setid();
+    let setid = privsep::started_setid();
     if setid {
         // Nothing below reads the environment; nothing may inherit it.
         privsep::clear_env(&[]);

@@ -209,7 +209,7 @@ fn read_both(out: OwnedFd, err: OwnedFd) -> io::Result<(Vec<u8>, Vec<u8>)> {
 /// The session's side: serves requests on stdin until it is closed.
 /// Returns the exit code.
 pub fn serve() -> i32 {
-    if privsep::is_setid() {
+    if privsep::started_setid() {
         // Nothing here reads the environment; nothing may inherit it.
         privsep::clear_env(&[]);
     }

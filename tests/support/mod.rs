@@ -56,6 +56,34 @@ pub fn need_root(test: &str) -> bool {
     false
 }
 
+/// SIGKILLs every runner (`dma-local runner`, and the queue workers it
+/// forked) working for `env`'s configuration: a crash of the delivering
+/// processes. Returns how many it killed.
+pub fn kill_runners(env: &Env) -> usize {
+    let conf = env.conf.display().to_string();
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).is_some_and(|a| a == "runner") && args.iter().any(|a| *a == conf) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
 /// One private installation.
 pub struct Env {
     pub dir: tempfile::TempDir,

@@ -1,0 +1,710 @@
+//! Runners: the processes that deliver, and how a submission gets one.
+//!
+//! The submitter's process only queues (see README, "Privileges"). Every
+//! delivery, of anyone's mail, runs in a runner that `dma-local runner`
+//! starts: set-id, it has become root entirely and reset its process state
+//! (umask 077, fixed resource limits, no inherited descriptors, default
+//! signals: [`crate::privsep::reset_process_state`]) before it reads an
+//! argument; it then becomes the `mail` user (real, effective and saved
+//! ids), forks, starts a session of its own with stdin and stdout on
+//! /dev/null, and runs the job. No local user can signal, trace, slow or
+//! shape that process, and the one that asked for it can only wait for it.
+//!
+//! Jobs ([`Job`]):
+//! - `background`: after a submission, delivers every fresh message that
+//!   is due, over kept connections, and waits a moment for more (the runner
+//!   slots, [`WAITING`] and [`IDLE`] below); the submitter does not wait.
+//! - `message`: `-odi`: delivers the submitter's message, whose locked data
+//!   file it gets as stdin, so that no other runner takes it meanwhile; the
+//!   submitter waits.
+//! - `queue`, `queue-due`: `-q`, `-q<duration>`; the submitter waits.
+//!
+//! A waiting submitter gets the runner's stderr through a pipe, for `-v`:
+//! the runner writes to it without blocking (a submitter that stops reading
+//! loses lines, it cannot stop the run), and only lines about messages that
+//! the submitter itself queued (root: all).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use nix::unistd;
+
+use crate::config::{Config, conf};
+use crate::context::Ctx;
+use crate::exit::*;
+use crate::privsep::{self, Forked};
+use crate::spool::{Envelope, Locked, OpenError};
+use crate::{address, crit, deliver};
+
+/// What a runner is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Deliver the fresh messages that are due, and wait a moment for more.
+    Background,
+    /// Deliver this message (its locked data file is the runner's stdin).
+    Message(String),
+    /// Run the queue: everything (`-q`), or only what is due (`-q5m`).
+    Queue {
+        /// Honour backoff.
+        due_only: bool,
+    },
+}
+
+impl Job {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Job::Background => vec!["--job".into(), "background".into()],
+            Job::Message(id) => vec!["--job".into(), "message".into(), "--id".into(), id.clone()],
+            Job::Queue { due_only: false } => vec!["--job".into(), "queue".into()],
+            Job::Queue { due_only: true } => vec!["--job".into(), "queue-due".into()],
+        }
+    }
+
+    /// Whether the submitter waits for it.
+    fn foreground(&self) -> bool {
+        !matches!(self, Job::Background)
+    }
+}
+
+/// Who asks for a runner, and how it should talk.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The submitting user's real uid: `-v` mirrors only lines about its
+    /// messages (uid 0: all).
+    pub caller_uid: u32,
+    /// `-v`.
+    pub verbose: bool,
+    /// `-L`.
+    pub tag: Option<&'a str>,
+}
+
+/// The submitter's side: asks `dma-local` for a runner doing `job`. For a
+/// foreground job, `data` (the submitter's locked data file for
+/// [`Job::Message`]) becomes its stdin, the call waits for the runner and
+/// relays its lines to our stderr, and returns its exit code; for
+/// [`Job::Background`] it returns once the runner is on its own.
+pub fn request(
+    ctx: &Ctx,
+    job: &Job,
+    req: &Request,
+    data: Option<&std::fs::File>,
+) -> Result<i32, String> {
+    let mut cmd = Command::new(&ctx.helper);
+    cmd.arg("runner").args(job.words());
+    cmd.arg("--caller-uid").arg(req.caller_uid.to_string());
+    if req.verbose {
+        cmd.args(["--verbose", "yes"]);
+    }
+    if let Some(t) = req.tag {
+        cmd.arg("--tag").arg(t);
+    }
+    cmd.arg("--name").arg(crate::progname());
+    if let Some(c) = &ctx.config_override {
+        // The runner starts in `/`.
+        let abs = std::path::absolute(c).unwrap_or_else(|_| c.clone());
+        cmd.arg("--config").arg(abs);
+    }
+    match data {
+        Some(f) => cmd.stdin(f.try_clone().map_err(|e| e.to_string())?),
+        None => cmd.stdin(Stdio::null()),
+    };
+    cmd.stdout(Stdio::null());
+    let started = |e: std::io::Error| format!("can not run {}: {e}", ctx.helper.display());
+    if !job.foreground() {
+        let st = cmd.stderr(Stdio::null()).status().map_err(started)?;
+        return Ok(st.code().unwrap_or(EX_OSERR));
+    }
+    let mut child = cmd.stderr(Stdio::piped()).spawn().map_err(started)?;
+    if let Some(mut err) = child.stderr.take() {
+        let mut out = std::io::stderr();
+        let _ = std::io::copy(&mut err, &mut out);
+    }
+    let st = child.wait().map_err(|e| e.to_string())?;
+    Ok(st.code().unwrap_or(EX_OSERR))
+}
+
+/// The runner's arguments, as `dma-local runner` gets them.
+#[derive(Debug)]
+struct Args {
+    job: Job,
+    caller_uid: u32,
+    verbose: bool,
+    tag: String,
+    config: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Option<Args> {
+        let mut job = None;
+        let mut id = None;
+        let mut out = Args {
+            job: Job::Background,
+            caller_uid: 0,
+            verbose: false,
+            tag: "dma".into(),
+            config: None,
+        };
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let v = it.next()?;
+            match k.as_str() {
+                "--job" => job = Some(v.clone()),
+                "--id" if crate::spool::is_id(v) => id = Some(v.clone()),
+                "--caller-uid" => out.caller_uid = v.parse().ok()?,
+                "--verbose" => out.verbose = v == "yes",
+                "--tag" if valid_tag(v) => out.tag = v.clone(),
+                "--name" if valid_tag(v) => crate::set_progname(v),
+                "--config" => out.config = Some(PathBuf::from(v)),
+                _ => return None,
+            }
+        }
+        out.job = match (job?.as_str(), id) {
+            ("background", None) => Job::Background,
+            ("message", Some(id)) => Job::Message(id),
+            ("queue", None) => Job::Queue { due_only: false },
+            ("queue-due", None) => Job::Queue { due_only: true },
+            _ => return None,
+        };
+        Some(out)
+    }
+}
+
+/// Whether `tag` may be a syslog tag: printable ASCII without blanks or
+/// brackets, 1 to 32 bytes.
+pub fn valid_tag(tag: &str) -> bool {
+    (1..=32).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+}
+
+/// `dma-local runner ARGS...`, after `dma-local` has become root and reset
+/// its process state: becomes `mail` when started set-id (else stays who
+/// it is: a private configuration's run, or root's), forks, and runs the
+/// job in the child, in a session of its own. The parent returns at once
+/// for a background job, else when the child is done, with its code.
+pub fn serve(args: &[String]) -> i32 {
+    let setid = privsep::started_setid();
+    let parsed = Args::parse(args);
+    crate::set_progname("dma");
+    let Some(args) = parsed else {
+        let _ = writeln!(std::io::stderr(), "dma-local: bad runner arguments");
+        return EX_USAGE;
+    };
+    if setid {
+        // Nothing below reads the caller's environment.
+        privsep::clear_env(&[]);
+        let mail = match privsep::mail_user() {
+            Some(m) => m,
+            None => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "dma-local: no user `mail' to run the queue as"
+                );
+                return EX_OSERR;
+            }
+        };
+        if let Err(e) = privsep::become_user(&mail) {
+            let _ = writeln!(std::io::stderr(), "dma-local: can not become mail: {e}");
+            return EX_OSERR;
+        }
+    }
+    privsep::set_env("PATH", "/usr/bin:/bin");
+    // Set-id: the system configuration, whatever the caller said.
+    let config_path = match (setid, &args.config) {
+        (false, Some(p)) => p.clone(),
+        _ => PathBuf::from(conf::DEFAULT_PATH),
+    };
+    let config_override = (!setid).then_some(args.config.clone()).flatten();
+    match privsep::fork() {
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "dma-local: can not start a runner: {e}");
+            EX_OSERR
+        }
+        Ok(Forked::Parent(pid)) if args.job.foreground() => {
+            use nix::sys::wait::{WaitStatus, waitpid};
+            loop {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, c)) => return c,
+                    Ok(WaitStatus::Signaled(..)) => return EX_SOFTWARE,
+                    Err(nix::Error::EINTR) | Ok(_) => continue,
+                    Err(_) => return EX_OSERR,
+                }
+            }
+        }
+        Ok(Forked::Parent(_)) => EX_OK,
+        Ok(Forked::Child) => {
+            let _ = unistd::setsid();
+            detach_stdio(args.job.foreground());
+            let _ = std::env::set_current_dir("/");
+            std::process::exit(run_job(&args, &config_path, config_override))
+        }
+    }
+}
+
+/// Stdin (but for [`Job::Message`]'s data file) and stdout on /dev/null;
+/// stderr too, unless the job is waited for and stderr is a pipe: then the
+/// pipe, made non-blocking, for `-v`.
+fn detach_stdio(foreground: bool) {
+    use std::os::fd::AsFd;
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    if !foreground {
+        let _ = unistd::dup2_stdin(&null);
+    }
+    let _ = unistd::dup2_stdout(&null);
+    let stderr = std::io::stderr();
+    let fifo = nix::sys::stat::fstat(stderr.as_fd())
+        .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
+    if foreground && fifo {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let _ = fcntl(stderr.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    } else {
+        let _ = unistd::dup2_stderr(&null);
+    }
+}
+
+/// Runs the job; returns the runner's exit code.
+fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) -> i32 {
+    crate::logging::init(&args.tag, args.verbose);
+    crate::logging::mirror_only_for((args.caller_uid != 0).then_some(args.caller_uid));
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            crit!("{e}");
+            return EX_CONFIG;
+        }
+    };
+    let mut ctx = Ctx::new(config, config_override);
+    match &args.job {
+        Job::Background => {
+            background(&mut ctx);
+            EX_OK
+        }
+        Job::Message(id) => deliver_message(&mut ctx, id),
+        Job::Queue { due_only } => match run_queue(&mut ctx, *due_only) {
+            Ok(()) => EX_OK,
+            Err(e) => {
+                crit!("{e}");
+                EX_NOINPUT
+            }
+        },
+    }
+}
+
+/// `-odi`: delivers message `id`, whose data file (locked by the submitter,
+/// so by us too) is our stdin.
+fn deliver_message(ctx: &mut Ctx, id: &str) -> i32 {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = unistd::dup(std::io::stdin().as_fd()) else {
+        return EX_OSERR;
+    };
+    let data = std::fs::File::from(fd);
+    let _ = std::fs::File::open("/dev/null").map(|n| unistd::dup2_stdin(&n));
+    // It must be that message's data file, not whatever we were handed.
+    let same = match (
+        data.metadata(),
+        std::fs::symlink_metadata(ctx.spool.data_path(id)),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if !same {
+        crit!("{id}: not handed its data file; left queued");
+        return EX_SOFTWARE;
+    }
+    match ctx.spool.read_env(id) {
+        Ok(env) => deliver_logged(ctx, Locked { data, env }),
+        Err(e) => crit!("{id}: can not read the envelope ({e:?}); left queued"),
+    }
+    EX_OK
+}
+
+/// How recently a runner that holds [`WAITING`] or [`IDLE`] must have shown
+/// progress (the mtime of that file) for mail to be left to it. A runner
+/// stuck on one delivery (a mailbox its owner keeps locked, a slow
+/// `.forward` program) holds nobody else's mail for longer: submissions
+/// then start a runner of their own.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Marks progress on a runner lock file (see [`HEARTBEAT`]).
+fn beat(f: &std::fs::File) {
+    let _ = f.set_modified(SystemTime::now());
+}
+
+/// Only messages queued this recently are a background runner's business;
+/// older ones wait for a queue run.
+const FRESH: i64 = 300;
+
+/// How long a runner with nothing left to do waits for more before it
+/// exits: a burst of submissions is then delivered by one process, over one
+/// `dma-local` session and kept connections, instead of by a runner each.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Background delivery after a submission that let go of its message and
+/// found no runner waiting for it. If a runner slot is free, this process
+/// becomes a runner: it delivers that message and then every fresh message
+/// that is due, over kept connections, until none is left, and waits a
+/// moment for more. If every slot is busy, the running runners will pick
+/// the message up: a storm of submissions is then delivered by a few
+/// processes over a few connections instead of one process and one
+/// connection per message.
+fn background(ctx: &mut Ctx) {
+    // As many runners as a queue run has workers, each with its connections.
+    let runners = ctx.config.queue_workers.max(1);
+    let Some((slot, lock)) = (0..runners).find_map(|n| runner_lock(ctx, n).map(|l| (n, l))) else {
+        return;
+    };
+    ctx.pool = Some(crate::remote::Pool::default());
+    *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
+    // Each message at most once per runner: a message that stays due (the
+    // spool cannot be written, say) must not keep a runner spinning.
+    let mut tried = std::collections::HashSet::new();
+    let mut lock = Some(lock);
+    // Held while this is the runner that local mail is left to.
+    let mut waiting = None;
+    loop {
+        if waiting.is_none() {
+            waiting = become_waiting(ctx);
+        }
+        if fresh_pass(ctx, &mut tried, true, &mut waiting) {
+            continue;
+        }
+        // Nothing left: wait a moment for more, if we are the waiting
+        // runner.
+        if let Some(w) = &waiting {
+            if wait_for_work(ctx, &mut tried, w) {
+                continue;
+            }
+            drop(waiting.take());
+            // What was left to us just before we stopped waiting.
+            if fresh_pass(ctx, &mut tried, true, &mut waiting) {
+                continue;
+            }
+        }
+        // Give up the slot, then look once more, so that a message queued
+        // while every slot was busy is not left behind. The connections go
+        // first: whoever takes the slot opens its own, and a smarthost that
+        // allows 10 sessions per client must never see more than a slot's
+        // worth.
+        if let Some(p) = ctx.pool.as_ref() {
+            p.close();
+        }
+        drop(lock.take());
+        if !fresh_pass(ctx, &mut tried, false, &mut waiting) {
+            break;
+        }
+        match runner_lock(ctx, slot) {
+            Some(l) => lock = Some(l),
+            None => break,
+        }
+    }
+    if let Some(p) = ctx.pool.take() {
+        p.close();
+    }
+    ctx.helper_session.take();
+    let _ = ctx.spool.sync();
+}
+
+/// Whether every recipient of `env` is a local one.
+pub fn local_only(ctx: &Ctx, env: &Envelope) -> bool {
+    env.rcpts.iter().all(|r| {
+        matches!(
+            address::classify(&r.addr, &ctx.local_domains),
+            address::Dest::Local(_)
+        )
+    })
+}
+
+/// Held by the runner that local mail is left to (while it delivers local
+/// mail, or waits for more).
+pub const WAITING: &str = ".runner.wait";
+/// Held by that runner while it waits with nothing to do: any mail may be
+/// left to it.
+pub const IDLE: &str = ".runner.idle";
+
+/// Whether a live runner holds the lock `SPOOLDIR/<name>`: it is held,
+/// and its holder showed progress within [`HEARTBEAT`].
+pub fn runner_holds(ctx: &Ctx, name: &str) -> bool {
+    let Ok(f) = std::fs::File::open(ctx.spool.dir().join(name)) else {
+        return false;
+    };
+    let fresh = f
+        .metadata()
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < HEARTBEAT));
+    fresh && matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Becomes the runner that waits for work, unless one already is.
+fn become_waiting(ctx: &Ctx) -> Option<std::fs::File> {
+    let f = try_lock_file(ctx, WAITING)?;
+    beat(&f);
+    Some(f)
+}
+
+/// Waits up to [`LINGER`] for a fresh message that is due and that nobody
+/// holds (holding [`IDLE`] meanwhile), woken by the spool directory's changes (a queued envelope, a
+/// submission letting go of its data file). Says whether one came.
+fn wait_for_work(
+    ctx: &mut Ctx,
+    tried: &mut std::collections::HashSet<String>,
+    waiting: &std::fs::File,
+) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + LINGER;
+    let Ok(inotify) = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) else {
+        return false;
+    };
+    let watch = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
+    if inotify.add_watch(ctx.spool.dir(), watch).is_err() {
+        return false;
+    }
+    // Idle (until this returns): submissions may leave any mail to us. Taken
+    // after the watch, let go before the next delivery pass: whatever a
+    // submission left because it saw this lock is seen.
+    let idle = try_lock_file(ctx, IDLE);
+    loop {
+        // Alive: mail may still be left to us.
+        beat(waiting);
+        if let Some(f) = &idle {
+            beat(f);
+        }
+        // What changed before the watch, or since the last look.
+        if fresh_pass(ctx, tried, false, &mut None) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // Wake up in time to show we are alive.
+        let left = left.min(HEARTBEAT / 4);
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => {}
+            Ok(_) => {
+                let _ = inotify.read_events();
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Whether every runner slot is taken: a runner started now would find
+/// none and exit, and the running ones pick up fresh mail before they stop.
+pub fn all_slots_busy(ctx: &Ctx) -> bool {
+    (0..ctx.config.queue_workers.max(1)).all(|n| {
+        std::fs::File::open(ctx.spool.dir().join(format!(".runner.{n}")))
+            .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+    })
+}
+
+/// Takes runner slot `n` (a flock on `SPOOLDIR/.runner.<n>`), if free.
+fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
+    try_lock_file(ctx, &format!(".runner.{n}"))
+}
+
+/// Takes the flock on `SPOOLDIR/<name>` (made if missing), if free.
+fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o660)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(ctx.spool.dir().join(name))
+        .ok()?;
+    f.try_lock().ok()?;
+    // Runners of other users (set-group-id mail) must be able to take it
+    // and look at it, whatever our umask.
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
+    Some(f)
+}
+
+/// One pass over the fresh messages not `tried` yet by this runner. With
+/// `deliver_them`, delivers what is due of each one not locked by someone
+/// else and says whether it delivered any; without, only says whether any
+/// is due. Before a message with remote recipients, `waiting` is let go:
+/// local mail must not wait behind a slow server.
+fn fresh_pass(
+    ctx: &mut Ctx,
+    tried: &mut std::collections::HashSet<String>,
+    deliver_them: bool,
+    waiting: &mut Option<std::fs::File>,
+) -> bool {
+    let since = format!("{:08x}", (crate::spool::now() - FRESH).max(0) as u32);
+    let Ok(ids) = ctx.spool.ids() else {
+        return false;
+    };
+    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let mut found = false;
+    for id in ids.iter() {
+        if id.as_str() < since.as_str() || tried.contains(id) {
+            continue;
+        }
+        let due = ctx
+            .spool
+            .read_env(id)
+            .is_ok_and(|env| deliver::has_due(&env, crate::spool::now(), lifetime));
+        if !due {
+            continue;
+        }
+        if !deliver_them {
+            // Only what nobody is working on counts (the lock is let go at
+            // once).
+            if ctx.spool.open_locked(id).is_ok() {
+                return true;
+            }
+            continue;
+        }
+        if let Ok(msg) = ctx.spool.open_locked(id) {
+            found = true;
+            tried.insert(id.clone());
+            match waiting.as_ref() {
+                Some(_) if !local_only(ctx, &msg.env) => drop(waiting.take()),
+                Some(w) => beat(w),
+                None => {}
+            }
+            deliver_owned(ctx, msg, false);
+        }
+    }
+    found
+}
+
+/// Delivers what is due of `msg` (everything with `force`); an error (the
+/// spool became unwritable) is logged, and the message stays queued for
+/// the next run. The log lines meanwhile are about the message's
+/// submitter, for `-v` (see [`crate::logging::mirror_only_for`]).
+fn deliver_owned(ctx: &mut Ctx, msg: Locked, force: bool) {
+    let id = msg.env.id.clone();
+    crate::logging::set_message_owner(Some(msg.env.uid));
+    if let Err(e) = deliver::run(ctx, msg, force) {
+        crit!("{id}: delivery interrupted, left queued: {e}");
+    }
+    crate::logging::set_message_owner(None);
+}
+
+/// [`deliver_owned`], then the spool directory synced.
+fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
+    deliver_owned(ctx, msg, false);
+    let _ = ctx.spool.sync();
+}
+
+/// `-q`: every message, shared out among QUEUE_WORKERS processes.
+fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
+    let dir = ctx.spool.dir().to_path_buf();
+    let ids = ctx
+        .spool
+        .ids()
+        .map_err(|e| format!("can not load queue {}: {e}", dir.display()))?;
+    if let Err(e) = ctx.spool.reap_orphans() {
+        crit!("can not clean the queue: {e}");
+    }
+    // Messages are shared out among QUEUE_WORKERS processes by next hop:
+    // everything for one smarthost or one domain goes to the same worker,
+    // over one connection; different next hops are worked on in parallel.
+    let workers = ctx.config.queue_workers.max(1).min(ids.len().max(1));
+    let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
+    let now = crate::spool::now();
+    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let mut per_hop: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for id in ids {
+        let Ok(env) = ctx.spool.read_env(&id) else {
+            // Busy or broken: the worker that locks it will say which.
+            buckets[0].push(id);
+            continue;
+        };
+        if due_only && !deliver::has_due(&env, now, lifetime) {
+            continue;
+        }
+        // Up to HOP_SESSIONS connections per next hop, each in its own
+        // worker: messages of one hop are dealt out among them in turn.
+        let hop = next_hop_key(ctx, &env);
+        let k = per_hop.entry(hop.clone()).or_insert(0usize);
+        let key = format!("{hop}#{}", *k % ctx.config.hop_sessions.max(1));
+        *k += 1;
+        // Each next hop (or hop session) goes to the next worker in turn.
+        let next = assigned.len();
+        let b = *assigned.entry(key).or_insert(next % workers);
+        buckets[b].push(id);
+    }
+    let mut children = Vec::new();
+    let last = buckets.pop().unwrap_or_default();
+    for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
+        match privsep::fork() {
+            Ok(privsep::Forked::Child) => {
+                run_bucket(ctx, &bucket, due_only);
+                std::process::exit(EX_OK);
+            }
+            Ok(privsep::Forked::Parent(pid)) => children.push(pid),
+            // No worker: do its share ourselves.
+            Err(e) => {
+                crit!("can not start a queue worker: {e}");
+                run_bucket(ctx, &bucket, due_only);
+            }
+        }
+    }
+    run_bucket(ctx, &last, due_only);
+    for pid in children {
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    Ok(())
+}
+
+/// Where a queued message goes first, for sharing out a queue run: the
+/// smarthost, its first remote domain, or (all local) the message itself.
+fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
+    let remote =
+        env.rcpts
+            .iter()
+            .find_map(|r| match address::classify(&r.addr, &ctx.local_domains) {
+                address::Dest::Remote { domain, .. } if !r.state.is_final() => Some(domain),
+                _ => None,
+            });
+    match remote {
+        Some(_) if ctx.config.smarthost.is_some() => "smarthost".to_string(),
+        Some(domain) => domain.to_ascii_lowercase(),
+        // Local mail: one worker per mailbox, so that workers do not queue
+        // up behind each other's mailbox locks.
+        None => match env.rcpts.iter().find(|r| !r.state.is_final()) {
+            Some(r) => format!("local:{}", ctx.local_name(&r.addr)),
+            None => env.id.clone(),
+        },
+    }
+}
+
+/// Delivers the due part of each message of `ids`, one connection per host.
+fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
+    ctx.pool = Some(crate::remote::Pool::default());
+    *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
+    for id in ids {
+        match ctx.spool.open_locked(id) {
+            Ok(msg) => deliver_owned(ctx, msg, !due_only),
+            Err(OpenError::Busy) => {}
+            Err(OpenError::Corrupt(why)) => crit!("{id}: {why}; left for an administrator"),
+            Err(OpenError::Io(e)) => crit!("{id}: {e}"),
+        }
+    }
+    if let Some(p) = ctx.pool.take() {
+        p.close();
+    }
+    ctx.helper_session.take();
+    let _ = ctx.spool.sync();
+}
