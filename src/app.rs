@@ -45,8 +45,15 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     match inv.mode {
         Mode::NewAliases => newaliases(&ctx.config.aliases),
         Mode::ListQueue => {
+            // Expansions are root's to see (or the owner's of a private
+            // spool, `-C`).
+            let view = if caller.uid == 0 || inv.config.is_some() {
+                mailq::View::Full
+            } else {
+                mailq::View::AsSubmitted
+            };
             let mut out = BufWriter::new(std::io::stdout().lock());
-            mailq::list(&ctx.spool, &mut out)
+            mailq::list(&ctx.spool, view, &mut out)
                 .and_then(|_| out.flush())
                 .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
             Ok(EX_OK)

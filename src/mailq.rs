@@ -9,13 +9,29 @@
 //! ID<TAB>: ...
 //! ```
 //! An empty queue prints `Mail queue is empty`.
+//!
+//! Root sees every recipient, with what aliases and `.forward` files made
+//! of it (`To: |/home/bob/bin/filter (via bob)`) and each one's reply.
+//! Everyone else sees each message's recipients as they were submitted: an
+//! expanded one with a count of where its destinations stand, never the
+//! destinations themselves (another user's commands, files and forwarding
+//! addresses are theirs alone).
 
 use std::io::{self, Write};
 
 use crate::spool::{Envelope, OpenError, Spool, State};
 
+/// How much of each message a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every recipient, expansions included (root).
+    Full,
+    /// The recipients as submitted (everyone else).
+    AsSubmitted,
+}
+
 /// Writes the listing of `spool` to `out`.
-pub fn list(spool: &Spool, out: &mut impl Write) -> io::Result<()> {
+pub fn list(spool: &Spool, view: View, out: &mut impl Write) -> io::Result<()> {
     let mut first = true;
     for id in spool.ids()? {
         let env = match spool.read_env(&id) {
@@ -35,7 +51,7 @@ pub fn list(spool: &Spool, out: &mut impl Write) -> io::Result<()> {
             writeln!(out, "--")?;
         }
         first = false;
-        block(&env, out)?;
+        block(&env, view, out)?;
     }
     if first {
         writeln!(out, "Mail queue is empty")?;
@@ -43,7 +59,7 @@ pub fn list(spool: &Spool, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-fn block(env: &Envelope, out: &mut impl Write) -> io::Result<()> {
+fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "ID\t: {}", env.id)?;
     writeln!(
         out,
@@ -54,33 +70,83 @@ fn block(env: &Envelope, out: &mut impl Write) -> io::Result<()> {
             &env.sender
         }
     )?;
-    for r in &env.rcpts {
+    for (i, r) in env.rcpts.iter().enumerate() {
+        if view == View::AsSubmitted {
+            if r.parent.is_none() {
+                writeln!(out, "To\t: {}", r.addr)?;
+                writeln!(out, "Status\t: {}", submitted_status(env, i))?;
+            }
+            continue;
+        }
         match r.parent {
             Some(p) => writeln!(out, "To\t: {} (via {})", r.addr, env.rcpts[p].addr)?,
             None => writeln!(out, "To\t: {}", r.addr)?,
         }
-        let reply = r
-            .reply
-            .as_deref()
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
-        let status = match r.state {
-            State::Pending => "pending".to_string(),
-            State::Delivered => "delivered".to_string(),
-            State::Expanded => "expanded".to_string(),
-            State::Failed { bounced } => {
-                format!("failed{}{reply}", if bounced { ", bounced" } else { "" })
-            }
-            State::Deferred => format!(
-                "deferred, {} attempt{}, next try {}{reply}",
-                r.attempts,
-                if r.attempts == 1 { "" } else { "s" },
-                time(r.next_try)
-            ),
-        };
+        let status = status(r);
         writeln!(out, "Status\t: {status}")?;
     }
     Ok(())
+}
+
+/// The state of submitted recipient `i`: its own, or for one that was
+/// expanded, how many of its final destinations stand where.
+fn submitted_status(env: &Envelope, i: usize) -> String {
+    let r = &env.rcpts[i];
+    if r.state != State::Expanded {
+        return status(r);
+    }
+    let descends = |mut j: usize| {
+        while let Some(p) = env.rcpts[j].parent {
+            if p == i {
+                return true;
+            }
+            j = p;
+        }
+        false
+    };
+    let mut counts = [0usize; 4];
+    for (j, d) in env.rcpts.iter().enumerate() {
+        if !descends(j) {
+            continue;
+        }
+        match d.state {
+            State::Expanded => {}
+            State::Delivered => counts[0] += 1,
+            State::Pending => counts[1] += 1,
+            State::Deferred => counts[2] += 1,
+            State::Failed { .. } => counts[3] += 1,
+        }
+    }
+    let parts: Vec<String> = ["delivered", "pending", "deferred", "failed"]
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(w, n)| format!("{n} {w}"))
+        .collect();
+    format!("expanded: {}", parts.join(", "))
+}
+
+/// A recipient's own state and reply.
+fn status(r: &crate::spool::Rcpt) -> String {
+    let reply = r
+        .reply
+        .as_deref()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    match r.state {
+        State::Pending => "pending".to_string(),
+        State::Delivered => "delivered".to_string(),
+        State::Expanded => "expanded".to_string(),
+        State::Failed { bounced } => {
+            format!("failed{}{reply}", if bounced { ", bounced" } else { "" })
+        }
+        State::Deferred => format!(
+            "deferred, {} attempt{}, next try {}{reply}",
+            r.attempts,
+            if r.attempts == 1 { "" } else { "s" },
+            time(r.next_try)
+        ),
+    }
 }
 
 fn time(secs: i64) -> String {

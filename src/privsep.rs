@@ -75,6 +75,32 @@ fn sane_limits() -> Vec<(nix::sys::resource::Resource, u64, u64)> {
     ]
 }
 
+/// The least a delivery process needs of each limit (soft): whoever asks
+/// for a runner while below it (a hard limit lowered, and no
+/// `CAP_SYS_RESOURCE` to raise it back, as in some containers) gets none;
+/// the mail waits for a runner that has them.
+fn limit_floors() -> Vec<(nix::sys::resource::Resource, &'static str, u64)> {
+    use nix::sys::resource::{RLIM_INFINITY as INF, Resource::*};
+    vec![
+        (RLIMIT_CPU, "RLIMIT_CPU", INF),
+        (RLIMIT_FSIZE, "RLIMIT_FSIZE", INF),
+        (RLIMIT_DATA, "RLIMIT_DATA", INF),
+        (RLIMIT_AS, "RLIMIT_AS", INF),
+        (RLIMIT_STACK, "RLIMIT_STACK", 8 << 20),
+        (RLIMIT_NOFILE, "RLIMIT_NOFILE", 1024),
+        (RLIMIT_NPROC, "RLIMIT_NPROC", 1024),
+    ]
+}
+
+/// The first resource limit (its name and soft value) below what a
+/// delivery process needs, after [`reset_process_state`] did what it could.
+pub fn limit_below_floor() -> Option<(&'static str, u64)> {
+    limit_floors().into_iter().find_map(|(res, name, floor)| {
+        let (soft, _) = nix::sys::resource::getrlimit(res).ok()?;
+        (soft < floor).then_some((name, soft))
+    })
+}
+
 /// Gives this process a clean, fixed state, whatever its caller left it:
 /// umask 077, the resource limits of [`sane_limits`] (as root; otherwise
 /// each soft limit raised to its hard one), no descriptors above 2, every
@@ -99,7 +125,12 @@ pub fn reset_process_state() {
     // 2 is open this early (the caller's are what we close).
     unsafe { nix::libc::close_range(3, u32::MAX, 0) };
     for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+        // SIGSEGV and SIGBUS: Rust's stack overflow report; what a caller
+        // set for them is gone already.
+        if matches!(
+            sig,
+            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS
+        ) {
             continue;
         }
         let handler = if matches!(sig, Signal::SIGPIPE | Signal::SIGXFSZ) {
@@ -110,6 +141,7 @@ pub fn reset_process_state() {
         // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal context.
         let _ = unsafe { signal(sig, handler) };
     }
+    reset_realtime_signals();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if root {
         // SAFETY: plain system calls on this process, with valid arguments.
@@ -121,6 +153,57 @@ pub fn reset_process_state() {
             }
             nix::libc::sched_setaffinity(0, std::mem::size_of_val(&all), &all);
         }
+    }
+}
+
+/// Sets the real-time signals (32 to 64) to their default: an ignored one
+/// survives exec into the user's program. Through the system call itself,
+/// since the C library refuses to touch 32 and 33, which it keeps for its
+/// threads (it installs its own handlers for them only once threads exist,
+/// and nothing here has started one yet).
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn reset_realtime_signals() {
+    /// The kernel's `struct sigaction` on these architectures.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: nix::libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 32..=64 {
+        // SAFETY: rt_sigaction with a valid struct and no old-action
+        // pointer; SIG_DFL runs no code of ours.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
+/// Elsewhere, the real-time signals the C library lets us set.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn reset_realtime_signals() {
+    for sig in nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX() {
+        // SAFETY: SIG_DFL runs no code of ours.
+        unsafe { nix::libc::signal(sig, nix::libc::SIG_DFL) };
     }
 }
 
@@ -198,12 +281,20 @@ pub fn ignore_sigxfsz() {
 }
 
 /// Makes the command start in a session (and process group) of its own, so
-/// that a time limit can kill everything it started.
+/// that a time limit can kill everything it started, and with every signal
+/// at its default: what we ignore (SIGXFSZ, SIGPIPE) is ours, not the
+/// command's.
 pub fn new_session(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: setsid(2) is async-signal-safe; nothing else runs in pre_exec.
+    // SAFETY: setsid(2) and signal(2) with SIG_DFL are async-signal-safe;
+    // nothing else runs in pre_exec.
     unsafe {
-        cmd.pre_exec(|| unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{SigHandler, Signal, signal};
+            let _ = signal(Signal::SIGXFSZ, SigHandler::SigDfl);
+            let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+            unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+        });
     }
 }
 

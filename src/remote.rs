@@ -375,7 +375,18 @@ fn deliver_group(
         match credentials(ctx, &hop.name) {
             Err(e) => {
                 s.quit();
-                return group_deferred(group, &format!("4.7.0 {e}"), None);
+                // A password command, its exit and what it printed are the
+                // administrator's business: the system log only, never the
+                // queue file, mailq, -v or a bounce.
+                crate::logging::syslog_only(
+                    crate::logging::Level::Warning,
+                    &format!("credentials for {}: {e}", hop.name),
+                );
+                let why = format!(
+                    "4.7.0 can not get the credentials for {} (see the system log)",
+                    hop.name
+                );
+                return group_deferred(group, &why, None);
             }
             Ok(None) => {}
             Ok(Some(creds)) => {

@@ -113,7 +113,9 @@ pub fn request(
     cmd.stdout(Stdio::null());
     let started = |e: std::io::Error| format!("can not run {}: {e}", ctx.helper.display());
     if !job.foreground() {
-        let st = cmd.stderr(Stdio::null()).status().map_err(started)?;
+        // Only the helper speaks (why there is no runner): the runner lets
+        // go of our stderr at once.
+        let st = cmd.stderr(Stdio::inherit()).status().map_err(started)?;
         return Ok(st.code().unwrap_or(EX_OSERR));
     }
     let mut child = cmd.stderr(Stdio::piped()).spawn().map_err(started)?;
@@ -193,6 +195,16 @@ pub fn serve(args: &[String]) -> i32 {
         let _ = writeln!(std::io::stderr(), "dma-local: bad runner arguments");
         return EX_USAGE;
     };
+    // Limits its caller lowered and we could not raise again must not
+    // reach anyone's delivery (a truncated pipe, a bounce): no runner.
+    if let Some((name, value)) = privsep::limit_below_floor() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "dma-local: not starting a runner: resource limit {name} is {value}, \
+             below what delivery needs; the mail stays queued"
+        );
+        return EX_TEMPFAIL;
+    }
     if setid {
         // Nothing below reads the caller's environment.
         privsep::clear_env(&[]);

@@ -6,60 +6,9 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 
 use support::*;
-
-static HOMES: Mutex<()> = Mutex::new(());
-
-/// Exclusive use of the test users' homes; cleans them on drop.
-struct Homes {
-    _g: MutexGuard<'static, ()>,
-}
-
-impl Homes {
-    fn take() -> Homes {
-        let g = HOMES.lock().unwrap_or_else(|e| e.into_inner());
-        clean();
-        Homes { _g: g }
-    }
-}
-
-impl Drop for Homes {
-    fn drop(&mut self) {
-        clean();
-    }
-}
-
-fn home(user: &str) -> PathBuf {
-    nix::unistd::User::from_name(user).unwrap().unwrap().dir
-}
-
-fn clean() {
-    for u in [ALICE, BOB, CAROL] {
-        let h = home(u);
-        if let Ok(rd) = std::fs::read_dir(&h) {
-            for e in rd.flatten() {
-                let n = e.file_name().into_string().unwrap_or_default();
-                if n == ".forward" || n.starts_with("out.") || n.starts_with("t.") {
-                    let p = e.path();
-                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
-                }
-            }
-        }
-    }
-}
-
-/// Writes `user`'s .forward, owned by the user, mode 0644.
-fn set_forward(user: &str, text: &str) -> PathBuf {
-    let p = home(user).join(".forward");
-    std::fs::write(&p, text).unwrap();
-    let ids = support::user(user);
-    std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    p
-}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

@@ -56,6 +56,60 @@ pub fn need_root(test: &str) -> bool {
     false
 }
 
+/// The test users' homes are shared by the tests of one binary.
+static HOMES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Exclusive use of the test users' homes; cleans them on drop.
+pub struct Homes {
+    _g: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Homes {
+    /// Waits for the homes, and cleans them.
+    pub fn take() -> Homes {
+        let g = HOMES.lock().unwrap_or_else(|e| e.into_inner());
+        clean();
+        Homes { _g: g }
+    }
+}
+
+impl Drop for Homes {
+    fn drop(&mut self) {
+        clean();
+    }
+}
+
+/// The home directory of `user`.
+pub fn home(user: &str) -> PathBuf {
+    nix::unistd::User::from_name(user).unwrap().unwrap().dir
+}
+
+/// Removes `.forward`, `out.*` and `t.*` from the test users' homes.
+pub fn clean() {
+    for u in [ALICE, BOB, CAROL] {
+        let h = home(u);
+        if let Ok(rd) = std::fs::read_dir(&h) {
+            for e in rd.flatten() {
+                let n = e.file_name().into_string().unwrap_or_default();
+                if n == ".forward" || n.starts_with("out.") || n.starts_with("t.") {
+                    let p = e.path();
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
+        }
+    }
+}
+
+/// Writes `user`'s .forward, owned by the user, mode 0644.
+pub fn set_forward(user: &str, text: &str) -> PathBuf {
+    let p = home(user).join(".forward");
+    std::fs::write(&p, text).unwrap();
+    let ids = self::user(user);
+    std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
 /// SIGKILLs every runner (`dma-local runner`, and the queue workers it
 /// forked) working for `env`'s configuration: a crash of the delivering
 /// processes. Returns how many it killed.
@@ -73,7 +127,7 @@ pub fn kill_runners(env: &Env) -> usize {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.get(1).is_some_and(|a| a == "runner") && args.iter().any(|a| *a == conf) {
+        if args.get(1).is_some_and(|a| a == "runner") && args.contains(&conf) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
