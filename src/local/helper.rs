@@ -33,9 +33,12 @@
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{self, User};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::{self, Pid, User};
 
 use super::dotforward::{self, ForwardFile};
 use super::file::Failed;
@@ -186,13 +189,14 @@ fn run(args: &[String]) -> Result<(), Failure> {
         _ => PathBuf::from(conf::DEFAULT_PATH),
     };
     let config = Config::load(&config_path).map_err(|e| temp(format!("4.3.5 {e}")))?;
+    let limit = super::user_limit(&config);
     match args.mode.as_str() {
         "mbox" => mbox_mode(&args, &config),
         "forward" => {
             let user = lookup(args.need("user")?)?;
             let home = PathBuf::from(&user.dir);
             let uid = user.uid.as_raw();
-            as_user(&user, || {
+            as_user(&user, limit, || {
                 dotforward::read_forward(&home, uid).map_err(|t| Failed {
                     temporary: true,
                     why: format!("4.3.0 {}", t.0),
@@ -203,7 +207,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         "include" => {
             let path = PathBuf::from(args.need("path")?);
             let user = lookup(&config.alias_user)?;
-            as_user(&user, || {
+            as_user(&user, limit, || {
                 dotforward::read_include(&path).map_err(|t| Failed {
                     temporary: true,
                     why: format!("4.3.0 {}", t.0),
@@ -238,9 +242,13 @@ fn lookup(name: &str) -> Result<User, Failure> {
 /// Runs `f` as `user`: in a child that becomes the user when we are root,
 /// directly when we already are that user, never otherwise. What `f`
 /// returns travels back as the child's exit status and stderr line; for
-/// `forward` and `include`, its value is printed by the child itself.
+/// `forward` and `include`, its value is printed by the child itself. A
+/// child still running after `limit` (stopped by its user, say) is killed,
+/// so that we, and the dotlock we may hold, end before our caller's
+/// deadline.
 fn as_user<T: AsUserResult>(
     user: &User,
+    limit: Duration,
     f: impl FnOnce() -> Result<T, Failed>,
 ) -> Result<T, Failure> {
     if !unistd::geteuid().is_root() {
@@ -277,13 +285,49 @@ fn as_user<T: AsUserResult>(
             };
             std::process::exit(code);
         }
-        Forked::Parent(pid) => match waitpid(pid, None) {
+        Forked::Parent(pid) => match wait_user(pid, limit) {
             // The child has done its work and said so.
-            Ok(WaitStatus::Exited(_, 0)) => Ok(T::done()),
-            Ok(WaitStatus::Exited(_, code)) => Err(Failure(code, String::new())),
-            other => Err(temp(format!("4.3.0 delivery process ended: {other:?}"))),
+            (Ok(WaitStatus::Exited(_, 0)), _) => Ok(T::done()),
+            (Ok(WaitStatus::Exited(_, code)), _) => Err(Failure(code, String::new())),
+            (_, true) => Err(temp(format!(
+                "4.3.0 delivery process timed out after {}s and was killed",
+                limit.as_secs()
+            ))),
+            (other, false) => Err(temp(format!("4.3.0 delivery process ended: {other:?}"))),
         },
     }
+}
+
+/// Waits for the user's process `pid`, killing it once `limit` has passed;
+/// says whether it was killed so.
+fn wait_user(pid: Pid, limit: Duration) -> (nix::Result<WaitStatus>, bool) {
+    let reap = || loop {
+        match waitpid(pid, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other,
+        }
+    };
+    // A watchdog thread, so that a delivery costs no polling: we block in
+    // waitid and it kills at the limit.
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::Builder::new().spawn(move || {
+        let late = watch.recv_timeout(limit) == Err(RecvTimeoutError::Timeout);
+        if late {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        late
+    });
+    let Ok(watchdog) = watchdog else {
+        return (reap(), false);
+    };
+    // Not reaped yet (WNOWAIT): its pid cannot be reused by another process
+    // while the watchdog may still signal it.
+    while let Err(nix::Error::EINTR) =
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    {}
+    drop(done);
+    let killed = watchdog.join().unwrap_or(false);
+    (reap(), killed)
 }
 
 /// What a child run by [`as_user`] hands back: printed by the child (so the
@@ -334,7 +378,7 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
     }
     let check_forward = args.get("forward-check") == Some("yes");
     let home = PathBuf::from(&user.dir);
-    as_user(&user, || {
+    as_user(&user, super::user_limit(config), || {
         // One run instead of two: read the .forward first, and deliver to
         // the mailbox only when it has no entries (the caller expands them).
         let mut said = MboxAnswer::Delivered(None);
@@ -490,7 +534,7 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
             args.need("original")?.to_string(),
         ));
     }
-    as_user(&user, move || {
+    as_user(&user, super::user_limit(config), move || {
         authorize(&origin, &entry, &home, uid, &aliases_path)?;
         let stdin = std::io::stdin();
         match &entry {

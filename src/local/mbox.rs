@@ -18,6 +18,19 @@ use std::time::{Duration, Instant, SystemTime};
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(100);
 /// A dotlock older than this is considered left behind by a crash.
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(300);
+/// How far in the future a dotlock's time may be (clocks of file servers
+/// differ a little) before it is considered stale: a lock from the future
+/// was never going to age, so it would stop delivery forever.
+pub const CLOCK_SLOP: Duration = Duration::from_secs(60);
+
+/// Whether a dotlock last modified at `mtime` is stale at `now`: older than
+/// [`STALE_DOTLOCK`], or more than [`CLOCK_SLOP`] in the future.
+pub fn is_stale(mtime: SystemTime, now: SystemTime) -> bool {
+    match now.duration_since(mtime) {
+        Ok(age) => age > STALE_DOTLOCK,
+        Err(ahead) => ahead.duration() > CLOCK_SLOP,
+    }
+}
 
 /// A held dotlock; removed on drop.
 #[derive(Debug)]
@@ -48,9 +61,7 @@ pub fn dotlock(dir: &Path, user: &str, timeout: Duration) -> io::Result<DotLock>
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let stale = std::fs::symlink_metadata(&path)
                     .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > STALE_DOTLOCK);
+                    .is_ok_and(|t| is_stale(t, SystemTime::now()));
                 if stale {
                     crate::notice!("removing stale lock {}", path.display());
                     let _ = std::fs::remove_file(&path);
@@ -294,6 +305,53 @@ mod tests {
             open(&target, uid + 1),
             Err(MboxError::Unsafe { .. })
         ));
+    }
+
+    #[test]
+    fn stale_dotlocks_are_old_or_from_the_future() {
+        let now = SystemTime::now();
+        let s = Duration::from_secs;
+        for (mtime, stale) in [
+            (now, false),
+            (now - s(299), false),
+            (now - s(301), true),
+            (now - s(86400), true),
+            (now + s(59), false),
+            (now + s(61), true),
+            (now + s(86400), true),
+        ] {
+            assert_eq!(
+                is_stale(mtime, now),
+                stale,
+                "{:?}",
+                mtime.duration_since(now)
+            );
+        }
+    }
+
+    #[test]
+    fn a_dotlock_from_the_future_or_the_past_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.lock");
+        for offset in [86400i64, -86400] {
+            let f = File::create(&path).unwrap();
+            let when = if offset > 0 {
+                SystemTime::now() + Duration::from_secs(offset as u64)
+            } else {
+                SystemTime::now() - Duration::from_secs(offset.unsigned_abs())
+            };
+            f.set_modified(when).unwrap();
+            drop(f);
+            let l = dotlock(dir.path(), "u", Duration::from_millis(300)).unwrap();
+            drop(l);
+            assert!(!path.exists());
+        }
+        // A fresh one is respected.
+        let f = File::create(&path).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(30))
+            .unwrap();
+        drop(f);
+        assert!(dotlock(dir.path(), "u", Duration::from_millis(300)).is_err());
     }
 
     #[test]

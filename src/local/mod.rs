@@ -1,6 +1,7 @@
 //! Local delivery: the writers that run as the recipient (in `dma-local`),
 //! and the caller side that hands a message to `dma-local`.
 
+mod deadline;
 pub mod dotforward;
 pub mod file;
 pub mod helper;
@@ -10,19 +11,45 @@ pub mod session;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::context::Ctx;
 use crate::deliver::Outcome;
 use crate::exit::{EX_NOUSER, EX_UNAVAILABLE};
 use crate::spool::Origin;
 use dotforward::ForwardFile;
 
+/// What a `dma-local` run may take beyond its own waits: starting, the
+/// user's process, reading and writing.
+const CALL_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long one `dma-local` run may take before the caller gives up on it:
+/// the command time limit (PIPE_TIMEOUT) and the two lock waits of a
+/// mailbox delivery (the dotlock, then the fcntl lock), plus a margin. The
+/// helper's own limits (see [`user_limit`]) end it well before.
+pub fn call_limit(config: &Config) -> Duration {
+    config.pipe_timeout + 2 * mbox::LOCK_TIMEOUT + CALL_MARGIN
+}
+
+/// How long the helper's root parent waits for its process that runs as
+/// the user (which waits for the fcntl lock, or runs the command) before
+/// it kills it: shorter than [`call_limit`] by the dotlock wait and half
+/// the margin, so that the root parent, which holds the dotlock, ends
+/// first and removes it.
+pub fn user_limit(config: &Config) -> Duration {
+    config.pipe_timeout + mbox::LOCK_TIMEOUT + CALL_MARGIN / 2
+}
+
 /// Runs `dma-local MODE ARGS...` with the message (a duplicate of the locked
 /// data file descriptor, rewound) on stdin when `data` is given, so that the
 /// message lock is held until the helper is done, even if we die first.
 /// Returns its stdout, or the outcome its failure means. Goes through the
-/// run's helper session when it has one (see [`session`]).
+/// run's helper session when it has one (see [`session`]). A run that
+/// takes longer than [`call_limit`] is deferred, and the helper (or its
+/// session) is killed if we may and let go of in any case.
 fn call(
     ctx: &Ctx,
     mode: &str,
@@ -44,9 +71,20 @@ fn call(
         ),
         None => None,
     };
-    let (status, stdout, stderr) = match call_session(ctx, &argv, input.as_ref())? {
+    let limit = call_limit(&ctx.config);
+    let deadline = Deadline {
+        at: Instant::now() + limit,
+        limit,
+    };
+    let (status, stdout, stderr) = match call_session(ctx, &argv, input.as_ref(), &deadline)? {
         Some(done) => done,
-        None => call_exec(ctx, &argv, input)?,
+        None => call_exec(
+            &ctx.helper,
+            ctx.config_override.as_deref(),
+            &argv,
+            input,
+            &deadline,
+        )?,
     };
     let err = String::from_utf8_lossy(&stderr);
     let reason = err
@@ -77,10 +115,31 @@ fn call(
 /// A helper run's exit code (or the signal that ended it), stdout, stderr.
 type Ran = (Result<i32, i32>, Vec<u8>, Vec<u8>);
 
+/// When a `dma-local` run must be over.
+struct Deadline {
+    at: Instant,
+    /// What it was set to, for the reason.
+    limit: Duration,
+}
+
+impl Deadline {
+    fn passed(&self) -> Outcome {
+        Outcome::Deferred(format!(
+            "4.3.0 dma-local timed out after {}s",
+            self.limit.as_secs()
+        ))
+    }
+}
+
 /// Runs the helper through the run's session, starting it on first use.
 /// `Ok(None)`: this run has no session (or it broke before taking the
 /// request): run the helper directly.
-fn call_session(ctx: &Ctx, argv: &[String], input: Option<&File>) -> Result<Option<Ran>, Outcome> {
+fn call_session(
+    ctx: &Ctx,
+    argv: &[String],
+    input: Option<&File>,
+    deadline: &Deadline,
+) -> Result<Option<Ran>, Outcome> {
     use session::{CallError, Use};
     if ctx
         .config_override
@@ -108,12 +167,19 @@ fn call_session(ctx: &Ctx, argv: &[String], input: Option<&File>) -> Result<Opti
         argv.push(c.to_string());
     }
     use std::os::fd::AsFd;
-    match s.call(&argv, input.map(|f| f.as_fd())) {
+    match s.call(&argv, input.map(|f| f.as_fd()), deadline.at) {
         Ok(f) => Ok(Some((f.code, f.stdout, f.stderr))),
         Err(CallError::NotSent(e)) => {
             crate::warning!("dma-local session lost ({e}); running it per delivery");
             *slot = Use::Failed;
             Ok(None)
+        }
+        Err(CallError::TimedOut) => {
+            crate::warning!("dma-local session timed out; starting another for what follows");
+            // Dropping it kills it if we may; the next delivery starts a
+            // fresh one.
+            *slot = Use::Wanted;
+            Err(deadline.passed())
         }
         Err(CallError::Lost(e)) => {
             *slot = Use::Failed;
@@ -124,29 +190,56 @@ fn call_session(ctx: &Ctx, argv: &[String], input: Option<&File>) -> Result<Opti
     }
 }
 
-/// Runs the helper as a program of its own.
-fn call_exec(ctx: &Ctx, argv: &[String], input: Option<File>) -> Result<Ran, Outcome> {
-    let mut cmd = Command::new(&ctx.helper);
+/// Runs the helper as a program of its own, until `deadline`.
+fn call_exec(
+    helper: &Path,
+    config_override: Option<&Path>,
+    argv: &[String],
+    input: Option<File>,
+    deadline: &Deadline,
+) -> Result<Ran, Outcome> {
+    let mut cmd = Command::new(helper);
     cmd.args(argv);
-    if let Some(c) = &ctx.config_override {
+    if let Some(c) = config_override {
         cmd.arg("--config").arg(c);
     }
     match input {
         Some(f) => cmd.stdin(f),
         None => cmd.stdin(Stdio::null()),
     };
-    let out = cmd
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| {
-            Outcome::Deferred(format!("4.3.0 can not run {}: {e}", ctx.helper.display()))
-        })?;
-    let status = match out.status.code() {
-        Some(c) => Ok(c),
-        None => Err(std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0)),
+        .spawn()
+        .map_err(|e| Outcome::Deferred(format!("4.3.0 can not run {}: {e}", helper.display())))?;
+    let out = child.stdout.take().expect("piped").into();
+    let err = child.stderr.take().expect("piped").into();
+    let ran = deadline::read_both(out, err, deadline.at)
+        .map_err(|e| format!("4.3.0 reading the output of dma-local: {e}"))
+        .and_then(|output| {
+            let status = match output {
+                Some(_) => deadline::wait(&mut child, deadline.at)
+                    .map_err(|e| format!("4.3.0 waiting for dma-local: {e}"))?,
+                None => None,
+            };
+            Ok(output.zip(status))
+        });
+    let (stdout, stderr, status) = match ran {
+        Ok(Some(((stdout, stderr), status))) => (stdout, stderr, status),
+        Ok(None) => {
+            deadline::kill(&mut child);
+            return Err(deadline.passed());
+        }
+        Err(why) => {
+            deadline::kill(&mut child);
+            return Err(Outcome::Deferred(why));
+        }
     };
-    Ok((status, out.stdout, out.stderr))
+    let status = match status.code() {
+        Some(c) => Ok(c),
+        None => Err(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+    };
+    Ok((status, stdout, stderr))
 }
 
 fn sender_arg(sender: &str) -> &str {
@@ -272,5 +365,89 @@ pub fn deliver_program(ctx: &Ctx, data: &File, p: &ProgramCall) -> Outcome {
     match call(ctx, mode, &args, Some(data)) {
         Ok(_) => Outcome::Delivered,
         Err(o) => o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for dma-local: a shell script.
+    fn helper(dir: &Path, body: &str) -> std::path::PathBuf {
+        let p = dir.join("dma-local");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn within(secs: u64) -> Deadline {
+        let limit = Duration::from_secs(secs);
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    /// Kills the process whose pid a test's helper wrote into the file.
+    fn kill_pid_in(file: &Path) {
+        for _ in 0..100 {
+            if let Some(pid) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_helper_that_hangs_is_given_up_at_the_deadline() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        let p = pidfile.display();
+        // Hangs itself; or exits, leaving a process in a session of its own
+        // (which a helper running as root would be to us: out of reach)
+        // that holds its output open.
+        for body in [
+            "exec sleep 1000".to_string(),
+            format!("setsid -f sh -c 'echo $$ > {p}; exec sleep 1000'; exit 0"),
+        ] {
+            let h = helper(d.path(), &body);
+            let start = Instant::now();
+            let r = call_exec(&h, None, &["mbox".into()], None, &within(1));
+            let took = start.elapsed();
+            kill_pid_in(&pidfile);
+            let _ = std::fs::remove_file(&pidfile);
+            match r {
+                Err(Outcome::Deferred(why)) => assert!(why.contains("timed out"), "{body}: {why}"),
+                other => panic!("{body}: {other:?}"),
+            }
+            assert!(took < Duration::from_secs(4), "{body}: took {took:?}");
+        }
+    }
+
+    #[test]
+    fn helper_output_is_bounded_and_its_answer_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let h = helper(
+            d.path(),
+            "head -c 5000000 /dev/zero; head -c 300000 /dev/zero >&2; exit 75",
+        );
+        let (status, out, err) = call_exec(&h, None, &["mbox".into()], None, &within(20)).unwrap();
+        assert_eq!(status, Ok(75));
+        assert_eq!(out.len(), deadline::MAX_STDOUT);
+        assert_eq!(err.len(), deadline::MAX_STDERR);
+    }
+
+    #[test]
+    fn the_helper_ends_before_the_caller_gives_up() {
+        let c = Config::default();
+        assert!(user_limit(&c) + mbox::LOCK_TIMEOUT < call_limit(&c));
     }
 }

@@ -4,14 +4,22 @@
 //! envelope value is ever put into the command line, only into the
 //! environment (SENDER, RECIPIENT, ...). It runs in a session of its own,
 //! with a clean environment, in the user's home directory, and is killed
-//! with its whole process group at the time limit. Exit 0 is delivered;
-//! 75 (EX_TEMPFAIL) and 71 (EX_OSERR), a signal or the time limit defer;
-//! anything else bounces with the first lines of the command's output.
+//! with its whole process group at the time limit. The limit covers the
+//! whole run, writing the message included: we never block on the pipe, so
+//! a process the command left behind (even in a session of its own) that
+//! holds its stdin open without reading cannot keep us. Exit 0 is
+//! delivered; 75 (EX_TEMPFAIL) and 71 (EX_OSERR), a signal, the time limit
+//! or an exit that leaves the message unread in a pipe something still
+//! holds defer; anything else bounces with the first lines of the
+//! command's output.
 
 use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::file::Failed;
 use crate::privsep;
@@ -42,7 +50,14 @@ fn temp(why: String) -> Failed {
 }
 
 /// Runs `job` with `prefix` and then `input` on its stdin.
-pub fn run(job: &Job, mut input: impl Read + Send + 'static) -> Result<(), Failed> {
+///
+/// The whole run has one deadline, `job.timeout`: the message is written
+/// through a non-blocking pipe while we watch for the command's exit, so
+/// that neither a command that does not read nor anything it leaves behind
+/// holding its stdin can keep us past it. A command that exits without
+/// reading everything (EPIPE) is normal; one whose stdin is still held
+/// open, not read, a moment after it exited did not take the message.
+pub fn run(job: &Job, input: impl Read) -> Result<(), Failed> {
     let out = tempfile::tempfile().map_err(|e| temp(format!("4.3.0 temporary file: {e}")))?;
     let out2 = out.try_clone().map_err(|e| temp(format!("4.3.0 {e}")))?;
     let out3 = out.try_clone().map_err(|e| temp(format!("4.3.0 {e}")))?;
@@ -60,43 +75,52 @@ pub fn run(job: &Job, mut input: impl Read + Send + 'static) -> Result<(), Faile
         .stdout(out2)
         .stderr(out3);
     privsep::new_session(&mut cmd);
+    let deadline = Instant::now() + job.timeout;
     let mut child = cmd
         .spawn()
         .map_err(|e| temp(format!("4.3.0 can not run /bin/sh: {e}")))?;
     let pid = child.id();
-    let mut stdin = child.stdin.take().expect("piped");
-    let prefix = job.prefix.clone();
-    // The message is written by a thread, so that a command that does not
-    // read it cannot stop us from enforcing the time limit. A command that
-    // exits early closes the pipe: EPIPE ends the copy, which is fine.
-    let writer = std::thread::spawn(move || -> io::Result<()> {
-        stdin.write_all(&prefix)?;
-        io::copy(&mut input, &mut stdin)?;
-        Ok(())
-    });
-    let deadline = Instant::now() + job.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => {
-                privsep::kill_group(pid);
-                let _ = child.wait();
-                break None;
+    let stdin = child.stdin.take().expect("piped");
+    let mut feed = Feed {
+        stdin: None,
+        buf: job.prefix.clone(),
+        pos: 0,
+        input,
+        eof: false,
+    };
+    let end = match set_nonblocking(&stdin) {
+        Ok(()) => {
+            feed.stdin = Some(stdin);
+            feed_until_done(&mut feed, &mut child, deadline)
+        }
+        Err(e) => End::Broken(temp(format!("4.3.0 command input: {e}"))),
+    };
+    // Our end is closed in every case before anything else happens.
+    drop(feed.stdin.take());
+    let status = match end {
+        End::Exited(s) => Some(s),
+        End::Undrained(s) => {
+            privsep::kill_group(pid);
+            if s.success() {
+                let output = first_output(out);
+                return Err(temp(format!(
+                    "4.3.0 command exited 0 without reading the whole message \
+                     (something it started holds its input){output}"
+                )));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(temp(format!("4.3.0 waiting for the command: {e}"))),
+            Some(s)
+        }
+        End::TimedOut => {
+            privsep::kill_group(pid);
+            let _ = child.wait();
+            None
+        }
+        End::Broken(f) => {
+            privsep::kill_group(pid);
+            let _ = child.wait();
+            return Err(f);
         }
     };
-    // Something the command left behind may still hold its stdin open
-    // without reading: give it a moment, then end the whole group.
-    let grace = Instant::now() + Duration::from_secs(1);
-    while !writer.is_finished() && Instant::now() < grace {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !writer.is_finished() {
-        privsep::kill_group(pid);
-    }
-    let _ = writer.join();
     let output = first_output(out);
     let Some(status) = status else {
         return Err(temp(format!(
@@ -119,6 +143,131 @@ pub fn run(job: &Job, mut input: impl Read + Send + 'static) -> Result<(), Faile
             sig.unwrap_or(0)
         ))),
     }
+}
+
+/// How long what a command left behind gets, after the command exited, to
+/// read the rest of the message.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// The longest wait without looking at the command: how soon its exit is
+/// noticed.
+const TICK: Duration = Duration::from_millis(10);
+/// How much of the message is read at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// How feeding the command ended.
+enum End {
+    /// It exited and its input was written (or it closed its end).
+    Exited(ExitStatus),
+    /// It exited, and its input was neither read nor closed for
+    /// [`DRAIN_GRACE`] after.
+    Undrained(ExitStatus),
+    /// The deadline passed with the command running.
+    TimedOut,
+    /// We could not go on (the message could not be read).
+    Broken(Failed),
+}
+
+/// The message on its way into the command's stdin.
+struct Feed<R> {
+    /// Our end of the pipe, non-blocking; `None` once written or closed.
+    stdin: Option<ChildStdin>,
+    /// Bytes read and not yet written: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    input: R,
+    eof: bool,
+}
+
+impl<R: Read> Feed<R> {
+    /// Writes until the pipe is full or everything is written (then our
+    /// end is closed). The command closing its end ends the feed too.
+    /// `Err` only when the message can not be read.
+    fn pump(&mut self) -> io::Result<()> {
+        loop {
+            let Some(w) = self.stdin.as_mut() else {
+                return Ok(());
+            };
+            if self.pos == self.buf.len() {
+                if self.eof {
+                    self.stdin = None;
+                    return Ok(());
+                }
+                self.buf.resize(CHUNK, 0);
+                self.pos = 0;
+                let n = loop {
+                    match self.input.read(&mut self.buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                let n = n.inspect_err(|_| self.buf.clear())?;
+                self.buf.truncate(n);
+                self.eof = n == 0;
+                continue;
+            }
+            match w.write(&self.buf[self.pos..]) {
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EPIPE: the command does not want (the rest of) it.
+                Err(_) => {
+                    self.stdin = None;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.stdin.is_none()
+    }
+}
+
+/// Feeds the command and watches it until it exited with its input taken,
+/// exited and [`DRAIN_GRACE`] passed, or `deadline` passed.
+fn feed_until_done<R: Read>(feed: &mut Feed<R>, child: &mut Child, deadline: Instant) -> End {
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    loop {
+        if let Err(e) = feed.pump() {
+            return End::Broken(temp(format!("4.3.0 reading the message: {e}")));
+        }
+        if exited.is_none() {
+            match child.try_wait() {
+                Ok(Some(s)) => exited = Some((s, Instant::now())),
+                Ok(None) => {}
+                Err(e) => {
+                    return End::Broken(temp(format!("4.3.0 waiting for the command: {e}")));
+                }
+            }
+        }
+        let now = Instant::now();
+        let until = match exited {
+            Some((s, _)) if feed.done() => return End::Exited(s),
+            Some((s, at)) if now >= (at + DRAIN_GRACE).min(deadline) => {
+                return End::Undrained(s);
+            }
+            Some((_, at)) => (at + DRAIN_GRACE).min(deadline),
+            None if now >= deadline => return End::TimedOut,
+            None => deadline,
+        };
+        let wait = (until - now).min(TICK);
+        match &feed.stdin {
+            Some(w) => {
+                let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
+                let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+                // EINTR or an error: the next round looks again.
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+            }
+            None => std::thread::sleep(wait),
+        }
+    }
+}
+
+fn set_nonblocking(f: &impl AsFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_retain(fcntl(f, FcntlArg::F_GETFL)?);
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// `": first line | second line"` of the output, printable, bounded.
@@ -189,5 +338,73 @@ mod tests {
         .unwrap_err();
         assert!(e.temporary && e.why.contains("timed out"), "{e:?}");
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Kills the process whose pid the test's command wrote into `file`.
+    struct KillAtEnd(std::path::PathBuf);
+
+    impl Drop for KillAtEnd {
+        fn drop(&mut self) {
+            // The command may still be starting up: give it a moment.
+            for _ in 0..100 {
+                if let Some(pid) = std::fs::read_to_string(&self.0)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    #[test]
+    fn input_held_open_by_what_the_command_left_behind_ends_in_time() {
+        let d = tempfile::tempdir().unwrap();
+        let message = vec![b'x'; 280 * 1024];
+        // Each leaves a process that holds the pipe open and never reads:
+        // in a session of its own, the command having exited (setsid -f);
+        // in a session of its own, the command still waiting (setsid run
+        // by a shell that does not exec it does not fork); in the command's
+        // own process group, the command having exited.
+        let cases = [
+            (
+                "setsid -f",
+                "setsid -f sh -c 'echo $$ > {P}; exec sleep 1000'",
+            ),
+            ("setsid", "setsid sh -c 'echo $$ > {P}; exec sleep 1000'; :"),
+            (
+                "background",
+                "exec 3<&0; sh -c 'echo $$ > {P}; exec sleep 1000' <&3 &",
+            ),
+        ];
+        for (i, (name, cmd)) in cases.iter().enumerate() {
+            let pidfile = d.path().join(format!("pid{i}"));
+            let _kill = KillAtEnd(pidfile.clone());
+            let cmd = cmd.replace("{P}", &pidfile.display().to_string());
+            let start = Instant::now();
+            let e = run(&job(&cmd, 2), std::io::Cursor::new(message.clone())).expect_err(name);
+            let took = start.elapsed();
+            assert!(e.temporary, "{name}: {e:?}");
+            assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+        }
+    }
+
+    #[test]
+    fn a_command_that_exits_without_reading_is_normal() {
+        let message = vec![b'x'; 280 * 1024];
+        for cmd in ["exit 0", "head -c 10 >/dev/null"] {
+            let start = Instant::now();
+            run(&job(cmd, 10), std::io::Cursor::new(message.clone())).unwrap();
+            assert!(start.elapsed() < Duration::from_secs(5), "{cmd}");
+        }
+        let e = run(&job("exit 75", 10), std::io::Cursor::new(message.clone())).unwrap_err();
+        assert!(e.temporary && e.why.contains("exit 75"), "{e:?}");
+        let e = run(&job("exit 3", 10), std::io::Cursor::new(message)).unwrap_err();
+        assert!(!e.temporary, "{e:?}");
     }
 }

@@ -21,19 +21,20 @@
 //! group database's NSS modules once, so that the per-request processes
 //! inherit them instead of loading them again.
 
-use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
     recvmsg, send, sendmsg, socketpair,
 };
 use nix::sys::wait::{WaitStatus, waitpid};
 
+use super::deadline;
 use crate::exit::{EX_OK, EX_OSERR, EX_TEMPFAIL, EX_USAGE};
 use crate::privsep::{self, Forked};
 
@@ -60,6 +61,10 @@ pub enum CallError {
     /// The request went out but no answer came back: whether it was done
     /// is unknown.
     Lost(io::Error),
+    /// No answer came back before the deadline: whether it was done is
+    /// unknown, and the session must not be used again (it is killed if
+    /// we may, and let go of in any case).
+    TimedOut,
 }
 
 /// Whether a run goes through a session.
@@ -77,11 +82,14 @@ pub enum Use {
 }
 
 /// A running `dma-local session`. Dropping it ends the session (it sees the
-/// end of its socket) and waits for it.
+/// end of its socket) and waits for it a moment; one whose run timed out is
+/// killed instead, if we may.
 #[derive(Debug)]
 pub struct Session {
     sock: OwnedFd,
     child: Child,
+    /// A run timed out: the session is busy for as long as it likes.
+    stuck: bool,
 }
 
 impl Session {
@@ -99,16 +107,25 @@ impl Session {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        Ok(Session { sock: ours, child })
+        Ok(Session {
+            sock: ours,
+            child,
+            stuck: false,
+        })
     }
 
     /// Runs `dma-local ARGS...` in the session with `stdin` (or /dev/null)
-    /// and collects its output, as `Command::output` would.
+    /// and collects its output, as `Command::output` would, until
+    /// `deadline` (then [`CallError::TimedOut`]).
     pub fn call(
         &mut self,
         args: &[String],
         stdin: Option<BorrowedFd>,
+        deadline: Instant,
     ) -> Result<Finished, CallError> {
+        if self.stuck {
+            return Err(CallError::TimedOut);
+        }
         let not_sent = CallError::NotSent;
         let null;
         let stdin = match stdin {
@@ -142,9 +159,15 @@ impl Session {
         // Only the run holds the write ends now: end of file is its end.
         drop((out_w, err_w));
         let lost = CallError::Lost;
-        let (stdout, stderr) = read_both(out_r, err_r).map_err(lost)?;
+        let output = deadline::read_both(out_r, err_r, deadline).map_err(lost)?;
+        let Some((stdout, stderr)) = output else {
+            return Err(self.timed_out());
+        };
+        if !deadline::readable(&self.sock, deadline).map_err(lost)? {
+            return Err(self.timed_out());
+        }
         let mut answer = [0u8; 4];
-        let n = recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty())
+        let n = recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::MSG_DONTWAIT)
             .map_err(|e| lost(e.into()))?;
         if n != 4 {
             return Err(lost(io::Error::other("dma-local session ended")));
@@ -158,52 +181,31 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Gives up on the session: kills it if we may.
+    fn timed_out(&mut self) -> CallError {
+        self.stuck = true;
+        deadline::kill(&mut self.child);
+        CallError::TimedOut
+    }
+}
+
+/// How long an idle session gets to end once its socket is closed.
+const END_WAIT: Duration = Duration::from_secs(10);
+
 impl Drop for Session {
     fn drop(&mut self) {
         // Closing our end tells the session to finish.
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads two pipes to their end at once (a run may fill either first).
-fn read_both(out: OwnedFd, err: OwnedFd) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut files = [
-        Some(std::fs::File::from(out)),
-        Some(std::fs::File::from(err)),
-    ];
-    let mut bufs = [Vec::new(), Vec::new()];
-    let mut chunk = [0u8; 8192];
-    while files.iter().any(Option::is_some) {
-        let ready: Vec<usize> = {
-            let open: Vec<usize> = (0..2).filter(|&i| files[i].is_some()).collect();
-            let mut pfds: Vec<PollFd> = open
-                .iter()
-                .map(|&i| PollFd::new(files[i].as_ref().expect("open").as_fd(), PollFlags::POLLIN))
-                .collect();
-            match poll(&mut pfds, nix::poll::PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            open.iter()
-                .zip(&pfds)
-                .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(&i, _)| i)
-                .collect()
-        };
-        for i in ready {
-            let f = files[i].as_mut().expect("polled");
-            match f.read(&mut chunk) {
-                Ok(0) => files[i] = None,
-                Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if self.stuck
+            || !matches!(
+                deadline::wait(&mut self.child, Instant::now() + END_WAIT),
+                Ok(Some(_))
+            )
+        {
+            deadline::kill(&mut self.child);
         }
     }
-    let [o, e] = bufs;
-    Ok((o, e))
 }
 
 /// The session's side: serves requests on stdin until it is closed.
@@ -315,5 +317,41 @@ fn run_one(sock: &OwnedFd, fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
             }
         }
         Err(_) => EX_TEMPFAIL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_session_that_never_answers_is_given_up_and_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().join("dma-local");
+        std::fs::write(&h, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = Session::start(&h).unwrap();
+        let start = Instant::now();
+        let r = s.call(
+            &["mbox".into()],
+            None,
+            Instant::now() + Duration::from_secs(1),
+        );
+        assert!(matches!(r, Err(CallError::TimedOut)), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(4));
+        // Killed and reaped; never used again.
+        assert!(s.child.try_wait().unwrap().is_some());
+        assert!(matches!(
+            s.call(
+                &["mbox".into()],
+                None,
+                Instant::now() + Duration::from_secs(1)
+            ),
+            Err(CallError::TimedOut)
+        ));
+        let start = Instant::now();
+        drop(s);
+        assert!(start.elapsed() < Duration::from_secs(2));
     }
 }
