@@ -81,15 +81,22 @@ fn open(ident: &str) {
     let _ = nix::syslog::openlog(Some(ident), LogFlags::empty(), Facility::LOG_MAIL);
 }
 
+/// A log line as written: one line (CR and LF become blanks, as always),
+/// any other control character escaped, so that no text quoted from a
+/// server can drive the terminal of whoever reads the log or `-v`.
+fn clean(msg: &str) -> String {
+    crate::escape::controls(&msg.replace(['\r', '\n'], " ")).into_owned()
+}
+
 /// Writes one line to syslog only (for errors that are also printed).
 pub fn syslog_only(level: Level, msg: &str) {
-    let msg = msg.replace(['\r', '\n'], " ");
+    let msg = clean(msg);
     let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
 }
 
 /// Writes one log line.
 pub fn log(level: Level, msg: &str) {
-    let msg = msg.replace(['\r', '\n'], " ");
+    let msg = clean(msg);
     let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
     let verbose = STATE
         .lock()
