@@ -72,6 +72,30 @@ fn invalid(flag: &str) -> Fatal {
     Fatal::new(EX_USAGE, format!("invalid argument: `{flag}'"))
 }
 
+/// The longest `-L` tag: syslog tags are short (RFC 3164 allows 32).
+pub const MAX_LOG_TAG: usize = 32;
+
+/// Checks a `-L` tag: it goes verbatim into every syslog line, so it must be
+/// printable ASCII without blanks (which would end the tag) or brackets
+/// (which would forge the `[queue id]` part), and short.
+fn log_tag(v: String) -> Result<String, Fatal> {
+    let ok = !v.is_empty()
+        && v.len() <= MAX_LOG_TAG
+        && v.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'[' && b != b']');
+    if ok {
+        Ok(v)
+    } else {
+        Err(Fatal::new(
+            EX_USAGE,
+            format!(
+                "invalid -L tag `{}': 1 to {MAX_LOG_TAG} printable ASCII characters, no blanks or brackets",
+                crate::escape::escape(&v)
+            ),
+        ))
+    }
+}
+
 fn text(v: OsString, flag: &str) -> Result<String, Fatal> {
     v.into_string().map_err(|_| invalid(flag))
 }
@@ -127,7 +151,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     'i' => inv.ignore_dots = true,
                     't' => inv.extract_rcpts = true,
                     'v' => inv.verbose = true,
-                    'L' => inv.log_tag = Some(value(&mut p)?),
+                    'L' => inv.log_tag = Some(log_tag(value(&mut p)?)?),
                     'o' => match value(&mut p)?.as_str() {
                         "i" => inv.ignore_dots = true,
                         "di" => inv.delivery = DeliveryMode::Foreground,
@@ -260,6 +284,28 @@ mod tests {
 
     fn p(prog: &str, args: &[&str]) -> Result<Invocation, Fatal> {
         parse(prog, args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn log_tags_are_checked() {
+        for good in ["dma", "cron-mail", "a.b_c/d:1", &"x".repeat(MAX_LOG_TAG)] {
+            let inv = p("sendmail", &["-L", good, "bob"]).unwrap();
+            assert_eq!(inv.log_tag.as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "two words",
+            "tab\there",
+            "dma[123]",
+            "esc\x1b",
+            "nl\n",
+            "über",
+            &"x".repeat(MAX_LOG_TAG + 1),
+        ] {
+            let e = p("sendmail", &["-L", bad, "bob"]).unwrap_err();
+            assert_eq!(e.code, EX_USAGE, "{bad:?}");
+            assert!(e.msg.starts_with("invalid -L tag") && !e.msg.contains('\n'));
+        }
     }
 
     #[test]
