@@ -5,9 +5,11 @@
 //!
 //! `TZ` comes from whoever started us, and `dma` runs with group mail's
 //! rights: it is honoured only as a zoneinfo name (`Europe/Berlin`, `UTC`,
-//! `:Asia/Kathmandu`), looked up under `/usr/share/zoneinfo` with a size
-//! bound, never as a path or a POSIX rule, and not at all in a set-id run.
-//! Anything else falls back to `/etc/localtime` (then UTC), never an error.
+//! `:Asia/Kathmandu`), looked up under the root-owned `/usr/share/zoneinfo`
+//! with a size bound, never as a path or a POSIX rule. Such a name is safe in
+//! a set-id run too, so users keep their local dates there (the set-id run
+//! keeps `TZ` for this). Anything else falls back to `/etc/localtime` (then
+//! UTC), never an error.
 
 use std::io::Read;
 use std::path::Path;
@@ -29,7 +31,6 @@ pub fn local_tz() -> &'static TimeZone {
     TZ.get_or_init(|| {
         let tz = std::env::var("TZ").ok();
         tz.as_deref()
-            .filter(|_| !crate::privsep::is_setid())
             .and_then(zone_name)
             .and_then(|name| {
                 read_tzif(&Path::new(ZONEINFO).join(name))
