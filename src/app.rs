@@ -198,6 +198,18 @@ fn ensure_spool(ctx: &Ctx) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// SPOOL_MIN_FREE: below the reserve only root may queue (bounces are
+/// queued by the runner, not here), so no user can fill the spool and stop
+/// everyone's mail. EX_TEMPFAIL: the same message may go through later.
+fn check_spool_space(ctx: &Ctx, caller: &Caller) -> Result<(), Fatal> {
+    if caller.uid == 0 {
+        return Ok(());
+    }
+    ctx.spool
+        .check_free(ctx.config.spool_min_free)
+        .map_err(|why| Fatal::new(EX_TEMPFAIL, why))
+}
+
 fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal> {
     let sender = envelope_sender(ctx, inv, caller)?;
     let mut rcpts = argv_rcpts(inv)?;
@@ -205,6 +217,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         return Err(Fatal::new(EX_NOINPUT, "no recipients"));
     }
     ensure_spool(ctx)?;
+    check_spool_space(ctx, caller)?;
     let cantcreat =
         |e: std::io::Error| Fatal::new(EX_CANTCREAT, format!("can not create spool file: {e}"));
     let (id, data) = ctx.spool.create().map_err(cantcreat)?;
@@ -230,6 +243,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         extract_rcpts: inv.extract_rcpts,
         ignore_dots: inv.ignore_dots,
         full_name: inv.full_name.clone(),
+        size_limit: ctx.config.message_size_limit,
     };
     if let Some(n) = &opts.full_name
         && n.bytes().any(|b| b < 0x20 || b == 0x7f)
@@ -247,10 +261,14 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             IntakeError::Io(e) => {
                 Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
             }
+            // Not EX_TEMPFAIL: the same message would fail again.
+            e @ IntakeError::TooLarge(_) => Fatal::new(EX_CANTCREAT, e.to_string()),
             other => Fatal::new(EX_DATAERR, other.to_string()),
         })
     })?;
     drop(out);
+    // Checked again with the message written: it counts against the reserve.
+    check_spool_space(ctx, caller).map_err(discard)?;
     rcpts.extend(read.header_rcpts);
     // One form per mailbox (`bob@thishost` is `bob`), as dma does, so that
     // duplicates collapse.

@@ -142,7 +142,7 @@ pub fn queue(
         writeln!(
             w,
             "<{final_rcpt}>{via}: {}",
-            r.reply.as_deref().unwrap_or("")
+            crate::escape::controls(r.reply.as_deref().unwrap_or(""))
         )?;
     }
     write!(
@@ -214,19 +214,20 @@ fn write_dsn_fields(w: &mut impl Write, env: &Envelope, r: &Rcpt, ctx: &Ctx) -> 
     writeln!(w, "Action: failed")?;
     writeln!(w, "Status: {}", status_of(reply))?;
     if let Some(mta) = &r.mta {
-        let host = mta.split(' ').next().unwrap_or(mta);
+        let mta = crate::escape::controls(mta);
+        let host = mta.split(' ').next().unwrap_or(&mta);
         writeln!(w, "Remote-MTA: dns; {host}")?;
     }
     match &r.smtp {
         Some(smtp) => writeln!(
             w,
             "Diagnostic-Code: smtp; {}",
-            smtp.replace(['\r', '\n'], " ")
+            crate::escape::controls(smtp)
         )?,
         None => writeln!(
             w,
             "Diagnostic-Code: X-Dma-Rs; {}",
-            reply.replace(['\r', '\n'], " ")
+            crate::escape::controls(reply)
         )?,
     }
     Ok(())

@@ -72,6 +72,22 @@ fn invalid(flag: &str) -> Fatal {
     Fatal::new(EX_USAGE, format!("invalid argument: `{flag}'"))
 }
 
+/// Checks a `-L` tag (see [`crate::logging::valid_tag`]).
+fn log_tag(v: String) -> Result<String, Fatal> {
+    if crate::logging::valid_tag(&v) {
+        Ok(v)
+    } else {
+        Err(Fatal::new(
+            EX_USAGE,
+            format!(
+                "invalid -L tag `{}': 1 to {} printable ASCII characters, no blanks or brackets",
+                crate::escape::escape(&v),
+                crate::logging::MAX_TAG
+            ),
+        ))
+    }
+}
+
 fn text(v: OsString, flag: &str) -> Result<String, Fatal> {
     v.into_string().map_err(|_| invalid(flag))
 }
@@ -127,7 +143,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     'i' => inv.ignore_dots = true,
                     't' => inv.extract_rcpts = true,
                     'v' => inv.verbose = true,
-                    'L' => inv.log_tag = Some(value(&mut p)?),
+                    'L' => inv.log_tag = Some(log_tag(value(&mut p)?)?),
                     'o' => match value(&mut p)?.as_str() {
                         "i" => inv.ignore_dots = true,
                         "di" => inv.delivery = DeliveryMode::Foreground,
@@ -260,6 +276,33 @@ mod tests {
 
     fn p(prog: &str, args: &[&str]) -> Result<Invocation, Fatal> {
         parse(prog, args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn log_tags_are_checked() {
+        for good in [
+            "dma",
+            "cron-mail",
+            "a.b_c/d:1",
+            &"x".repeat(crate::logging::MAX_TAG),
+        ] {
+            let inv = p("sendmail", &["-L", good, "bob"]).unwrap();
+            assert_eq!(inv.log_tag.as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "two words",
+            "tab\there",
+            "dma[123]",
+            "esc\x1b",
+            "nl\n",
+            "über",
+            &"x".repeat(crate::logging::MAX_TAG + 1),
+        ] {
+            let e = p("sendmail", &["-L", bad, "bob"]).unwrap_err();
+            assert_eq!(e.code, EX_USAGE, "{bad:?}");
+            assert!(e.msg.starts_with("invalid -L tag") && !e.msg.contains('\n'));
+        }
     }
 
     #[test]

@@ -213,8 +213,11 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         }
         ctx.spool.write_env_lazy(&msg.env)?;
         for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
-            msg.env.rcpts[r.index].mta = r.mta;
-            msg.env.rcpts[r.index].smtp = r.smtp;
+            // What a server said (and TLS or DNS errors that quote it)
+            // reaches the queue with its control characters escaped.
+            let visible = |s: String| crate::escape::controls(&s).into_owned();
+            msg.env.rcpts[r.index].mta = r.mta.map(visible);
+            msg.env.rcpts[r.index].smtp = r.smtp.map(visible);
             msg.env.rcpts[r.index].inflight = None;
             record(ctx, &mut msg, r.index, r.outcome, lifetime);
         }
@@ -302,6 +305,11 @@ fn delivered_to(data: &std::fs::File) -> Vec<String> {
 
 /// Applies one outcome to recipient `i`, with the log line dma writes.
 fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64) {
+    let outcome = match outcome {
+        Outcome::Deferred(why) => Outcome::Deferred(crate::escape::controls(&why).into_owned()),
+        Outcome::Failed(why) => Outcome::Failed(crate::escape::controls(&why).into_owned()),
+        o => o,
+    };
     let created = msg.env.created;
     let r = &mut msg.env.rcpts[i];
     r.attempts += 1;

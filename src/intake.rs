@@ -24,6 +24,9 @@ pub struct Options {
     pub ignore_dots: bool,
     /// `-F`: the full name for the `From:` header we add.
     pub full_name: Option<String>,
+    /// The most bytes the spooled message may have (MESSAGE_SIZE_LIMIT);
+    /// 0 means no limit.
+    pub size_limit: u64,
 }
 
 /// What goes into the headers we add.
@@ -48,13 +51,31 @@ pub struct Stamp {
 pub enum IntakeError {
     /// Reading stdin or writing the spool failed.
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+    /// The message is larger than [`Options::size_limit`]; reading stopped
+    /// there.
+    #[error("message too large: over the limit of {} (MESSAGE_SIZE_LIMIT)", crate::config::size::format_bytes(*.0))]
+    TooLarge(u64),
     /// The header section is too large.
     #[error("bad mail input format: header section over {MAX_HEADER} bytes")]
     HeaderTooLarge,
     /// A `-t` header holds an address we refuse.
     #[error("invalid address in header: `{0}'")]
     BadHeaderAddress(String),
+}
+
+/// The marker a [`Counter`] fails with at the size limit.
+#[derive(Debug, Error)]
+#[error("size limit reached")]
+struct OverLimit(u64);
+
+impl From<io::Error> for IntakeError {
+    fn from(e: io::Error) -> IntakeError {
+        match e.get_ref().and_then(|i| i.downcast_ref::<OverLimit>()) {
+            Some(OverLimit(limit)) => IntakeError::TooLarge(*limit),
+            None => IntakeError::Io(e),
+        }
+    }
 }
 
 /// What intake learned from the message.
@@ -202,7 +223,11 @@ pub fn read_message(
     }
     fields.retain(|f| !field_name(f).eq_ignore_ascii_case(b"bcc"));
 
-    let mut w = Counter { inner: out, n: 0 };
+    let mut w = Counter {
+        inner: out,
+        n: 0,
+        limit: opts.size_limit,
+    };
     w.write_all(received(stamp).as_bytes())?;
     for f in &fields {
         w.write_all(f)?;
@@ -242,13 +267,18 @@ pub fn read_message(
     Ok(read)
 }
 
+/// Counts what goes to the spool and refuses to pass `limit` (unless 0).
 struct Counter<'a, W: Write> {
     inner: &'a mut W,
     n: u64,
+    limit: u64,
 }
 
 impl<W: Write> Write for Counter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.limit != 0 && self.n + buf.len() as u64 > self.limit {
+            return Err(io::Error::other(OverLimit(self.limit)));
+        }
         let n = self.inner.write(buf)?;
         self.n += n as u64;
         Ok(n)
@@ -457,5 +487,47 @@ mod tests {
             &stamp(),
         );
         assert!(matches!(e, Err(IntakeError::HeaderTooLarge)));
+    }
+
+    #[test]
+    fn size_limit_stops_reading() {
+        // An input that never ends: intake must stop at the limit by itself.
+        struct Endless(u64);
+        impl io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0 += buf.len() as u64;
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = if i % 64 == 63 { b'\n' } else { b'y' };
+                }
+                Ok(buf.len())
+            }
+        }
+        let opts = Options {
+            size_limit: 100 << 10,
+            ..Default::default()
+        };
+        let mut input = io::BufReader::new(Endless(0));
+        let mut out = Vec::new();
+        let e = read_message(&mut input, &mut out, &opts, &stamp()).unwrap_err();
+        assert!(
+            matches!(e, IntakeError::TooLarge(l) if l == 100 << 10),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "message too large: over the limit of 100K (MESSAGE_SIZE_LIMIT)"
+        );
+        assert!(out.len() <= 100 << 10);
+        assert!(input.get_ref().0 < 1 << 20, "read on after the limit");
+        // At the limit exactly is fine.
+        const FIXED: &str = "Date: x\nMessage-ID: <a@b>\nFrom: a@b\n\nbody\n";
+        let (full, _) = run(FIXED, &Options::default());
+        let opts = Options {
+            size_limit: full.len() as u64,
+            ..Default::default()
+        };
+        let (out, r) = run(FIXED, &opts);
+        assert_eq!(r.size, full.len() as u64);
+        assert_eq!(out.len(), full.len());
     }
 }

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod deliver;
+pub mod escape;
 pub mod exit;
 pub mod forward;
 pub mod intake;

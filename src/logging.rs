@@ -51,6 +51,20 @@ impl Level {
     }
 }
 
+/// The longest syslog tag (RFC 3164 allows 32).
+pub const MAX_TAG: usize = 32;
+
+/// Whether `tag` may be a syslog tag (`-L`): it goes verbatim into every
+/// line, so printable ASCII without blanks (which would end the tag) or
+/// brackets (which would forge the `[queue id]` part), 1 to [`MAX_TAG`]
+/// bytes.
+pub fn valid_tag(tag: &str) -> bool {
+    (1..=MAX_TAG).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+}
+
 /// Opens the log with `tag` (the `-L` value, or `dma`); `verbose` mirrors
 /// every line but debug ones to stderr.
 pub fn init(tag: &str, verbose: bool) {
@@ -104,15 +118,22 @@ fn open(ident: &str) {
     let _ = nix::syslog::openlog(Some(ident), LogFlags::empty(), Facility::LOG_MAIL);
 }
 
+/// A log line as written: one line (CR and LF become blanks, as always),
+/// any other control character escaped, so that no text quoted from a
+/// server can drive the terminal of whoever reads the log or `-v`.
+fn clean(msg: &str) -> String {
+    crate::escape::controls(&msg.replace(['\r', '\n'], " ")).into_owned()
+}
+
 /// Writes one line to syslog only (for errors that are also printed).
 pub fn syslog_only(level: Level, msg: &str) {
-    let msg = msg.replace(['\r', '\n'], " ");
+    let msg = clean(msg);
     let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
 }
 
 /// Writes one log line.
 pub fn log(level: Level, msg: &str) {
-    let msg = msg.replace(['\r', '\n'], " ");
+    let msg = clean(msg);
     let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
     let verbose = STATE
         .lock()

@@ -131,7 +131,7 @@ fn status(r: &crate::spool::Rcpt) -> String {
     let reply = r
         .reply
         .as_deref()
-        .map(|s| format!(": {s}"))
+        .map(|s| format!(": {}", crate::escape::controls(s)))
         .unwrap_or_default();
     match r.state {
         State::Pending => "pending".to_string(),
@@ -155,4 +155,41 @@ fn time(secs: i64) -> String {
         .map(|t| t.to_zoned_datetime(crate::clock::local_tz().clone()))
         .and_then(|z| jiff::fmt::rfc2822::to_string(&z).ok())
         .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Rcpt;
+
+    #[test]
+    fn control_characters_in_a_stored_reply_are_shown_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        let (id, data) = spool.create().unwrap();
+        let mut r = Rcpt::new("bob@remote.example", None);
+        r.state = State::Deferred;
+        r.attempts = 1;
+        // As an older version may have stored it: raw bytes from a server.
+        r.reply = Some("4.0.0 mx said 421 \x1b[2J\x07busy\r\nnow".into());
+        let env = Envelope {
+            id,
+            created: 0,
+            sender: "alice@here.example".into(),
+            user: "alice".into(),
+            uid: 1000,
+            double_bounce: false,
+            dsn: Default::default(),
+            rcpts: vec![r],
+        };
+        spool.commit(&data, &env).unwrap();
+        let mut out = Vec::new();
+        list(&spool, View::Full, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(": 4.0.0 mx said 421 \\x1b[2J\\x07busy\\r\\nnow\n"),
+            "{out}"
+        );
+        assert!(!out.bytes().any(|b| b == 0x1b || b == 0x07 || b == b'\r'));
+    }
 }

@@ -19,7 +19,7 @@ fn children_max_rss_kb() -> i64 {
 
 #[test]
 fn hundred_megabyte_message_in_bounded_memory() {
-    let env = Env::new("");
+    let env = Env::new("MESSAGE_SIZE_LIMIT 0\n");
     let me = nix::unistd::User::from_uid(nix::unistd::getuid())
         .unwrap()
         .unwrap()

@@ -418,6 +418,7 @@ fn intake_options() -> impl Strategy<Value = Options> {
         extract_rcpts,
         ignore_dots,
         full_name: None,
+        size_limit: 0,
     })
 }
 
@@ -857,7 +858,7 @@ proptest! {
         }
         let mut input = b"Subject: x\n\n".to_vec();
         input.extend_from_slice(&body_bytes);
-        let opts = Options { ignore_dots: true, extract_rcpts, full_name: None };
+        let opts = Options { ignore_dots: true, extract_rcpts, full_name: None, size_limit: 0 };
         let (r, out) = intake(&input, &opts);
         let read = r.map_err(|e| TestCaseError::fail(e.to_string()))?;
         check_intake_output(&out, &read)?;

@@ -193,6 +193,36 @@ fn malformed_and_huge_replies_defer() {
 }
 
 #[test]
+fn control_bytes_in_a_greeting_reach_no_output_raw() {
+    // A malformed greeting and a refusing one, each with ESC, BEL and a
+    // bare CR: the stored reply, mailq and the -v log show them escaped.
+    for (greeting, shown) in [
+        (
+            "22\x1b0 \x07evil\rgreeting",
+            "22\\x1b0 \\x07evil\\rgreeting",
+        ),
+        ("421 \x1b[2J\x07busy\rnow", "421 \\x1b[2J\\x07busy\\rnow"),
+    ] {
+        let fake = FakeSmtp::start(Behavior {
+            greeting: greeting.into(),
+            ..Behavior::default()
+        });
+        let env = env_for(&fake, "");
+        let run = env.send(
+            &["-v", "-odi", "-f", "s@example.org", "a@remote.example"],
+            MSG,
+        );
+        run.expect(0, &env);
+        let raw = |b: &u8| matches!(b, 0x1b | 0x07 | b'\r');
+        assert!(!run.stderr().bytes().any(|b| raw(&b)), "{}", run.show());
+        assert!(run.stderr().contains(shown), "{}", run.show());
+        let q = env.mailq().stdout();
+        assert!(q.contains("deferred") && q.contains(shown), "{q}");
+        assert!(!q.bytes().any(|b| raw(&b)), "{q:?}");
+    }
+}
+
+#[test]
 fn starttls_injection_is_refused() {
     let fake = FakeSmtp::start(Behavior {
         ehlo: vec!["PIPELINING".into(), "STARTTLS".into()],

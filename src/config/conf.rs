@@ -15,12 +15,20 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::duration;
+use super::size::{self, Size};
 
 /// The default configuration file, fixed at build time (`DMA_CONF_PATH`).
 pub const DEFAULT_PATH: &str = match option_env!("DMA_CONF_PATH") {
     Some(p) => p,
     None => "/etc/dma/dma.conf",
 };
+
+/// `MESSAGE_SIZE_LIMIT`'s default: 50 MiB, as Postfix's 10 MB would refuse
+/// mail that dma has always taken, and more is rarely deliverable anyway.
+pub const DEFAULT_MESSAGE_SIZE_LIMIT: u64 = 50 << 20;
+/// `SPOOL_MIN_FREE`'s default: 100 MiB, enough for root and bounces to go
+/// on once users are refused; a share would reserve gigabytes on big disks.
+pub const DEFAULT_SPOOL_MIN_FREE: Size = Size::Bytes(100 << 20);
 
 /// A configuration error: the file, the line and what is wrong.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -120,6 +128,13 @@ pub struct Config {
     /// `HOP_SESSIONS n` (ours, default 8): at most this many connections a
     /// queue run opens to one next hop (a smarthost or a domain's MX).
     pub hop_sessions: usize,
+    /// `MESSAGE_SIZE_LIMIT` (ours, default 50M): the largest message
+    /// accepted from a submitter, as spooled; 0 means no limit.
+    pub message_size_limit: u64,
+    /// `SPOOL_MIN_FREE` (ours, default 100M): below this much free space in
+    /// SPOOLDIR (bytes or a share of the file system) only root's
+    /// submissions and bounces are queued; 0 turns the check off.
+    pub spool_min_free: Size,
 }
 
 impl Default for Config {
@@ -157,6 +172,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(30),
             queue_workers: 8,
             hop_sessions: 8,
+            message_size_limit: DEFAULT_MESSAGE_SIZE_LIMIT,
+            spool_min_free: DEFAULT_SPOOL_MIN_FREE,
         }
     }
 }
@@ -181,7 +198,8 @@ fn kind(key: &str) -> Option<Kind> {
         "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
         | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
         | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"
-        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" | "HOP_SESSIONS" => Kind::Value,
+        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" | "HOP_SESSIONS"
+        | "MESSAGE_SIZE_LIMIT" | "SPOOL_MIN_FREE" => Kind::Value,
         _ => return None,
     })
 }
@@ -277,6 +295,21 @@ impl Config {
                 self.smarthost = Some(v.to_string());
             }
             "CAFILE" => self.cafile = Some(PathBuf::from(v)),
+            "MESSAGE_SIZE_LIMIT" => match size::parse(v) {
+                Some(Size::Bytes(n)) => self.message_size_limit = n,
+                _ => {
+                    return Err(format!(
+                        "MESSAGE_SIZE_LIMIT needs a size such as 50M, 10240K or 0 (no limit), not `{v}'"
+                    ));
+                }
+            },
+            "SPOOL_MIN_FREE" => {
+                self.spool_min_free = size::parse(v).ok_or_else(|| {
+                    format!(
+                        "SPOOL_MIN_FREE needs a size such as 100M, 5% or 0 (no check), not `{v}'"
+                    )
+                })?;
+            }
             "SMTP_TIMEOUT" => self.smtp_timeout = Some(dur(v)?),
             "CONNECT_TIMEOUT" => self.connect_timeout = dur(v)?,
             "HOP_SESSIONS" => {
@@ -497,6 +530,32 @@ mod tests {
                 e.to_string()
                     .starts_with(&format!("syntax error in /etc/dma/dma.conf:{line}")),
                 "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.message_size_limit, 50 << 20);
+        assert_eq!(c.spool_min_free, Size::Bytes(100 << 20));
+        let c = parse("MESSAGE_SIZE_LIMIT 100K\nSPOOL_MIN_FREE 5%\n").unwrap();
+        assert_eq!(c.message_size_limit, 100 << 10);
+        assert_eq!(c.spool_min_free, Size::Percent(5));
+        let c = parse("MESSAGE_SIZE_LIMIT 0\nSPOOL_MIN_FREE 0\n").unwrap();
+        assert_eq!(c.message_size_limit, 0);
+        assert!(c.spool_min_free.is_zero());
+        for (text, line) in [
+            ("MESSAGE_SIZE_LIMIT 5%\n", 1),
+            ("\nMESSAGE_SIZE_LIMIT lots\n", 2),
+            ("SPOOL_MIN_FREE 200%\n", 1),
+            ("SPOOL_MIN_FREE\n", 1),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("syntax error in /etc/dma/dma.conf:{line}: "))
             );
         }
     }

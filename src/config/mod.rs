@@ -6,6 +6,7 @@ pub mod aliases;
 pub mod auth;
 pub mod conf;
 pub mod duration;
+pub mod size;
 
 pub use aliases::{AliasTarget, Aliases};
 pub use auth::AuthFile;

@@ -149,19 +149,13 @@ fn complete_reply(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
-            return Err(ReplyError::Malformed(
-                String::from_utf8_lossy(line).into_owned(),
-            ));
+            return Err(malformed(line));
         }
         start += nl + 1;
         match line.get(3) {
             None | Some(b' ') => return Ok(Some(start)),
             Some(b'-') => {}
-            Some(_) => {
-                return Err(ReplyError::Malformed(
-                    String::from_utf8_lossy(line).into_owned(),
-                ));
-            }
+            Some(_) => return Err(malformed(line)),
         }
     }
     if buf.len() - start > MAX_LINE {
@@ -170,7 +164,14 @@ fn complete_reply(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
     Ok(None)
 }
 
-/// Parses one complete reply: every line has the same code.
+/// A malformed reply, its text escaped (it may hold anything a server sent).
+fn malformed(line: &[u8]) -> ReplyError {
+    ReplyError::Malformed(crate::escape::escape(&String::from_utf8_lossy(line)).into_owned())
+}
+
+/// Parses one complete reply: every line has the same code. The text is
+/// escaped ([`crate::escape::escape`]): no control byte from a server goes
+/// further than this.
 pub fn parse(raw: &[u8]) -> Result<Reply, ReplyError> {
     let text = String::from_utf8_lossy(raw);
     let mut code = None;
@@ -181,20 +182,22 @@ pub fn parse(raw: &[u8]) -> Result<Reply, ReplyError> {
             .get(..3)
             .and_then(|c| c.parse().ok())
             .filter(|c| (200..600).contains(c))
-            .ok_or_else(|| ReplyError::Malformed(line.to_string()))?;
+            .ok_or_else(|| malformed(line.as_bytes()))?;
         if *code.get_or_insert(c) != c {
             return Err(ReplyError::Malformed(format!(
-                "mixed codes in one reply: {line}"
+                "mixed codes in one reply: {}",
+                crate::escape::escape(line)
             )));
         }
-        lines.push(line.get(4..).unwrap_or("").to_string());
+        lines.push(crate::escape::escape(line.get(4..).unwrap_or("")).into_owned());
     }
     let code = code.ok_or_else(|| ReplyError::Malformed("empty reply".into()))?;
     // smtp-proto must agree that this is a reply.
     let mut rx = smtp_proto::response::parser::ResponseReceiver::default();
     let mut it = raw.iter();
-    rx.parse(&mut it)
-        .map_err(|e| ReplyError::Malformed(format!("{e:?}")))?;
+    rx.parse(&mut it).map_err(|e| {
+        ReplyError::Malformed(crate::escape::escape(&format!("{e:?}")).into_owned())
+    })?;
     Ok(Reply { code, lines })
 }
 
@@ -239,6 +242,24 @@ mod tests {
             ReplyReader::new().read(&mut s),
             Err(ReplyError::TooLong)
         ));
+    }
+
+    #[test]
+    fn server_control_bytes_are_escaped() {
+        // A greeting whose text carries ESC, BEL and a bare CR.
+        let mut s = &b"220 mx \x1b[2J\x07ready\rnow\\\r\n"[..];
+        let r = ReplyReader::new().read(&mut s).unwrap();
+        assert_eq!(r.lines, ["mx \\x1b[2J\\x07ready\\rnow\\\\"]);
+        assert_eq!(r.one_line(), "220 mx \\x1b[2J\\x07ready\\rnow\\\\");
+        // A malformed one.
+        let mut s = &b"2\x1b0 \x07\r\n"[..];
+        match ReplyReader::new().read(&mut s) {
+            Err(ReplyError::Malformed(t)) => assert_eq!(t, "2\\x1b0 \\x07"),
+            other => panic!("{other:?}"),
+        }
+        let mut s = &b"220-a\r\n250 b\x1b\r\n"[..];
+        let e = ReplyReader::new().read(&mut s).unwrap_err().to_string();
+        assert!(!e.contains('\x1b') && e.contains("\\x1b"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use std::time::{Duration, SystemTime};
 
 pub use envelope::{Dsn, Envelope, Origin, Rcpt, State};
 
+use crate::config::size::{self, Size};
+
 /// Data files without an envelope older than this are leftovers of an intake
 /// that never finished; a queue run removes them.
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
@@ -73,6 +75,34 @@ impl Spool {
 
     fn env_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.env"))
+    }
+
+    /// Whether the spool's file system has `reserve` free (bytes, or a
+    /// share of its size); `Err` with the message for the submitter when
+    /// it has not. Free means free to
+    /// unprivileged users (`f_bavail`).
+    pub fn check_free(&self, reserve: Size) -> Result<(), String> {
+        if reserve.is_zero() {
+            return Ok(());
+        }
+        let st = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| format!("can not check free space in {}: {e}", self.dir.display()))?;
+        let unit = st.fragment_size() as u64;
+        let free = (st.blocks_available() as u64).saturating_mul(unit);
+        let total = (st.blocks() as u64).saturating_mul(unit);
+        let want = reserve.of(total);
+        if free < want {
+            return Err(format!(
+                "spool {} has less than {} free (SPOOL_MIN_FREE{}); try again later",
+                self.dir.display(),
+                size::format_bytes(want),
+                match reserve {
+                    Size::Percent(p) => format!(" {p}%"),
+                    Size::Bytes(_) => String::new(),
+                }
+            ));
+        }
+        Ok(())
     }
 
     /// Creates a new, locked, empty data file with a fresh id.
@@ -283,4 +313,25 @@ pub fn now() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        assert!(spool.check_free(Size::Bytes(0)).is_ok());
+        assert!(spool.check_free(Size::Bytes(1)).is_ok());
+        let e = spool.check_free(Size::Bytes(u64::MAX)).unwrap_err();
+        assert!(
+            e.starts_with("spool ") && e.contains("free (SPOOL_MIN_FREE)"),
+            "{e}"
+        );
+        // Some of any file system is in use or reserved for root.
+        let e = spool.check_free(Size::Percent(100)).unwrap_err();
+        assert!(e.contains("(SPOOL_MIN_FREE 100%)"), "{e}");
+    }
 }
