@@ -114,6 +114,19 @@ fn big_message() -> String {
     m
 }
 
+/// Bob's `.forward` runs the probe; Carol's big message to him waits in
+/// the queue.
+fn carol_queues_for_bobs_probe(inst: &Installed) {
+    let probe = script(BOB, "probe", PROBE);
+    set_forward(BOB, &format!("\"|{probe}\"\n"));
+    let o = inst.run_sh(
+        Some(CAROL),
+        &format!("exec {} -odq {BOB}", inst.path("sbin/sendmail")),
+        &big_message(),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+}
+
 /// Item 1: `umask 000; ulimit -f 8; exec 7>>...; dma -q` (and the same
 /// around a submission) shaped the process that ran another user's
 /// `.forward` program: a world-readable file with someone else's mail, a
@@ -126,16 +139,8 @@ fn the_invokers_process_state_never_reaches_another_users_program() {
     let _h = Homes::take();
     let inst = Installed::new();
     let sendmail = inst.path("sbin/sendmail");
-    let probe = script(BOB, "probe", PROBE);
-    set_forward(BOB, &format!("\"|{probe}\"\n"));
-
     // Carol's mail waits in the queue; Alice runs the queue.
-    let o = inst.run_sh(
-        Some(CAROL),
-        &format!("exec {sendmail} -odq {BOB}"),
-        &big_message(),
-    );
-    assert!(o.status.success(), "{}", show(&o));
+    carol_queues_for_bobs_probe(&inst);
     let o = inst.run_sh(
         Some(ALICE),
         // And a 4 KB file size limit (a submission could not spool the
@@ -151,14 +156,7 @@ fn the_invokers_process_state_never_reaches_another_users_program() {
     // where it may not (a container), no runner starts under them, and the
     // message waits, whole, for one that has them.
     clean();
-    let probe = script(BOB, "probe", PROBE);
-    set_forward(BOB, &format!("\"|{probe}\"\n"));
-    let o = inst.run_sh(
-        Some(CAROL),
-        &format!("exec {sendmail} -odq {BOB}"),
-        &big_message(),
-    );
-    assert!(o.status.success(), "{}", show(&o));
+    carol_queues_for_bobs_probe(&inst);
     let o = inst.run_sh(
         Some(ALICE),
         &format!("{HOSTILE} ulimit -H -f 8; exec {sendmail} -q"),

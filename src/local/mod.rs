@@ -369,7 +369,7 @@ pub fn deliver_program(ctx: &Ctx, data: &File, p: &ProgramCall) -> Outcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -389,8 +389,9 @@ mod tests {
         }
     }
 
-    /// Kills the process whose pid a test's helper wrote into the file.
-    fn kill_pid_in(file: &Path) {
+    /// Kills the process whose pid a test's helper (or command) wrote into
+    /// the file, giving it a moment to start.
+    pub(crate) fn kill_pid_in(file: &Path) {
         for _ in 0..100 {
             if let Some(pid) = std::fs::read_to_string(file)
                 .ok()

@@ -345,20 +345,7 @@ mod tests {
 
     impl Drop for KillAtEnd {
         fn drop(&mut self) {
-            // The command may still be starting up: give it a moment.
-            for _ in 0..100 {
-                if let Some(pid) = std::fs::read_to_string(&self.0)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::local::tests::kill_pid_in(&self.0);
         }
     }
 
