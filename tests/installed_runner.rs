@@ -61,14 +61,16 @@ const FIND_DELIVERY: &str = r#"delivery_pids() {
 "#;
 
 /// The probe a victim's `.forward` runs: it records the process state it
-/// was given.
+/// was given. Signals are read by `grep` from its own status: dash blocks
+/// every signal around its vfork, so the shell's own status, read by a
+/// child, is a race.
 const PROBE: &str = r#"cat > "$HOME/t.got"
 umask > "$HOME/t.umask"
 ulimit -f > "$HOME/t.fsize"
 ulimit -n > "$HOME/t.nofile"
 nice > "$HOME/t.nice"
 ls -l /proc/$$/fd/ > "$HOME/t.fds"
-grep -E '^(SigIgn|SigBlk)' /proc/$$/status > "$HOME/t.sig"
+grep -E '^(SigIgn|SigBlk)' /proc/self/status > "$HOME/t.sig"
 "#;
 
 /// The invoker's process state: umask 000, 64 descriptors at most (a
