@@ -100,7 +100,11 @@ pub fn request(
     if let Some(t) = req.tag {
         cmd.arg("--tag").arg(t);
     }
-    cmd.arg("--name").arg(crate::progname());
+    // Our name, for its `-v` lines, when it may be one (argv[0] is the
+    // caller's to choose).
+    if crate::logging::valid_tag(crate::progname()) {
+        cmd.arg("--name").arg(crate::progname());
+    }
     if let Some(c) = &ctx.config_override {
         // The runner starts in `/`.
         let abs = std::path::absolute(c).unwrap_or_else(|_| c.clone());
