@@ -210,6 +210,40 @@ fn check_spool_space(ctx: &Ctx, caller: &Caller) -> Result<(), Fatal> {
         .map_err(|why| Fatal::new(EX_TEMPFAIL, why))
 }
 
+/// How much a submission writes between two checks of SPOOL_MIN_FREE: many
+/// intakes at once (each slow to finish) can go below the reserve by at
+/// most this much each.
+const RESERVE_CHECK: u64 = 1 << 20;
+
+/// The spool file of a submission, checking SPOOL_MIN_FREE as it grows.
+struct Reserved<'a, W> {
+    inner: W,
+    ctx: &'a Ctx,
+    /// Root may go below the reserve.
+    exempt: bool,
+    /// Bytes written since the last check.
+    unchecked: u64,
+}
+
+impl<W: Write> Write for Reserved<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.exempt && self.unchecked >= RESERVE_CHECK {
+            self.ctx
+                .spool
+                .check_free(self.ctx.config.spool_min_free)
+                .map_err(|why| std::io::Error::new(std::io::ErrorKind::StorageFull, why))?;
+            self.unchecked = 0;
+        }
+        let n = self.inner.write(buf)?;
+        self.unchecked += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal> {
     let sender = envelope_sender(ctx, inv, caller)?;
     let mut rcpts = argv_rcpts(inv)?;
@@ -255,9 +289,20 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     }
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-    let mut out = BufWriter::with_capacity(64 * 1024, &data);
+    let reserved = Reserved {
+        inner: &data,
+        ctx,
+        exempt: caller.uid == 0,
+        unchecked: 0,
+    };
+    let mut out = BufWriter::with_capacity(64 * 1024, reserved);
     let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
         discard(match e {
+            // Below the reserve (or a full disk): the same message may go
+            // through later.
+            IntakeError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Fatal::new(EX_TEMPFAIL, format!("can not spool the message: {e}"))
+            }
             IntakeError::Io(e) => {
                 Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
             }
@@ -443,9 +488,7 @@ fn explain(
                 Some(h) => format!("smarthost {h} port {}", ctx.config.port),
                 None => format!("MX hosts of {domain}"),
             };
-            out.push_str(&format!(
-                "{pad}{a}: remote, via {hop} (remote delivery is not available in this version)\n"
-            ));
+            out.push_str(&format!("{pad}{a}: remote, via {hop}\n"));
             true
         }
         Route::Fail(why) => {

@@ -137,7 +137,20 @@ pub fn queue(
         let via = if final_rcpt == qualify(&r.addr, ctx) {
             String::new()
         } else {
-            format!(" (delivering to `{}')", r.addr)
+            match &r.origin {
+                // A user's commands and files (and their arguments) are
+                // theirs: the sender learns what failed, not how it was
+                // written. The aliases file is the system's own.
+                Some(Origin::Forward(u)) if r.addr.starts_with(['|', '/']) => {
+                    let what = if r.addr.starts_with('|') {
+                        "command"
+                    } else {
+                        "file"
+                    };
+                    format!(" (delivering to a {what} in the .forward of {u})")
+                }
+                _ => format!(" (delivering to `{}')", r.addr),
+            }
         };
         writeln!(
             w,

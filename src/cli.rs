@@ -81,7 +81,7 @@ fn log_tag(v: String) -> Result<String, Fatal> {
             EX_USAGE,
             format!(
                 "invalid -L tag `{}': 1 to {} printable ASCII characters, no blanks or brackets",
-                crate::escape::escape(&v),
+                crate::escape::escape(&v.chars().take(40).collect::<String>()),
                 crate::logging::MAX_TAG
             ),
         ))

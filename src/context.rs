@@ -106,7 +106,7 @@ impl Ctx {
                 let theirs = getpwnam_uid(user);
                 if me != 0 && theirs != Some(me) {
                     return Ok(ForwardFile::Ignored(
-                        "the .forward of another user (if any) is not shown".into(),
+                        "the .forward of another user, if any (not shown)".into(),
                     ));
                 }
             }

@@ -73,6 +73,9 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
             continue;
         }
         let addr = r.addr.clone();
+        // What aliases and .forward files made of a recipient is not for
+        // the submitter's `-v` (see `logging::set_private`).
+        crate::logging::set_private(r.parent.is_some());
         let mut ancestors = Vec::new();
         let mut p = r.parent;
         while let Some(j) = p {
@@ -109,6 +112,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                         Expansion::Forward => "forwarded by .forward",
                         Expansion::Include => "expanded by :include:",
                     };
+                    crate::logging::set_private(true);
                     info!("<{addr}> {how} to <{}>", added.join(">, <"));
                     msg.env.rcpts[i].state = State::Expanded;
                     ctx.spool.write_env(&msg.env)?;
@@ -197,6 +201,12 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         i += 1;
     }
     if !remote.is_empty() {
+        // The session's lines name the hosts of expanded recipients too.
+        crate::logging::set_private(
+            remote
+                .iter()
+                .any(|t| msg.env.rcpts[t.index].parent.is_some()),
+        );
         // Recorded before the first byte goes out: if this process dies
         // after a server took the message and before its reply is recorded,
         // the next run sends it again (a duplicate, never a loss) and says so.
@@ -228,6 +238,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let failed: Vec<usize> = (0..msg.env.rcpts.len())
         .filter(|&i| msg.env.rcpts[i].state == State::Failed { bounced: false })
         .collect();
+    crate::logging::set_private(false);
     let mut bounce_msg = None;
     if !failed.is_empty() {
         bounce_msg = bounce::queue(ctx, &msg.env, &data_path, &failed)?;
@@ -312,6 +323,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
     };
     let created = msg.env.created;
     let r = &mut msg.env.rcpts[i];
+    crate::logging::set_private(r.parent.is_some());
     r.attempts += 1;
     match outcome {
         Outcome::Delivered => {

@@ -17,6 +17,9 @@ struct State {
     only_for: Option<u32>,
     /// Whose message is being worked on (its submitter's uid).
     owner: Option<u32>,
+    /// The lines are about what aliases and `.forward` files made of a
+    /// recipient: not mirrored to a non-root caller.
+    private: bool,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -73,6 +76,7 @@ pub fn init(tag: &str, verbose: bool) {
         verbose,
         only_for: None,
         owner: None,
+        private: false,
     });
     open(tag);
 }
@@ -91,6 +95,16 @@ pub fn mirror_only_for(uid: Option<u32>) {
 pub fn set_message_owner(uid: Option<u32>) {
     if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         s.owner = uid;
+    }
+}
+
+/// Says whether the next lines are about expansions (the destinations
+/// that aliases and `.forward` files made of a recipient): they go to the
+/// log, but a runner mirrors them only for root, as `mailq` shows them
+/// only to root.
+pub fn set_private(private: bool) {
+    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.private = private;
     }
 }
 
@@ -139,7 +153,9 @@ pub fn log(level: Level, msg: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .is_some_and(|s| s.verbose && (s.only_for.is_none() || s.owner == s.only_for));
+        .is_some_and(|s| {
+            s.verbose && (s.only_for.is_none() || (s.owner == s.only_for && !s.private))
+        });
     if verbose && level != Level::Debug {
         let _ = writeln!(std::io::stderr(), "{}: {msg}", crate::progname());
     }

@@ -105,9 +105,11 @@ pub fn limit_below_floor() -> Option<(&'static str, u64)> {
 /// umask 077, the resource limits of [`sane_limits`] (as root; otherwise
 /// each soft limit raised to its hard one), no descriptors above 2, every
 /// signal at its default and none blocked (SIGPIPE and SIGXFSZ then
-/// ignored: a write error must be an error, not a kill), scheduling
-/// priority 0 and every CPU allowed (as root). For `dma-local`, first
-/// thing, and so for every runner and delivery process it starts.
+/// ignored: a write error must be an error, not a kill), the default
+/// execution domain and timer slack; as root also the normal scheduling
+/// policy, nice 0, no I/O priority of its own, OOM score 0 and every CPU.
+/// For `dma-local`, first thing, and so for every runner and delivery
+/// process it starts.
 pub fn reset_process_state() {
     use nix::sys::resource::{getrlimit, setrlimit};
     use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
@@ -143,10 +145,25 @@ pub fn reset_process_state() {
     }
     reset_realtime_signals();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // SAFETY: plain system calls on this process, with valid arguments:
+    // the default execution domain, the default timer slack (0 means it).
+    unsafe {
+        nix::libc::personality(0);
+        nix::libc::prctl(nix::libc::PR_SET_TIMERSLACK, 0, 0, 0, 0);
+    }
     if root {
-        // SAFETY: plain system calls on this process, with valid arguments.
+        // An OOM score the caller raised would make us the kernel's first
+        // victim.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+        // SAFETY: plain system calls on this process, with valid arguments:
+        // the normal scheduling policy, nice 0, I/O priority "none" (from
+        // the nice value), every CPU.
         unsafe {
+            let param = nix::libc::sched_param { sched_priority: 0 };
+            nix::libc::sched_setscheduler(0, nix::libc::SCHED_OTHER, &param);
             nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 0);
+            const IOPRIO_WHO_PROCESS: i32 = 1;
+            nix::libc::syscall(nix::libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, 0);
             let mut all: nix::libc::cpu_set_t = std::mem::zeroed();
             for cpu in 0..nix::libc::CPU_SETSIZE as usize {
                 nix::libc::CPU_SET(cpu, &mut all);

@@ -128,6 +128,14 @@ fn exit_75_defers_and_is_retried_and_exit_1_bounces_with_output() {
         "{}",
         b[0]
     );
+    // What failed, not how carol wrote it.
+    assert!(
+        b[0].contains(&format!(
+            "(delivering to a command in the .forward of {CAROL}): 5.3.0"
+        )) && !b[0].contains("|echo"),
+        "{}",
+        b[0]
+    );
     assert!(env.queue_ids().is_empty(), "{}", env.dump());
 }
 

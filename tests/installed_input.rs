@@ -73,6 +73,43 @@ fn below_the_free_space_reserve_only_root_may_queue() {
     assert_eq!(inst.spool_files().len(), 2, "{:?}", inst.spool_files());
 }
 
+/// An intake that goes below the reserve while it writes stops there, not
+/// when its sender closes the input: many slow intakes at once can no
+/// longer fill the file system (each one overshoots by at most a MiB).
+#[test]
+fn an_intake_stops_at_the_reserve_while_it_writes() {
+    if !need_root("installed_min_free_during") {
+        return;
+    }
+    let inst = Installed::new();
+    let st = nix::sys::statvfs::statvfs(&inst.root.join("spool")).unwrap();
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    // 3 MiB above what is free now: a message of 8 MiB crosses it.
+    inst.add_conf(&format!("SPOOL_MIN_FREE {}\n", free - (3 << 20)));
+    let sendmail = inst.path("sbin/sendmail");
+    // The sender keeps its end open for 10 s after the data.
+    let o = inst.run_sh(
+        Some(ALICE),
+        &format!(
+            "start=$(date +%s); \
+             {{ echo Subject: big; echo; head -c 6000000 /dev/zero | base64; sleep 10; }} | \
+             {{ {sendmail} -odq {BOB}; echo \"exit $? after $(( $(date +%s) - start ))s\"; }}"
+        ),
+        "",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let after: u64 = out
+        .trim()
+        .strip_prefix("exit 75 after ")
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{}", show(&o)));
+    assert!(stderr(&o).contains("SPOOL_MIN_FREE"), "{}", show(&o));
+    // It did not wait for the end of its input.
+    assert!(after < 6, "{}", show(&o));
+    assert_eq!(inst.spool_files(), Vec::<String>::new());
+}
+
 #[test]
 fn a_bad_log_tag_is_a_usage_error() {
     if !need_root("installed_log_tag") {

@@ -70,14 +70,20 @@ ulimit -f > "$HOME/t.fsize"
 ulimit -n > "$HOME/t.nofile"
 nice > "$HOME/t.nice"
 ls -l /proc/$$/fd/ > "$HOME/t.fds"
+{ cat /proc/self/oom_score_adj; chrt -p $$; ionice -p $$; uname -r; } > "$HOME/t.sched"
 grep -E '^(SigIgn|SigBlk)' /proc/self/status > "$HOME/t.sig"
 "#;
 
 /// The invoker's process state: umask 000, 64 descriptors at most (a
-/// soft limit), one of them open on a file of hers, ignored signals (and
-/// the lowest priority, through `nice`).
-const HOSTILE: &str =
-    "umask 000; ulimit -S -n 64; exec 7>>/tmp/t.alice-fd; trap '' HUP TERM USR1; ";
+/// soft limit), one of them open on a file of hers, ignored signals, the
+/// first in line for the OOM killer (and, through the commands of
+/// [`LOWLY`], the idle scheduling and I/O classes, the lowest priority and
+/// the Linux 2.6 personality).
+const HOSTILE: &str = "umask 000; ulimit -S -n 64; exec 7>>/tmp/t.alice-fd; \
+     trap '' HUP TERM USR1; echo 500 > /proc/self/oom_score_adj; ";
+
+/// Commands that start `sendmail` in the worst place a user can put it.
+const LOWLY: &str = "chrt -i 0 ionice -c3 setarch --uname-2.6 nice -n 19";
 
 fn assert_clean_state(case: &str) {
     let got = t_file(BOB, "got");
@@ -97,6 +103,14 @@ fn assert_clean_state(case: &str) {
     assert_eq!(t_file(BOB, "fsize").trim(), "unlimited", "{case}");
     assert_eq!(t_file(BOB, "nofile").trim(), "1024", "{case}");
     assert_eq!(t_file(BOB, "nice").trim(), "0", "{case}");
+    let sched = t_file(BOB, "sched");
+    assert!(
+        sched.starts_with("0\n")
+            && sched.contains("SCHED_OTHER")
+            && !sched.contains("idle")
+            && !sched.contains("\n2.6."),
+        "{case}: {sched}"
+    );
     let fds = t_file(BOB, "fds");
     assert!(!fds.contains("alice"), "{case}: an fd of alice's:\n{fds}");
     assert!(!fds.contains(" 7 ->"), "{case}: fd 7 inherited:\n{fds}");
@@ -147,7 +161,7 @@ fn the_invokers_process_state_never_reaches_another_users_program() {
         Some(ALICE),
         // And a 4 KB file size limit (a submission could not spool the
         // message under it).
-        &format!("{HOSTILE} ulimit -S -f 8; exec nice -n 19 {sendmail} -q"),
+        &format!("{HOSTILE} ulimit -S -f 8; exec {LOWLY} {sendmail} -q"),
         "",
     );
     assert!(o.status.success(), "{}", show(&o));
@@ -161,7 +175,7 @@ fn the_invokers_process_state_never_reaches_another_users_program() {
     carol_queues_for_bobs_probe(&inst);
     let o = inst.run_sh(
         Some(ALICE),
-        &format!("{HOSTILE} ulimit -H -f 8; exec {sendmail} -q"),
+        &format!("{HOSTILE} ulimit -H -f 8; exec {LOWLY} {sendmail} -q"),
         "",
     );
     if !o.status.success() {
@@ -187,7 +201,7 @@ fn the_invokers_process_state_never_reaches_another_users_program() {
         set_forward(BOB, &format!("\"|{probe}\"\n"));
         let o = inst.run_sh(
             Some(ALICE),
-            &format!("{HOSTILE} exec nice -n 19 {sendmail} {mode} {BOB}"),
+            &format!("{HOSTILE} exec {LOWLY} {sendmail} {mode} {BOB}"),
             &big_message(),
         );
         assert!(o.status.success(), "{}", show(&o));
@@ -438,6 +452,24 @@ fn other_users_forward_files_do_not_leak() {
         "lines about carol's message reached alice: {err}"
     );
     assert!(inst.mailbox(ALICE).contains("Subject: a"));
+    // Alice's own message to bob: her -v shows her lines, not what bob's
+    // .forward made of it.
+    let o = inst.run(
+        Some(ALICE),
+        &[&sendmail, "-v", "-odi", BOB],
+        "Subject: a2\n\nx\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("<{BOB}> trying delivery")),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        !err.contains("TOPSECRET") && !err.contains("filter"),
+        "bob's .forward reached alice's -v: {err}"
+    );
     // Carol's message waits (the filter deferred it), expanded.
     let q = inst.run(Some(ALICE), &[&sendmail, "-bp"], "");
     let text = String::from_utf8_lossy(&q.stdout);

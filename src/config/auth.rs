@@ -157,9 +157,13 @@ fn run_command(command: &str, timeout: Duration) -> Result<String, String> {
         return Err("empty password command in the auth file".into());
     }
     let what = format!("password command `{command}`");
+    // The command reaches the shell through its environment, which only
+    // its owner and root can read: a command line is everybody's to see
+    // (ps), and the command may carry a secret.
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(command)
+        .arg("eval \"$DMA_PASSWORD_COMMAND\"")
+        .env("DMA_PASSWORD_COMMAND", command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

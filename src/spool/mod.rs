@@ -25,9 +25,12 @@ pub use envelope::{Dsn, Envelope, Origin, Rcpt, State};
 
 use crate::config::size::{self, Size};
 
-/// Data files without an envelope older than this are leftovers of an intake
-/// that never finished; a queue run removes them.
-const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+/// Data files without an envelope, that nobody holds locked, unchanged for
+/// this long, are leftovers of an intake that died; a queue run removes
+/// them. (A live intake holds its lock from the moment after it creates
+/// the file until its envelope is in place: the age only covers that
+/// moment. Short, since such leftovers count against SPOOL_MIN_FREE.)
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
 
 /// The queue directory.
 #[derive(Debug, Clone)]
