@@ -27,7 +27,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::unistd;
 
@@ -246,17 +246,20 @@ pub fn serve(args: &[String]) -> i32 {
         Ok(Forked::Parent(_)) => EX_OK,
         Ok(Forked::Child) => {
             let _ = unistd::setsid();
-            detach_stdio(args.job.foreground());
+            detach_stdio(
+                args.job.foreground(),
+                matches!(args.job, Job::Message(_)),
+            );
             let _ = std::env::set_current_dir("/");
             std::process::exit(run_job(&args, &config_path, config_override))
         }
     }
 }
 
-/// Stdin (but for [`Job::Message`]'s data file) and stdout on /dev/null;
-/// stderr too, unless the job is waited for and stderr is a pipe: then the
-/// pipe, made non-blocking, for `-v`.
-fn detach_stdio(foreground: bool) {
+/// Stdin (unless `keep_stdin`: [`Job::Message`]'s data file) and stdout on
+/// /dev/null; stderr too, unless the job is waited for and stderr is a
+/// pipe: then the pipe, made non-blocking, for `-v`.
+fn detach_stdio(foreground: bool, keep_stdin: bool) {
     use std::os::fd::AsFd;
     let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -265,7 +268,7 @@ fn detach_stdio(foreground: bool) {
     else {
         return;
     };
-    if !foreground {
+    if !keep_stdin {
         let _ = unistd::dup2_stdin(&null);
     }
     let _ = unistd::dup2_stdout(&null);
@@ -344,9 +347,11 @@ fn deliver_message(ctx: &mut Ctx, id: &str) -> i32 {
 /// then start a runner of their own.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 
-/// Marks progress on a runner lock file (see [`HEARTBEAT`]).
+/// Marks progress on a runner lock file (see [`HEARTBEAT`]). "Now" needs
+/// only write access (a file another runner made is ours to mark too).
 fn beat(f: &std::fs::File) {
-    let _ = f.set_modified(SystemTime::now());
+    use nix::sys::time::TimeSpec;
+    let _ = nix::sys::stat::futimens(f, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW);
 }
 
 /// Only messages queued this recently are a background runner's business;
