@@ -386,10 +386,8 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             std::io::stdout().flush().ok();
             // The message is queued: whatever happens now, exit 0.
             let job = runner::Job::Background;
-            match runner::request(ctx, &job, &runner_request(inv, caller), None) {
-                Ok(EX_OK) => {}
-                Ok(code) => crate::notice!("the runner's helper exited {code}; left queued"),
-                Err(e) => crate::notice!("can not start a runner ({e}); left queued"),
+            if let Err(e) = runner::request(ctx, &job, &runner_request(inv, caller), None) {
+                crate::notice!("can not start a runner ({e}); left queued");
             }
         }
     }

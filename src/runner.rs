@@ -84,7 +84,7 @@ pub struct Request<'a> {
 /// foreground job, `data` (the submitter's locked data file for
 /// [`Job::Message`]) becomes its stdin, the call waits for the runner and
 /// relays its lines to our stderr, and returns its exit code; for
-/// [`Job::Background`] it returns once the runner is on its own.
+/// [`Job::Background`] it returns at once (`EX_OK` once the helper runs).
 pub fn request(
     ctx: &Ctx,
     job: &Job,
@@ -117,10 +117,11 @@ pub fn request(
     cmd.stdout(Stdio::null());
     let started = |e: std::io::Error| format!("can not run {}: {e}", ctx.helper.display());
     if !job.foreground() {
-        // Only the helper speaks (why there is no runner): the runner lets
-        // go of our stderr at once.
-        let st = cmd.stderr(Stdio::inherit()).status().map_err(started)?;
-        return Ok(st.code().unwrap_or(EX_OSERR));
+        // Not waited for: the message is queued, and the helper says why if
+        // it starts no runner (on our stderr and in the log). The runner
+        // lets go of our stderr at once.
+        cmd.stderr(Stdio::inherit()).spawn().map_err(started)?;
+        return Ok(EX_OK);
     }
     let mut child = cmd.stderr(Stdio::piped()).spawn().map_err(started)?;
     if let Some(mut err) = child.stderr.take() {
@@ -187,37 +188,29 @@ pub fn serve(args: &[String]) -> i32 {
     let parsed = Args::parse(args);
     crate::set_progname("dma");
     let Some(args) = parsed else {
-        let _ = writeln!(std::io::stderr(), "dma-local: bad runner arguments");
-        return EX_USAGE;
+        return refuse(EX_USAGE, "bad runner arguments");
     };
     // Limits a caller lowered and we could not raise again must not reach
     // other users' deliveries (a truncated pipe, a bounce): no runner. (A
     // private or root `-C` run crosses no privilege boundary: its limits
     // are its own business, and tests use them to make writes fail.)
     if setid && let Some((name, value)) = privsep::limit_below_floor() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "dma-local: not starting a runner: resource limit {name} is {value}, \
-             below what delivery needs; the mail stays queued"
+        return refuse(
+            EX_TEMPFAIL,
+            &format!(
+                "not starting a runner: resource limit {name} is {value}, \
+                 below what delivery needs; the mail stays queued"
+            ),
         );
-        return EX_TEMPFAIL;
     }
     if setid {
         // Nothing below reads the caller's environment.
         privsep::clear_env(&[]);
-        let mail = match privsep::mail_user() {
-            Some(m) => m,
-            None => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "dma-local: no user `mail' to run the queue as"
-                );
-                return EX_OSERR;
-            }
+        let Some(mail) = privsep::mail_user() else {
+            return refuse(EX_OSERR, "no user `mail' to run the queue as");
         };
         if let Err(e) = privsep::become_user(&mail) {
-            let _ = writeln!(std::io::stderr(), "dma-local: can not become mail: {e}");
-            return EX_OSERR;
+            return refuse(EX_OSERR, &format!("can not become mail: {e}"));
         }
     }
     privsep::set_env("PATH", "/usr/bin:/bin");
@@ -228,10 +221,7 @@ pub fn serve(args: &[String]) -> i32 {
     };
     let config_override = (!setid).then_some(args.config.clone()).flatten();
     match privsep::fork() {
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "dma-local: can not start a runner: {e}");
-            EX_OSERR
-        }
+        Err(e) => refuse(EX_OSERR, &format!("can not start a runner: {e}")),
         Ok(Forked::Parent(pid)) if args.job.foreground() => {
             use nix::sys::wait::{WaitStatus, waitpid};
             loop {
@@ -246,14 +236,19 @@ pub fn serve(args: &[String]) -> i32 {
         Ok(Forked::Parent(_)) => EX_OK,
         Ok(Forked::Child) => {
             let _ = unistd::setsid();
-            detach_stdio(
-                args.job.foreground(),
-                matches!(args.job, Job::Message(_)),
-            );
+            detach_stdio(args.job.foreground(), matches!(args.job, Job::Message(_)));
             let _ = std::env::set_current_dir("/");
             std::process::exit(run_job(&args, &config_path, config_override))
         }
     }
+}
+
+/// Says why no runner starts, to the caller (a background submission no
+/// longer waits to hear it) and to the log; returns `code`.
+fn refuse(code: i32, why: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "dma-local: {why}");
+    crate::logging::syslog_only(crate::logging::Level::Warning, &format!("dma-local: {why}"));
+    code
 }
 
 /// Stdin (unless `keep_stdin`: [`Job::Message`]'s data file) and stdout on
