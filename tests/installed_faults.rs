@@ -151,14 +151,7 @@ fn a_killed_delivery_process_leaves_no_dotlock() {
     // it, holding the dotlock its root parent took. Alice (or anything)
     // kills it.
     let held = std::fs::OpenOptions::new().write(true).open(&mbox).unwrap();
-    let fl = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as i16,
-        l_whence: nix::libc::SEEK_SET as i16,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+    dma_rs::local::mbox::fcntl_lock(&held, Duration::ZERO).unwrap();
     for sig in [Signal::SIGTERM, Signal::SIGKILL, Signal::SIGSEGV] {
         let sending = std::thread::scope(|s| {
             let sent = s.spawn(|| {
