@@ -95,7 +95,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     notes,
                 } => {
                     for n in &notes {
-                        warning!("<{addr}>: {n}");
+                        private_note(&addr, &n);
                     }
                     let mut added = Vec::new();
                     for c in children {
@@ -126,7 +126,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     check_forward,
                 } => {
                     if let Some(n) = note {
-                        warning!("<{addr}>: {n}");
+                        private_note(&addr, &n);
                     }
                     info!("<{addr}> trying delivery");
                     let trace = trace_headers(ctx, &msg.env, i, None);
@@ -145,7 +145,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                         }
                         crate::local::Mailbox::Done(outcome, note) => {
                             if let Some(n) = note {
-                                warning!("<{addr}>: ignoring {n}");
+                                private_note(&addr, &format!("ignoring {n}"));
                             }
                             outcome
                         }
@@ -258,6 +258,16 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     }
     crate::logging::set_queue_id(None);
     Ok(())
+}
+
+/// Logs a note of the router about `addr`: what it made of an aliases or
+/// `.forward` entry (a malformed one quoted, an unsafe file). Such notes
+/// are private (see `logging::set_private`): another user's `.forward` is
+/// not the submitter's to read.
+fn private_note(addr: &str, n: &str) {
+    let was = crate::logging::set_private(true);
+    warning!("<{addr}>: {n}");
+    crate::logging::set_private(was);
 }
 
 /// The index of the top-level recipient `i` was expanded from.

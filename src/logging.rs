@@ -102,9 +102,11 @@ pub fn set_message_owner(uid: Option<u32>) {
 /// that aliases and `.forward` files made of a recipient): they go to the
 /// log, but a runner mirrors them only for root, as `mailq` shows them
 /// only to root.
-pub fn set_private(private: bool) {
-    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        s.private = private;
+/// Returns what it was.
+pub fn set_private(private: bool) -> bool {
+    match STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        Some(s) => std::mem::replace(&mut s.private, private),
+        None => false,
     }
 }
 

@@ -106,7 +106,7 @@ pub fn limit_below_floor() -> Option<(&'static str, u64)> {
 /// each soft limit raised to its hard one), no descriptors above 2, every
 /// signal at its default and none blocked (SIGPIPE and SIGXFSZ then
 /// ignored: a write error must be an error, not a kill), the default
-/// execution domain and timer slack; as root also the normal scheduling
+/// execution domain, a 50 µs timer slack; as root also the normal scheduling
 /// policy, nice 0, no I/O priority of its own, OOM score 0 and every CPU.
 /// For `dma-local`, first thing, and so for every runner and delivery
 /// process it starts.
@@ -127,12 +127,21 @@ pub fn reset_process_state() {
     // 2 is open this early (the caller's are what we close).
     unsafe { nix::libc::close_range(3, u32::MAX, 0) };
     for sig in Signal::iterator() {
-        // SIGSEGV and SIGBUS: Rust's stack overflow report; what a caller
-        // set for them is gone already.
-        if matches!(
-            sig,
-            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS
-        ) {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SIGSEGV and SIGBUS keep Rust's stack overflow handler, unless
+        // the caller had them ignored (then Rust installs none).
+        if matches!(sig, Signal::SIGSEGV | Signal::SIGBUS) {
+            use nix::sys::signal::{SaFlags, SigAction, sigaction};
+            let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+            // SAFETY: SIG_DFL runs no code of ours; the old action is put
+            // back as it was.
+            if let Ok(old) = unsafe { sigaction(sig, &dfl) }
+                && !matches!(old.handler(), SigHandler::SigIgn)
+            {
+                let _ = unsafe { sigaction(sig, &old) };
+            }
             continue;
         }
         let handler = if matches!(sig, Signal::SIGPIPE | Signal::SIGXFSZ) {
@@ -149,7 +158,9 @@ pub fn reset_process_state() {
     // the default execution domain, the default timer slack (0 means it).
     unsafe {
         nix::libc::personality(0);
-        nix::libc::prctl(nix::libc::PR_SET_TIMERSLACK, 0, 0, 0, 0);
+        // Explicitly: 0 would mean "the default", which a process inherits
+        // from its parent's current slack.
+        nix::libc::prctl(nix::libc::PR_SET_TIMERSLACK, 50_000, 0, 0, 0);
     }
     if root {
         // An OOM score the caller raised would make us the kernel's first

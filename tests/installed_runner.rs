@@ -484,4 +484,24 @@ fn other_users_forward_files_do_not_leak() {
     // Root sees it all: the assertion above could fail.
     let q = inst.run(None, &[&sendmail, "-bp"], "");
     assert!(String::from_utf8_lossy(&q.stdout).contains("TOPSECRET"));
+
+    // What the router says about bob's .forward (a malformed entry,
+    // quoted) is not alice's to read either.
+    set_forward(BOB, "TOPNOTE@@bad\n");
+    let o = inst.run(
+        Some(ALICE),
+        &[&sendmail, "-v", "-odi", BOB],
+        "Subject: a3\n\nx\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("<{BOB}> trying delivery")),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        !err.contains("TOPNOTE"),
+        "bob's .forward reached alice's -v: {err}"
+    );
 }
