@@ -95,7 +95,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     notes,
                 } => {
                     for n in &notes {
-                        private_note(&addr, &n);
+                        private_note(&addr, n);
                     }
                     let mut added = Vec::new();
                     for c in children {
