@@ -210,6 +210,46 @@ fn check_spool_space(ctx: &Ctx, caller: &Caller) -> Result<(), Fatal> {
         .map_err(|why| Fatal::new(EX_TEMPFAIL, why))
 }
 
+/// The most submissions of one user (root aside) that write to the spool at
+/// once. With [`RESERVE_CHECK`], it bounds how far below SPOOL_MIN_FREE one
+/// user's intakes can go together (16 MiB), so the reserve stays root's and
+/// the bounces'.
+const INTAKES_PER_USER: usize = 16;
+
+/// How long a submission waits for one of its user's intake slots.
+const INTAKE_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One of the caller's [`INTAKES_PER_USER`] intake slots (a flock on
+/// `SPOOLDIR/.intake.<uid>.<n>`), held until the message is queued; waits
+/// for one to come free, then gives up with 75. None for root, or when the
+/// spool cannot be written at all (its own error follows).
+fn intake_slot(ctx: &Ctx, caller: &Caller) -> Result<Option<std::fs::File>, Fatal> {
+    if caller.uid == 0 {
+        return Ok(None);
+    }
+    let until = std::time::Instant::now() + INTAKE_SLOT_WAIT;
+    loop {
+        for n in 0..INTAKES_PER_USER {
+            match runner::lock_file(ctx, &format!(".intake.{}.{n}", caller.uid)) {
+                Ok(Some(f)) => return Ok(Some(f)),
+                Ok(None) => {}
+                // The spool itself will say what is wrong with it.
+                Err(_) => return Ok(None),
+            }
+        }
+        if std::time::Instant::now() >= until {
+            return Err(Fatal::new(
+                EX_TEMPFAIL,
+                format!(
+                    "{INTAKES_PER_USER} submissions of uid {} are being written already; try again later",
+                    caller.uid
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// How much a submission writes between two checks of SPOOL_MIN_FREE: many
 /// intakes at once (each slow to finish) can go below the reserve by at
 /// most this much each.
@@ -251,6 +291,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         return Err(Fatal::new(EX_NOINPUT, "no recipients"));
     }
     ensure_spool(ctx)?;
+    let slot = intake_slot(ctx, caller)?;
     check_spool_space(ctx, caller)?;
     let cantcreat =
         |e: std::io::Error| Fatal::new(EX_CANTCREAT, format!("can not create spool file: {e}"));
@@ -347,6 +388,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     ctx.spool
         .commit(&data, &env)
         .map_err(|e| discard(cantcreat(e)))?;
+    drop(slot);
     crate::logging::set_queue_id(Some(&id));
     for r in &rcpts {
         info!("mail to=<{r}> queued as {id}");

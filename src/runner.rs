@@ -529,7 +529,13 @@ fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
 }
 
 /// Takes the flock on `SPOOLDIR/<name>` (made if missing), if free.
-fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
+pub fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
+    lock_file(ctx, name).ok().flatten()
+}
+
+/// Takes the flock on `SPOOLDIR/<name>` (made if missing): `Ok(None)` when
+/// someone else holds it, an error when it cannot be opened.
+pub fn lock_file(ctx: &Ctx, name: &str) -> std::io::Result<Option<std::fs::File>> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -537,13 +543,16 @@ fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
         .write(true)
         .mode(0o660)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(ctx.spool.dir().join(name))
-        .ok()?;
-    f.try_lock().ok()?;
+        .open(ctx.spool.dir().join(name))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
     // Runners of other users (set-group-id mail) must be able to take it
     // and look at it, whatever our umask.
     let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
-    Some(f)
+    Ok(Some(f))
 }
 
 /// One pass over the fresh messages not `tried` yet by this runner. With

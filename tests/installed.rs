@@ -34,10 +34,7 @@ fn installed_user_to_user_delivery_runs_as_the_recipient() {
     );
     assert!(text.contains("\nhello bob\n\n"), "{text}");
     assert_eq!(owner_mode(&mbox), (user(BOB).uid, 0o600));
-    assert_eq!(
-        std::fs::read_dir(inst.root.join("spool")).unwrap().count(),
-        0
-    );
+    assert_eq!(inst.spool_files(), Vec::<String>::new());
 
     // Alice cannot look into the spool, nor run the helper herself.
     let o = inst.run(Some(ALICE), &["ls", &inst.path("spool")], "");

@@ -110,6 +110,55 @@ fn an_intake_stops_at_the_reserve_while_it_writes() {
     assert_eq!(inst.spool_files(), Vec::<String>::new());
 }
 
+/// One user writes at most 16 messages into the spool at once (the 17th
+/// waits for a slot): with the reserve checked every MiB, one user's
+/// intakes together go at most 16 MiB below SPOOL_MIN_FREE, and root and
+/// the bounces keep the rest of it.
+#[test]
+fn one_user_writes_at_most_sixteen_messages_at_once() {
+    if !need_root("installed_intake_slots") {
+        return;
+    }
+    let inst = Installed::new();
+    let sendmail = inst.path("sbin/sendmail");
+    let spool = inst.root.join("spool");
+    // Data files, and of those the ones still being written (no envelope).
+    let count_msg = |writing: bool| {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".msg").map(str::to_string)
+            })
+            .filter(|id| !writing || !spool.join(format!("{id}.env")).exists())
+            .count()
+    };
+    let (o, most) = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            inst.run_sh(
+                Some(ALICE),
+                &format!(
+                    "for i in $(seq 20); do \
+                     ( printf 'Subject: s\\n\\nx\\n'; sleep 4 ) | {sendmail} -odq {BOB} & \
+                     done; wait"
+                ),
+                "",
+            )
+        });
+        let mut most = 0;
+        while !t.is_finished() {
+            most = most.max(count_msg(true));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (t.join().unwrap(), most)
+    });
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(most, 16, "intakes at once: {}", show(&o));
+    // The four that waited went through.
+    assert_eq!(count_msg(false), 20);
+}
+
 #[test]
 fn a_bad_log_tag_is_a_usage_error() {
     if !need_root("installed_log_tag") {

@@ -132,11 +132,13 @@ impl Installed {
         std::fs::read_to_string(self.root.join("mail").join(user)).unwrap_or_default()
     }
 
-    /// The files in the spool (names), sorted.
+    /// The files in the spool (names), sorted, but for the lock files of
+    /// runners and intakes (`.runner.*`, `.intake.*`).
     pub fn spool_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.root.join("spool"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".runner.") && !n.starts_with(".intake."))
             .collect();
         v.sort();
         v
