@@ -337,6 +337,44 @@ pub fn own_received_fds(raw: Vec<std::os::fd::RawFd>) -> Vec<std::os::fd::OwnedF
         .collect()
 }
 
+/// Makes this process adopt its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`), even those that left its session: then
+/// [`kill_children`] reaches everything a command started.
+pub fn become_subreaper() {
+    // SAFETY: a plain prctl on this process.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// SIGKILLs and reaps every child of this process, and with
+/// [`become_subreaper`] the descendants they leave to it, round after
+/// round (at most 50) until none is left.
+pub fn kill_children() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for _ in 0..50 {
+        let mut pids = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                    pids.extend(
+                        text.split_whitespace()
+                            .filter_map(|p| p.parse::<i32>().ok()),
+                    );
+                }
+            }
+        }
+        if pids.is_empty() {
+            return;
+        }
+        for &p in &pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        for &p in &pids {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(p), None);
+        }
+    }
+}
+
 /// Sends SIGKILL to the process group `pgid`.
 pub fn kill_group(pgid: u32) {
     let _ = nix::sys::signal::killpg(

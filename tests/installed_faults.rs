@@ -73,10 +73,13 @@ fn a_forward_command_that_holds_its_input_does_not_hang_the_queue_run() {
     let q = inst.run(None, &[&inst.path("sbin/dma"), "-q"], "");
     let run_took = start.elapsed();
     let requeued = mailq(&inst);
-    // What the command left behind (in sessions of their own).
-    let _ = std::process::Command::new("pkill")
+    // What the command left behind in sessions of their own was killed at
+    // the time limit too (dma-local adopts it); whatever is left, killed
+    // here, fails the test.
+    let left = std::process::Command::new("pkill")
         .args(["-KILL", "-u", BOB, "-x", "sleep"])
-        .status();
+        .status()
+        .unwrap();
     assert!(o.status.success(), "{}", show(&o));
     assert!(
         submit_took < Duration::from_secs(30),
@@ -96,6 +99,11 @@ fn a_forward_command_that_holds_its_input_does_not_hang_the_queue_run() {
         );
     }
     assert_eq!(inst.mailbox(BOB), "");
+    assert_eq!(
+        left.code(),
+        Some(1),
+        "bob's detached sleep outlived PIPE_TIMEOUT"
+    );
 }
 
 #[test]

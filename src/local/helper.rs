@@ -555,6 +555,8 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
                     env,
                     timeout,
                     prefix,
+                    // Always a dma-local process of this one request.
+                    own_process: true,
                 };
                 pipe::run(&job, stdin)
             }

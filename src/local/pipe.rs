@@ -40,6 +40,11 @@ pub struct Job<'a> {
     pub timeout: Duration,
     /// Bytes written before the message (`From ` line, trace headers).
     pub prefix: Vec<u8>,
+    /// This process exists for this one command (`dma-local`'s process as
+    /// the user): it adopts what the command leaves behind in other
+    /// sessions, and at the time limit kills that too. Never in a process
+    /// that has children of its own (a test).
+    pub own_process: bool,
 }
 
 fn temp(why: String) -> Failed {
@@ -75,6 +80,9 @@ pub fn run(job: &Job, input: impl Read) -> Result<(), Failed> {
         .stdout(out2)
         .stderr(out3);
     privsep::new_session(&mut cmd);
+    if job.own_process {
+        privsep::become_subreaper();
+    }
     let deadline = Instant::now() + job.timeout;
     let mut child = cmd
         .spawn()
@@ -101,6 +109,9 @@ pub fn run(job: &Job, input: impl Read) -> Result<(), Failed> {
         End::Exited(s) => Some(s),
         End::Undrained(s) => {
             privsep::kill_group(pid);
+            if job.own_process {
+                privsep::kill_children();
+            }
             if s.success() {
                 let output = first_output(out);
                 return Err(temp(format!(
@@ -113,6 +124,9 @@ pub fn run(job: &Job, input: impl Read) -> Result<(), Failed> {
         End::TimedOut => {
             privsep::kill_group(pid);
             let _ = child.wait();
+            if job.own_process {
+                privsep::kill_children();
+            }
             None
         }
         End::Broken(f) => {
@@ -305,6 +319,7 @@ mod tests {
                 ("SENDER".into(), "s@x".into()),
             ],
             timeout: Duration::from_secs(timeout),
+            own_process: false,
             prefix: b"From s@x now\n".to_vec(),
         }
     }
