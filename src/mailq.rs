@@ -5,6 +5,7 @@
 //! From<TAB>: alice@host.example
 //! To<TAB>: bob
 //! Status<TAB>: deferred, 2 attempts, next try Sun, 29 Nov 2026 11:05:00 +0000: 4.2.0 ...
+//! Done<TAB>: 2 recipients delivered
 //! --
 //! ID<TAB>: ...
 //! ```
@@ -70,7 +71,14 @@ fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
             &env.sender
         }
     )?;
+    // Delivered recipients are no longer queued: one summary line, not a
+    // line each that reads as if they were waiting.
+    let mut delivered = 0;
     for (i, r) in env.rcpts.iter().enumerate() {
+        if r.state == State::Delivered && (view == View::Full || r.parent.is_none()) {
+            delivered += 1;
+            continue;
+        }
         if view == View::AsSubmitted {
             if r.parent.is_none() {
                 writeln!(out, "To\t: {}", r.addr)?;
@@ -84,6 +92,13 @@ fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
         }
         let status = status(r);
         writeln!(out, "Status\t: {status}")?;
+    }
+    if delivered > 0 {
+        writeln!(
+            out,
+            "Done\t: {delivered} recipient{} delivered",
+            if delivered == 1 { "" } else { "s" }
+        )?;
     }
     Ok(())
 }

@@ -89,6 +89,11 @@ fn one_pipelined_transaction_with_per_recipient_outcomes() {
         "{q}"
     );
     assert!(q.contains("To\t: reject1@remote.example\nStatus\t: failed, bounced: 5.1.1 127.0.0.1 [127.0.0.1] said 550 5.1.1 no such user (in reply to RCPT TO)"), "{q}");
+    // The delivered ones are no longer listed as if queued (issue 10, 8).
+    assert!(
+        !q.contains("ok1@remote.example") && q.contains("Done\t: 2 recipients delivered\n"),
+        "{q}"
+    );
 }
 
 #[test]
