@@ -255,6 +255,18 @@ fn intake_slot(ctx: &Ctx, caller: &Caller) -> Result<Option<std::fs::File>, Fata
 /// most this much each.
 const RESERVE_CHECK: u64 = 1 << 20;
 
+/// The spool went below SPOOL_MIN_FREE while a submission wrote it.
+#[derive(Debug)]
+struct BelowReserve(String);
+
+impl std::fmt::Display for BelowReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BelowReserve {}
+
 /// The spool file of a submission, checking SPOOL_MIN_FREE as it grows.
 struct Reserved<'a, W> {
     inner: W,
@@ -271,7 +283,7 @@ impl<W: Write> Write for Reserved<'_, W> {
             self.ctx
                 .spool
                 .check_free(self.ctx.config.spool_min_free)
-                .map_err(|why| std::io::Error::new(std::io::ErrorKind::StorageFull, why))?;
+                .map_err(|why| std::io::Error::other(BelowReserve(why)))?;
             self.unchecked = 0;
         }
         let n = self.inner.write(buf)?;
@@ -339,10 +351,9 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     let mut out = BufWriter::with_capacity(64 * 1024, reserved);
     let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
         discard(match e {
-            // Below the reserve (or a full disk): the same message may go
-            // through later.
-            IntakeError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                Fatal::new(EX_TEMPFAIL, format!("can not spool the message: {e}"))
+            // Below the reserve: the same message may go through later.
+            IntakeError::Io(e) if e.get_ref().is_some_and(|r| r.is::<BelowReserve>()) => {
+                Fatal::new(EX_TEMPFAIL, e.to_string())
             }
             IntakeError::Io(e) => {
                 Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
