@@ -14,6 +14,7 @@ use crate::exit::*;
 use crate::intake::{self, IntakeError};
 use crate::route::{Expansion, Program, Route};
 use crate::spool::Origin;
+use crate::spool::admission::{self, Admission};
 use crate::spool::{Envelope, Rcpt, now};
 use crate::{crit, info, mailq, privsep, runner};
 
@@ -198,104 +199,6 @@ fn ensure_spool(ctx: &Ctx) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// SPOOL_MIN_FREE: below the reserve only root may queue (bounces are
-/// queued by the runner, not here), so no user can fill the spool and stop
-/// everyone's mail. EX_TEMPFAIL: the same message may go through later.
-fn check_spool_space(ctx: &Ctx, caller: &Caller) -> Result<(), Fatal> {
-    if caller.uid == 0 {
-        return Ok(());
-    }
-    ctx.spool
-        .check_free(ctx.config.spool_min_free)
-        .map_err(|why| Fatal::new(EX_TEMPFAIL, why))
-}
-
-/// The most submissions of one user (root aside) that write to the spool at
-/// once. With [`RESERVE_CHECK`], it bounds how far below SPOOL_MIN_FREE one
-/// user's intakes can go together (16 MiB), so the reserve stays root's and
-/// the bounces'.
-const INTAKES_PER_USER: usize = 16;
-
-/// How long a submission waits for one of its user's intake slots.
-const INTAKE_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// One of the caller's [`INTAKES_PER_USER`] intake slots (a flock on
-/// `SPOOLDIR/.intake.<uid>.<n>`), held until the message is queued; waits
-/// for one to come free, then gives up with 75. None for root, or when the
-/// spool cannot be written at all (its own error follows).
-fn intake_slot(ctx: &Ctx, caller: &Caller) -> Result<Option<std::fs::File>, Fatal> {
-    if caller.uid == 0 {
-        return Ok(None);
-    }
-    let until = std::time::Instant::now() + INTAKE_SLOT_WAIT;
-    loop {
-        for n in 0..INTAKES_PER_USER {
-            match runner::lock_file(ctx, &format!(".intake.{}.{n}", caller.uid)) {
-                Ok(Some(f)) => return Ok(Some(f)),
-                Ok(None) => {}
-                // The spool itself will say what is wrong with it.
-                Err(_) => return Ok(None),
-            }
-        }
-        if std::time::Instant::now() >= until {
-            return Err(Fatal::new(
-                EX_TEMPFAIL,
-                format!(
-                    "{INTAKES_PER_USER} submissions of uid {} are being written already; try again later",
-                    caller.uid
-                ),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// How much a submission writes between two checks of SPOOL_MIN_FREE: many
-/// intakes at once (each slow to finish) can go below the reserve by at
-/// most this much each.
-const RESERVE_CHECK: u64 = 1 << 20;
-
-/// The spool went below SPOOL_MIN_FREE while a submission wrote it.
-#[derive(Debug)]
-struct BelowReserve(String);
-
-impl std::fmt::Display for BelowReserve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BelowReserve {}
-
-/// The spool file of a submission, checking SPOOL_MIN_FREE as it grows.
-struct Reserved<'a, W> {
-    inner: W,
-    ctx: &'a Ctx,
-    /// Root may go below the reserve.
-    exempt: bool,
-    /// Bytes written since the last check.
-    unchecked: u64,
-}
-
-impl<W: Write> Write for Reserved<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if !self.exempt && self.unchecked >= RESERVE_CHECK {
-            self.ctx
-                .spool
-                .check_free(self.ctx.config.spool_min_free)
-                .map_err(|why| std::io::Error::other(BelowReserve(why)))?;
-            self.unchecked = 0;
-        }
-        let n = self.inner.write(buf)?;
-        self.unchecked += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal> {
     let sender = envelope_sender(ctx, inv, caller)?;
     let mut rcpts = argv_rcpts(inv)?;
@@ -303,8 +206,13 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         return Err(Fatal::new(EX_NOINPUT, "no recipients"));
     }
     ensure_spool(ctx)?;
-    let slot = intake_slot(ctx, caller)?;
-    check_spool_space(ctx, caller)?;
+    let admission = Admission::new(&ctx.spool, ctx.config.spool_min_free, caller.uid);
+    let slot = admission
+        .slot()
+        .map_err(|why| Fatal::new(EX_TEMPFAIL, why))?;
+    admission
+        .check()
+        .map_err(|why| Fatal::new(EX_TEMPFAIL, why))?;
     let cantcreat =
         |e: std::io::Error| Fatal::new(EX_CANTCREAT, format!("can not create spool file: {e}"));
     let (id, data) = ctx.spool.create().map_err(cantcreat)?;
@@ -342,17 +250,11 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     }
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-    let reserved = Reserved {
-        inner: &data,
-        ctx,
-        exempt: caller.uid == 0,
-        unchecked: 0,
-    };
-    let mut out = BufWriter::with_capacity(64 * 1024, reserved);
+    let mut out = BufWriter::with_capacity(64 * 1024, admission.writer(&data));
     let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
         discard(match e {
             // Below the reserve: the same message may go through later.
-            IntakeError::Io(e) if e.get_ref().is_some_and(|r| r.is::<BelowReserve>()) => {
+            IntakeError::Io(e) if admission::below_reserve(&e) => {
                 Fatal::new(EX_TEMPFAIL, e.to_string())
             }
             IntakeError::Io(e) => {
@@ -365,7 +267,9 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     })?;
     drop(out);
     // Checked again with the message written: it counts against the reserve.
-    check_spool_space(ctx, caller).map_err(discard)?;
+    admission
+        .check()
+        .map_err(|why| discard(Fatal::new(EX_TEMPFAIL, why)))?;
     rcpts.extend(read.header_rcpts);
     // One form per mailbox (`bob@thishost` is `bob`), as dma does, so that
     // duplicates collapse.

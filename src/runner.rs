@@ -443,14 +443,11 @@ pub const IDLE: &str = ".runner.idle";
 /// Whether a live runner holds the lock `SPOOLDIR/<name>`: it is held,
 /// and its holder showed progress within [`HEARTBEAT`].
 pub fn runner_holds(ctx: &Ctx, name: &str) -> bool {
-    let Ok(f) = std::fs::File::open(ctx.spool.dir().join(name)) else {
-        return false;
-    };
-    let fresh = f
-        .metadata()
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < HEARTBEAT));
-    fresh && matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    ctx.spool.held(name).is_some_and(|f| {
+        f.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < HEARTBEAT))
+    })
 }
 
 /// Becomes the runner that waits for work, unless one already is.
@@ -517,42 +514,22 @@ fn wait_for_work(
 /// Whether every runner slot is taken: a runner started now would find
 /// none and exit, and the running ones pick up fresh mail before they stop.
 pub fn all_slots_busy(ctx: &Ctx) -> bool {
-    (0..ctx.config.queue_workers.max(1)).all(|n| {
-        std::fs::File::open(ctx.spool.dir().join(format!(".runner.{n}")))
-            .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
-    })
+    (0..ctx.config.queue_workers.max(1)).all(|n| ctx.spool.held(&slot_name(n)).is_some())
 }
 
-/// Takes runner slot `n` (a flock on `SPOOLDIR/.runner.<n>`), if free.
+/// Runner slot `n`'s lock file.
+fn slot_name(n: usize) -> String {
+    format!(".runner.{n}")
+}
+
+/// Takes runner slot `n`, if free.
 fn runner_lock(ctx: &Ctx, n: usize) -> Option<std::fs::File> {
-    try_lock_file(ctx, &format!(".runner.{n}"))
+    try_lock_file(ctx, &slot_name(n))
 }
 
-/// Takes the flock on `SPOOLDIR/<name>` (made if missing), if free.
-pub fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
-    lock_file(ctx, name).ok().flatten()
-}
-
-/// Takes the flock on `SPOOLDIR/<name>` (made if missing): `Ok(None)` when
-/// someone else holds it, an error when it cannot be opened.
-pub fn lock_file(ctx: &Ctx, name: &str) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o660)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(ctx.spool.dir().join(name))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-    }
-    // Runners of other users (set-group-id mail) must be able to take it
-    // and look at it, whatever our umask.
-    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
-    Ok(Some(f))
+/// Takes the flock on `SPOOLDIR/<name>`, if free.
+fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
+    ctx.spool.lock_file(name).ok().flatten()
 }
 
 /// One pass over the fresh messages not `tried` yet by this runner. With

@@ -13,6 +13,7 @@
 //! delivery, a queue run) is the only writer of the envelope, so two runs can
 //! never deliver the same recipient twice.
 
+pub mod admission;
 pub mod envelope;
 
 use std::fs::{self, File, OpenOptions};
@@ -78,6 +79,33 @@ impl Spool {
 
     fn env_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.env"))
+    }
+
+    /// Takes the flock on the lock file `SPOOLDIR/<name>` (made if
+    /// missing, 0660 whatever our umask, so that runners of other users
+    /// can take it and look at it): `Ok(None)` when someone else holds it,
+    /// an error when it cannot be opened.
+    pub fn lock_file(&self, name: &str) -> io::Result<Option<File>> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o660)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.dir.join(name))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let _ = f.set_permissions(fs::Permissions::from_mode(0o660));
+        Ok(Some(f))
+    }
+
+    /// The lock file `SPOOLDIR/<name>`, open, if someone holds its flock.
+    pub fn held(&self, name: &str) -> Option<File> {
+        let f = File::open(self.dir.join(name)).ok()?;
+        matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)).then_some(f)
     }
 
     /// Whether the spool's file system has `reserve` free (bytes, or a
