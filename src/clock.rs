@@ -43,7 +43,7 @@ pub fn local_tz() -> &'static TimeZone {
 
 /// `tz` as a zoneinfo name, if it is one: an optional leading `:`, then
 /// `/`-separated components of `[A-Za-z0-9_+-]` (so no `..`, no leading
-/// `/`), at most [`MAX_NAME`] bytes.
+/// `/`), at most `MAX_NAME` bytes.
 pub fn zone_name(tz: &str) -> Option<&str> {
     let name = tz.strip_prefix(':').unwrap_or(tz);
     let component_ok = |c: &str| {

@@ -6,9 +6,12 @@
 //!   With `-C` it gives up any set-id privilege before reading the file.
 //! - `dma-local` is installed set-user-id root, mode 4750 group `mail`, so
 //!   only `dma` (running as group mail) can start it. It is the only code that
-//!   runs as root: it creates the dotlock and a missing mailbox in MAILSPOOL,
-//!   then forks a child that takes the recipient's uid, gid and groups before
-//!   it reads a byte of the message.
+//!   runs as root. First thing it becomes root entirely and resets its
+//!   process state ([`reset_process_state`]); it creates the dotlock and a
+//!   missing mailbox in MAILSPOOL, then forks a child that takes the
+//!   recipient's uid, gid and groups before it reads a byte of the message;
+//!   or, asked for a runner, becomes `mail` and delivers the queue (see
+//!   `runner`). No delivery runs in a process of the submitting user.
 
 #![allow(unsafe_code)] // fork(2) is unsafe in nix; every call site is single-threaded.
 
@@ -102,7 +105,7 @@ pub fn limit_below_floor() -> Option<(&'static str, u64)> {
 }
 
 /// Gives this process a clean, fixed state, whatever its caller left it:
-/// umask 077, the resource limits of [`sane_limits`] (as root; otherwise
+/// umask 077, the resource limits of `sane_limits` (as root; otherwise
 /// each soft limit raised to its hard one), no descriptors above 2, every
 /// signal at its default and none blocked (SIGPIPE and SIGXFSZ then
 /// ignored: a write error must be an error, not a kill), the default

@@ -441,7 +441,7 @@ pub const WAITING: &str = ".runner.wait";
 pub const IDLE: &str = ".runner.idle";
 
 /// Whether a live runner holds the lock `SPOOLDIR/<name>`: it is held,
-/// and its holder showed progress within [`HEARTBEAT`].
+/// and its holder showed progress within `HEARTBEAT` (2 s).
 pub fn runner_holds(ctx: &Ctx, name: &str) -> bool {
     ctx.spool.held(name).is_some_and(|f| {
         f.metadata()

@@ -109,7 +109,6 @@ pub fn main(args: Vec<String>) -> i32 {
 /// One run, as `dma-local ARGS...`: by itself, or for a session request.
 pub fn run_once(args: Vec<String>) -> i32 {
     crate::logging::init("dma-local", false);
-    privsep::ignore_sigxfsz();
     match run(&args) {
         Ok(()) => EX_OK,
         Err(Failure(code, msg)) => {
