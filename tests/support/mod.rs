@@ -62,14 +62,24 @@ static HOMES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Exclusive use of the test users' homes; cleans them on drop.
 pub struct Homes {
     _g: std::sync::MutexGuard<'static, ()>,
+    // Also across test binaries run side by side (several checkouts on
+    // one machine): an flock on a file every run agrees on.
+    _f: Option<std::fs::File>,
 }
 
 impl Homes {
     /// Waits for the homes, and cleans them.
     pub fn take() -> Homes {
         let g = HOMES.lock().unwrap_or_else(|e| e.into_inner());
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/dma-rs-test-homes.lock")
+            .ok()
+            .filter(|f| f.lock().is_ok());
         clean();
-        Homes { _g: g }
+        Homes { _g: g, _f: f }
     }
 }
 
