@@ -15,17 +15,19 @@ use support::installed::*;
 use support::*;
 
 /// `user`'s `.forward`, removed when dropped.
-struct Forward(std::path::PathBuf);
+/// Holds the test homes (see `support::Homes`) while it is set.
+struct Forward(std::path::PathBuf, #[allow(dead_code)] support::Homes);
 
 impl Forward {
     /// Writes it owned by the user, mode 0644 (what `.forward` rules want).
     fn set(user: &str, text: &str) -> Forward {
+        let homes = support::Homes::take();
         let home = nix::unistd::User::from_name(user).unwrap().unwrap().dir;
         let p = home.join(".forward");
         std::fs::write(&p, text).unwrap();
         let ids = support::user(user);
         chown_mode(&p, ids.uid, ids.gid, 0o644);
-        Forward(p)
+        Forward(p, homes)
     }
 }
 
