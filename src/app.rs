@@ -213,9 +213,13 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     admission
         .check()
         .map_err(|why| Fatal::new(EX_TEMPFAIL, why))?;
-    let cantcreat =
-        |e: std::io::Error| Fatal::new(EX_CANTCREAT, format!("can not create spool file: {e}"));
-    let (id, data) = ctx.spool.create().map_err(cantcreat)?;
+    let (id, data) = ctx.spool.create().map_err(|e| {
+        let dir = ctx.spool.dir().display();
+        Fatal::new(
+            EX_CANTCREAT,
+            format!("can not create a spool file in {dir}: {e}"),
+        )
+    })?;
     let data_path = ctx.spool.data_path(&id);
     let discard = |f: Fatal| {
         let _ = std::fs::remove_file(&data_path);
@@ -250,12 +254,16 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     }
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-    let mut out = BufWriter::with_capacity(64 * 1024, admission.writer(&data));
+    let mut out = BufWriter::with_capacity(64 * 1024, admission.writer(&data, &data_path));
     let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
         discard(match e {
             // Below the reserve: the same message may go through later.
             IntakeError::Io(e) if admission::below_reserve(&e) => {
                 Fatal::new(EX_TEMPFAIL, e.to_string())
+            }
+            // A spool that cannot be written, as for the envelope.
+            IntakeError::Io(e) if admission::spool_write(&e) => {
+                Fatal::new(EX_CANTCREAT, e.to_string())
             }
             IntakeError::Io(e) => {
                 Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
@@ -290,19 +298,20 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             },
         )));
     }
-    let env = Envelope {
+    let mut env = Envelope {
         id: id.clone(),
         created: now(),
         sender,
         user: caller.name.clone(),
         uid: caller.uid,
+        size: None,
         double_bounce: false,
         dsn: inv.dsn.clone(),
         rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
     };
     ctx.spool
-        .commit(&data, &env)
-        .map_err(|e| discard(cantcreat(e)))?;
+        .commit(&data, &mut env)
+        .map_err(|e| discard(Fatal::new(EX_CANTCREAT, e.to_string())))?;
     drop(slot);
     crate::logging::set_queue_id(Some(&id));
     for r in &rcpts {

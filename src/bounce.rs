@@ -196,17 +196,18 @@ pub fn queue(
     write!(w, "\n--{boundary}--\n")?;
     w.flush()?;
     drop(w);
-    let bounce = Envelope {
+    let mut bounce = Envelope {
         id: id.clone(),
         created: now(),
         sender: String::new(),
         user: "MAILER-DAEMON".into(),
         uid: 0,
+        size: None,
         double_bounce: double,
         dsn: Default::default(),
         rcpts: vec![Rcpt::new(to, None)],
     };
-    ctx.spool.commit(&file, &bounce)?;
+    ctx.spool.commit(&file, &mut bounce)?;
     info!("delivery failed, bouncing as {id}");
     Ok(Some(Locked {
         data: file,

@@ -7,6 +7,21 @@
 //! recipient that failed is first recorded as `failed`, then its bounce is
 //! queued, then it becomes `bounced`: a crash in between re-sends the bounce
 //! rather than losing it.
+//!
+//! Before anything is delivered, the recipients about to be tried are
+//! marked in flight (one write per message, durable when a local one is
+//! among them; recipients an expansion adds are marked with it). If that write fails (a full spool),
+//! nothing is delivered and the error ends the caller's run: a recipient
+//! is never delivered again merely because its outcome could not be
+//! recorded. One found in flight by a later run was being delivered when
+//! its run died: it is tried again, with a "possible duplicate" line, so a
+//! crash costs at most one extra copy, never one per run.
+//!
+//! Retries: `next_try` is never further away than RETRY_MAX (a clock
+//! stepped back is corrected the next time the message is locked), and a
+//! recipient expires only when the message is QUEUE_LIFETIME old *and* it
+//! has failed [`MIN_ATTEMPTS`] times, so a clock stepped forward does not
+//! bounce fresh mail.
 
 use std::io;
 use std::time::Duration;
@@ -37,23 +52,62 @@ pub fn backoff(min: Duration, max: Duration, attempts: u32) -> Duration {
     base.mul_f64(jitter).clamp(min, max)
 }
 
+/// The fewest failed attempts after which a recipient may expire: the
+/// message's age alone (a clock stepped forward) never bounces it.
+pub const MIN_ATTEMPTS: u32 = 3;
+
+/// Whether recipient `r` of a message created at `created` has been tried
+/// long enough to give up on it.
+fn expired(r: &Rcpt, created: i64, lifetime: i64, now: i64) -> bool {
+    now - created >= lifetime && r.attempts >= MIN_ATTEMPTS
+}
+
 /// Whether the recipient is due now (or `force`d).
-fn due(state: State, next_try: i64, force: bool, expired: bool, now: i64) -> bool {
-    match state {
+fn due(r: &Rcpt, force: bool, expired: bool, now: i64) -> bool {
+    match r.state {
         State::Pending => true,
-        State::Deferred => force || expired || next_try <= now,
+        State::Deferred => force || expired || r.next_try <= now,
         // A failed recipient only waits for its bounce.
         State::Delivered | State::Expanded | State::Failed { .. } => false,
     }
 }
 
 /// Whether anything of `env` is due at `now` (a queue run honouring
-/// backoff skips the others without locking them).
-pub fn has_due(env: &Envelope, now: i64, lifetime: i64) -> bool {
-    let expired = now - env.created >= lifetime;
+/// backoff skips the others without locking them). A retry time further
+/// than `retry_max` away (the clock was stepped back) counts as due.
+pub fn has_due(env: &Envelope, now: i64, lifetime: i64, retry_max: i64) -> bool {
     env.rcpts.iter().any(|r| {
-        due(r.state, r.next_try, false, expired, now) || r.state == State::Failed { bounced: false }
+        due(r, false, expired(r, env.created, lifetime, now), now)
+            || r.state == State::Deferred && r.next_try > now.saturating_add(retry_max)
+            || r.state == State::Failed { bounced: false }
     })
+}
+
+/// Brings every retry time of `env` within `retry_max` of `now`; says
+/// whether one changed (then the envelope is to be written).
+fn cap_retries(env: &mut Envelope, now: i64, retry_max: i64) -> bool {
+    let cap = now.saturating_add(retry_max);
+    let mut changed = false;
+    for r in env.rcpts.iter_mut() {
+        if r.state == State::Deferred && r.next_try > cap {
+            r.next_try = cap;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Marks recipient `r` in flight, saying so if an earlier attempt was
+/// interrupted before its outcome was recorded.
+fn mark_inflight(r: &mut Rcpt, now: i64) {
+    if let Some(when) = r.inflight {
+        notice!(
+            "<{}> possible duplicate: an earlier delivery (started {}s ago) was interrupted before its outcome was recorded",
+            r.addr,
+            now - when
+        );
+    }
+    r.inflight = Some(now);
 }
 
 /// Delivers what is due of the locked message `msg`. Bounces it queues are
@@ -62,13 +116,42 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     crate::logging::set_queue_id(Some(&msg.env.id));
     let data_path = ctx.spool.data_path(&msg.env.id);
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
-    let expired = now() - msg.env.created >= lifetime;
+    let retry_max = ctx.config.retry_max.as_secs() as i64;
+    let start = now();
+    let created = msg.env.created;
+    // What is tried in this run: marked in flight, durably, before any of
+    // it is delivered.
+    let mut todo = vec![false; msg.env.rcpts.len()];
+    let capped = cap_retries(&mut msg.env, start, retry_max);
+    for (i, r) in msg.env.rcpts.iter_mut().enumerate() {
+        if due(r, force, expired(r, created, lifetime, start), start) {
+            crate::logging::set_private(r.parent.is_some());
+            mark_inflight(r, start);
+            todo[i] = true;
+        }
+    }
+    crate::logging::set_private(false);
+    // Durably before a local delivery; a remote one only needs the mark to
+    // be written (a server's copy cannot be taken back either way, and the
+    // fsync would be paid per message): what matters is that a spool that
+    // cannot take the write stops us first.
+    let local = msg.env.rcpts.iter().zip(&todo).any(|(r, &t)| {
+        t && matches!(
+            crate::address::classify(&r.addr, &ctx.local_domains),
+            crate::address::Dest::Local(_)
+        )
+    });
+    if capped || local {
+        ctx.spool.write_env(&msg.env)?;
+    } else if todo.contains(&true) {
+        ctx.spool.write_env_lazy(&msg.env)?;
+    }
     let delivered_to = delivered_to(&msg.data);
     let mut remote = Vec::new();
     let mut i = 0;
     'rcpts: while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
-        if !due(r.state, r.next_try, force, expired, now()) {
+        if !todo.get(i).copied().unwrap_or(false) {
             i += 1;
             continue;
         }
@@ -102,7 +185,10 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                         if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
                             let mut r = Rcpt::new(c.addr.clone(), Some(i));
                             r.origin = c.origin;
+                            // Tried in this run, like its parent.
+                            r.inflight = Some(now());
                             msg.env.rcpts.push(r);
+                            todo.push(true);
                             added.push(c.addr);
                         }
                     }
@@ -115,6 +201,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     crate::logging::set_private(true);
                     info!("<{addr}> {how} to <{}>", added.join(">, <"));
                     msg.env.rcpts[i].state = State::Expanded;
+                    msg.env.rcpts[i].inflight = None;
                     ctx.spool.write_env(&msg.env)?;
                     i += 1;
                     continue 'rcpts;
@@ -207,28 +294,16 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                 .iter()
                 .any(|t| msg.env.rcpts[t.index].parent.is_some()),
         );
-        // Recorded before the first byte goes out: if this process dies
-        // after a server took the message and before its reply is recorded,
-        // the next run sends it again (a duplicate, never a loss) and says so.
-        for t in &remote {
-            let r = &mut msg.env.rcpts[t.index];
-            if let Some(when) = r.inflight {
-                notice!(
-                    "<{}> possible duplicate: an earlier remote delivery (started {}s ago) was interrupted before its outcome was recorded",
-                    r.addr,
-                    now() - when
-                );
-            }
-            r.inflight = Some(now());
-        }
-        ctx.spool.write_env_lazy(&msg.env)?;
+        // Marked in flight before the first byte went out (above): if this
+        // process dies after a server took the message and before its reply
+        // is recorded, the next run sends it again (a duplicate, never a
+        // loss) and says so.
         for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
             // What a server said (and TLS or DNS errors that quote it)
             // reaches the queue with its control characters escaped.
             let visible = |s: String| crate::escape::controls(&s).into_owned();
             msg.env.rcpts[r.index].mta = r.mta.map(visible);
             msg.env.rcpts[r.index].smtp = r.smtp.map(visible);
-            msg.env.rcpts[r.index].inflight = None;
             record(ctx, &mut msg, r.index, r.outcome, lifetime);
         }
         if !msg.env.is_done() {
@@ -335,13 +410,15 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
     let r = &mut msg.env.rcpts[i];
     crate::logging::set_private(r.parent.is_some());
     r.attempts += 1;
+    r.inflight = None;
+    let at = now();
     match outcome {
         Outcome::Delivered => {
             info!("<{}> delivery successful", r.addr);
             r.state = State::Delivered;
             r.reply = None;
         }
-        Outcome::Deferred(why) if now() - created >= lifetime => {
+        Outcome::Deferred(why) if expired(r, created, lifetime, at) => {
             error!(
                 "<{}> delivery failed: giving up after {}: {why}",
                 r.addr,
@@ -361,7 +438,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
                 wait.as_secs()
             );
             r.state = State::Deferred;
-            r.next_try = now() + wait.as_secs() as i64;
+            r.next_try = at + wait.as_secs() as i64;
             r.reply = Some(why);
         }
         Outcome::Failed(why) => {
@@ -388,12 +465,46 @@ mod tests {
         assert!(backoff(min, max, 30) >= max.mul_f64(0.8));
     }
 
+    fn rcpt(state: State, attempts: u32, next_try: i64) -> Rcpt {
+        let mut r = Rcpt::new("bob", None);
+        (r.state, r.attempts, r.next_try) = (state, attempts, next_try);
+        r
+    }
+
     #[test]
     fn due_rules() {
-        assert!(due(State::Pending, 0, false, false, 100));
-        assert!(!due(State::Deferred, 200, false, false, 100));
-        assert!(due(State::Deferred, 200, true, false, 100));
-        assert!(due(State::Deferred, 200, false, true, 100));
-        assert!(!due(State::Delivered, 0, true, true, 100));
+        assert!(due(&rcpt(State::Pending, 0, 0), false, false, 100));
+        assert!(!due(&rcpt(State::Deferred, 1, 200), false, false, 100));
+        assert!(due(&rcpt(State::Deferred, 1, 200), true, false, 100));
+        assert!(due(&rcpt(State::Deferred, 1, 200), false, true, 100));
+        assert!(!due(&rcpt(State::Delivered, 1, 0), true, true, 100));
+    }
+
+    #[test]
+    fn age_alone_does_not_expire() {
+        let day = 86400;
+        // A clock stepped 6 days forward: a minute-old message with one
+        // failed attempt is not expired.
+        assert!(!expired(&rcpt(State::Deferred, 1, 0), 0, 5 * day, 6 * day));
+        assert!(!expired(&rcpt(State::Deferred, 2, 0), 0, 5 * day, 6 * day));
+        assert!(expired(&rcpt(State::Deferred, 3, 0), 0, 5 * day, 6 * day));
+        assert!(!expired(&rcpt(State::Deferred, 9, 0), 0, 5 * day, 4 * day));
+    }
+
+    #[test]
+    fn retry_times_are_capped_and_the_cap_is_kept() {
+        let mut env = Envelope::parse(
+            "dma-rs-queue 1\nid x\ncreated 0\nsender \nuser u\nuid 1\n\
+             rcpt a\nstate deferred\nattempts 1\nnext-try 90000\n\
+             rcpt b\nstate deferred\nattempts 1\nnext-try 500\n",
+        )
+        .unwrap();
+        // The clock went back a day: a try due at 90000 is due by 100 + max.
+        assert!(has_due(&env, 100, 1000, 4 * 3600));
+        assert!(cap_retries(&mut env, 100, 4 * 3600));
+        assert_eq!(env.rcpts[0].next_try, 100 + 4 * 3600);
+        assert_eq!(env.rcpts[1].next_try, 500);
+        assert!(!cap_retries(&mut env, 200, 4 * 3600));
+        assert!(!has_due(&env, 200, 1000, 4 * 3600));
     }
 }

@@ -31,22 +31,34 @@ pub enum View {
     AsSubmitted,
 }
 
-/// Writes the listing of `spool` to `out`.
+/// Writes the listing of `spool` to `out`: the queued messages, then the
+/// entries that failed a check (see [`crate::spool::Spool::quarantine`]):
+/// those still in place, which the next queue run moves, and those in
+/// `SPOOLDIR/corrupt/`.
 pub fn list(spool: &Spool, view: View, out: &mut impl Write) -> io::Result<()> {
     let mut first = true;
+    let mut corrupt = Vec::new();
     for id in spool.ids()? {
-        let env = match spool.read_env(&id) {
+        let checked = spool
+            .read_env(&id)
+            .and_then(|env| match spool.check_data(&env) {
+                Ok(()) => Ok(env),
+                Err(why) => Err(OpenError::Corrupt(why)),
+            });
+        let env = match checked {
             Ok(e) => e,
             Err(OpenError::Busy) => continue,
             Err(OpenError::Corrupt(why)) => {
-                if !first {
-                    writeln!(out, "--")?;
+                // Finished and removed while we looked: not corrupt.
+                if spool.dir().join(format!("{id}.env")).exists() {
+                    corrupt.push((id, why));
                 }
-                first = false;
-                writeln!(out, "ID\t: {id}\nStatus\t: unreadable queue file: {why}")?;
                 continue;
             }
-            Err(OpenError::Io(e)) => return Err(e),
+            Err(OpenError::Io(e)) => {
+                corrupt.push((id, format!("can not read: {e}")));
+                continue;
+            }
         };
         if !first {
             writeln!(out, "--")?;
@@ -56,6 +68,30 @@ pub fn list(spool: &Spool, view: View, out: &mut impl Write) -> io::Result<()> {
     }
     if first {
         writeln!(out, "Mail queue is empty")?;
+    }
+    let moved = spool.corrupt()?;
+    if corrupt.is_empty() && moved.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "== Corrupt entries, never delivered ({}):",
+        spool.dir().join(crate::spool::CORRUPT_DIR).display()
+    )?;
+    for (id, why) in corrupt {
+        writeln!(
+            out,
+            "ID\t: {id}\nStatus\t: corrupt, to be moved there by the next queue run: {}",
+            crate::escape::controls(&why)
+        )?;
+    }
+    for (id, when, why) in moved {
+        writeln!(
+            out,
+            "ID\t: {id}\nStatus\t: corrupt, moved there {}: {}",
+            time(when),
+            crate::escape::controls(&why)
+        )?;
     }
     Ok(())
 }
@@ -187,17 +223,18 @@ mod tests {
         r.attempts = 1;
         // As an older version may have stored it: raw bytes from a server.
         r.reply = Some("4.0.0 mx said 421 \x1b[2J\x07busy\r\nnow".into());
-        let env = Envelope {
+        let mut env = Envelope {
             id,
             created: 0,
             sender: "alice@here.example".into(),
             user: "alice".into(),
             uid: 1000,
+            size: None,
             double_bounce: false,
             dsn: Default::default(),
             rcpts: vec![r],
         };
-        spool.commit(&data, &env).unwrap();
+        spool.commit(&data, &mut env).unwrap();
         let mut out = Vec::new();
         list(&spool, View::Full, &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();

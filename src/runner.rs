@@ -295,8 +295,12 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             background(&mut ctx);
             EX_OK
         }
-        Job::Message(id) => deliver_message(&mut ctx, id),
+        Job::Message(id) => match deliver_message(&mut ctx, id) {
+            EX_OK if stopped() => EX_CANTCREAT,
+            code => code,
+        },
         Job::Queue { due_only } => match run_queue(&mut ctx, *due_only) {
+            Ok(()) if stopped() => EX_CANTCREAT,
             Ok(()) => EX_OK,
             Err(e) => {
                 crit!("{e}");
@@ -380,7 +384,7 @@ fn background(ctx: &mut Ctx) {
     let mut lock = Some(lock);
     // Held while this is the runner that local mail is left to.
     let mut waiting = None;
-    loop {
+    while !stopped() {
         if waiting.is_none() {
             waiting = become_waiting(ctx);
         }
@@ -481,6 +485,9 @@ fn wait_for_work(
     // submission left because it saw this lock is seen.
     let idle = try_lock_file(ctx, IDLE);
     loop {
+        if stopped() {
+            return false;
+        }
         // Alive: mail may still be left to us.
         beat(waiting);
         if let Some(f) = &idle {
@@ -548,15 +555,19 @@ fn fresh_pass(
         return false;
     };
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let retry_max = ctx.config.retry_max.as_secs() as i64;
     let mut found = false;
     for id in ids.iter() {
+        if stopped() {
+            return false;
+        }
         if id.as_str() < since.as_str() || tried.contains(id) {
             continue;
         }
         let due = ctx
             .spool
             .read_env(id)
-            .is_ok_and(|env| deliver::has_due(&env, crate::spool::now(), lifetime));
+            .is_ok_and(|env| deliver::has_due(&env, crate::spool::now(), lifetime, retry_max));
         if !due {
             continue;
         }
@@ -582,15 +593,31 @@ fn fresh_pass(
     found
 }
 
-/// Delivers what is due of `msg` (everything with `force`); an error (the
-/// spool became unwritable) is logged, and the message stays queued for
-/// the next run. The log lines meanwhile are about the message's
-/// submitter, for `-v` (see [`crate::logging::mirror_only_for`]).
+/// Set when the spool could not take a state change: the run stops (see
+/// [`deliver_owned`]).
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this run must stop: the spool could not take a state change.
+fn stopped() -> bool {
+    STOPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Delivers what is due of `msg` (everything with `force`). The log lines
+/// meanwhile are about the message's submitter, for `-v` (see
+/// [`crate::logging::mirror_only_for`]). An error means the spool could not
+/// take a state change (full, read-only): going on would deliver what
+/// cannot be recorded, so the run stops ([`stopped`]), the message stays
+/// queued, and the reason goes to the log and to a waiting caller.
 fn deliver_owned(ctx: &mut Ctx, msg: Locked, force: bool) {
     let id = msg.env.id.clone();
     crate::logging::set_message_owner(Some(msg.env.uid));
     if let Err(e) = deliver::run(ctx, msg, force) {
-        crit!("{id}: delivery interrupted, left queued: {e}");
+        let why = format!(
+            "{id}: can not record delivery state ({e}); the run stops, the message stays queued"
+        );
+        crit!("{why}");
+        let _ = writeln!(std::io::stderr(), "{}: {why}", crate::progname());
+        STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     crate::logging::set_message_owner(None);
 }
@@ -618,6 +645,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
     let now = crate::spool::now();
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+    let retry_max = ctx.config.retry_max.as_secs() as i64;
     let mut per_hop: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for id in ids {
@@ -626,7 +654,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
             buckets[0].push(id);
             continue;
         };
-        if due_only && !deliver::has_due(&env, now, lifetime) {
+        if due_only && !deliver::has_due(&env, now, lifetime, retry_max) {
             continue;
         }
         // Up to HOP_SESSIONS connections per next hop, each in its own
@@ -646,7 +674,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
         match privsep::fork() {
             Ok(privsep::Forked::Child) => {
                 run_bucket(ctx, &bucket, due_only);
-                std::process::exit(EX_OK);
+                std::process::exit(if stopped() { EX_CANTCREAT } else { EX_OK });
             }
             Ok(privsep::Forked::Parent(pid)) => children.push(pid),
             // No worker: do its share ourselves.
@@ -658,7 +686,10 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     }
     run_bucket(ctx, &last, due_only);
     for pid in children {
-        let _ = nix::sys::wait::waitpid(pid, None);
+        use nix::sys::wait::{WaitStatus, waitpid};
+        if !matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, EX_OK))) {
+            STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     Ok(())
 }
@@ -685,15 +716,34 @@ fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
     }
 }
 
+/// Moves an entry that failed a check out of the queue, never to be
+/// delivered, and says so at crit.
+fn quarantine(ctx: &Ctx, id: &str, why: &str) {
+    let dir = ctx.spool.dir().join(crate::spool::CORRUPT_DIR);
+    match ctx.spool.quarantine(id, why) {
+        Ok(()) => crit!(
+            "{id}: corrupt queue entry moved to {}: {why}",
+            dir.display()
+        ),
+        Err(e) => crit!(
+            "{id}: corrupt queue entry ({why}); can not move it to {}: {e}",
+            dir.display()
+        ),
+    }
+}
+
 /// Delivers the due part of each message of `ids`, one connection per host.
 fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     ctx.pool = Some(crate::remote::Pool::default());
     *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
     for id in ids {
+        if stopped() {
+            break;
+        }
         match ctx.spool.open_locked(id) {
             Ok(msg) => deliver_owned(ctx, msg, !due_only),
             Err(OpenError::Busy) => {}
-            Err(OpenError::Corrupt(why)) => crit!("{id}: {why}; left for an administrator"),
+            Err(OpenError::Corrupt(why)) => quarantine(ctx, id, &why),
             Err(OpenError::Io(e)) => crit!("{id}: {e}"),
         }
     }

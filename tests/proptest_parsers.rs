@@ -22,7 +22,7 @@ use dma_rs::config::aliases::{AliasError, AliasTarget, Aliases};
 use dma_rs::config::auth::{AuthEntry, AuthFile, SecretSource};
 use dma_rs::config::conf::{ConfError, Config};
 use dma_rs::intake::{IntakeError, Options, Read, Stamp, read_message};
-use dma_rs::spool::envelope::{Envelope, MAGIC, Origin, Rcpt, State, decode, encode};
+use dma_rs::spool::envelope::{Envelope, MAGIC, MAGIC_V1, Origin, Rcpt, State, decode, encode};
 
 /// Enough cases to find shallow bugs while keeping the file fast in debug
 /// builds; no regression files are written (this is a shared tree).
@@ -545,6 +545,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 sender,
                 user,
                 uid,
+                size: Some(u64::from(uid) * 7),
                 double_bounce,
                 rcpts: rcpts
                     .into_iter()
@@ -593,6 +594,8 @@ const ENVELOPE_KEYS: &[&str] = &[
     "dsn-ret",
     "dsn-envid",
     "inflight",
+    "size",
+    "end",
     "color",
     "",
 ];
@@ -610,11 +613,11 @@ fn envelope_file() -> impl Strategy<Value = String> {
         1 => Just(String::new()),
         1 => unicode(12),
     ];
-    (any::<bool>(), vec(line, 0..14)).prop_map(|(magic, lines)| {
-        let mut text = if magic {
-            format!("{MAGIC}\n")
-        } else {
-            String::new()
+    (0..3u8, vec(line, 0..14)).prop_map(|(magic, lines)| {
+        let mut text = match magic {
+            0 => format!("{MAGIC}\n"),
+            1 => format!("{MAGIC_V1}\n"),
+            _ => String::new(),
         };
         text.push_str(&lines.join("\n"));
         text
@@ -961,8 +964,9 @@ proptest! {
             count("origin"),
             env.rcpts.iter().filter(|r| r.origin.is_some()).count()
         );
+        // Magic, id, created, sender, user, uid, size, ..., end.
         let expected = 1
-            + 5
+            + 7
             + usize::from(env.double_bounce)
             + usize::from(env.dsn.notify.is_some())
             + usize::from(env.dsn.ret.is_some())

@@ -33,6 +33,20 @@ pub fn below_reserve(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<BelowReserve>())
 }
 
+/// The data file could not be written (a full or read-only spool).
+#[derive(Debug, thiserror::Error)]
+#[error("can not write {path}: {err}")]
+struct SpoolWrite {
+    path: String,
+    err: io::Error,
+}
+
+/// Whether an error of [`Admission::writer`] is the spool's (it names the
+/// file), not the reserve's or the input's.
+pub fn spool_write(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<SpoolWrite>())
+}
+
 /// The rules for one submitter.
 pub struct Admission<'a> {
     spool: &'a Spool,
@@ -91,13 +105,16 @@ impl<'a> Admission<'a> {
         }
     }
 
-    /// `inner` (the data file), checking the reserve as it grows; below
-    /// it, a write fails with an error [`below_reserve`] recognises.
-    pub fn writer<W: Write + 'a>(&'a self, inner: W) -> impl Write + 'a {
+    /// `inner` (the data file at `path`), checking the reserve as it
+    /// grows; below it, a write fails with an error [`below_reserve`]
+    /// recognises, and an error of the file itself is one [`spool_write`]
+    /// recognises.
+    pub fn writer<W: Write + 'a>(&'a self, inner: W, path: &std::path::Path) -> impl Write + 'a {
         Reserved {
             inner,
             admission: self,
             unchecked: 0,
+            path: path.display().to_string(),
         }
     }
 }
@@ -108,6 +125,15 @@ struct Reserved<'a, W> {
     admission: &'a Admission<'a>,
     /// Bytes written since the last check.
     unchecked: u64,
+    /// The file's path, for errors.
+    path: String,
+}
+
+impl<W> Reserved<'_, W> {
+    fn failed(&self, err: io::Error) -> io::Error {
+        let path = self.path.clone();
+        io::Error::new(err.kind(), SpoolWrite { path, err })
+    }
 }
 
 impl<W: Write> Write for Reserved<'_, W> {
@@ -118,12 +144,12 @@ impl<W: Write> Write for Reserved<'_, W> {
                 .map_err(|why| io::Error::other(BelowReserve(why)))?;
             self.unchecked = 0;
         }
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).map_err(|e| self.failed(e))?;
         self.unchecked += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().map_err(|e| self.failed(e))
     }
 }

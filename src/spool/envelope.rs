@@ -6,24 +6,36 @@
 //! can forge a field. Unknown keys are errors, not ignored: a file we cannot
 //! fully understand is never half-delivered.
 //!
+//! A file is whole only with its last line, `end <number of recipients>`,
+//! and `size` says how long the data file must be: a file cut short (at
+//! any line), or a data file cut or emptied, is found out, never delivered
+//! in part. Files of version 1 (earlier releases: no `size`, no `end`)
+//! are still read.
+//!
 //! ```text
-//! dma-rs-queue 1
+//! dma-rs-queue 2
 //! id 692a1f3b5c8e9d01
 //! created 1764410000
 //! sender alice@host.example
 //! user alice
 //! uid 1000
+//! size 2048
 //! rcpt bob
 //! state deferred
 //! attempts 2
 //! next-try 1764410900
 //! reply 4.2.0%20mailbox%20busy
+//! end 1
 //! ```
 
 use thiserror::Error;
 
-/// The first line of every envelope file.
-pub const MAGIC: &str = "dma-rs-queue 1";
+/// The first line of every envelope file we write.
+pub const MAGIC: &str = "dma-rs-queue 2";
+
+/// The first line of the envelope files of earlier releases (no `size`,
+/// no `end`), still read.
+pub const MAGIC_V1: &str = "dma-rs-queue 1";
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +184,9 @@ pub struct Envelope {
     pub user: String,
     /// The real uid of the submitter.
     pub uid: u32,
+    /// The length of the data file in bytes, as committed; `None` only in
+    /// a version 1 file (then the data file's length when it was opened).
+    pub size: Option<u64>,
     /// A bounce about a bounce: if it fails too, it is dropped, never bounced.
     pub double_bounce: bool,
     /// DSN requests.
@@ -236,6 +251,9 @@ impl Envelope {
         kv("sender", &self.sender);
         kv("user", &self.user);
         kv("uid", &self.uid.to_string());
+        if let Some(n) = self.size {
+            kv("size", &n.to_string());
+        }
         if self.double_bounce {
             kv("double-bounce", "yes");
         }
@@ -276,6 +294,7 @@ impl Envelope {
                 kv("inflight", &t.to_string());
             }
         }
+        kv("end", &self.rcpts.len().to_string());
         format!("{MAGIC}\n{s}")
     }
 
@@ -286,24 +305,32 @@ impl Envelope {
             line: line + 1,
             reason: reason.to_string(),
         };
-        match lines.next() {
-            Some((_, MAGIC)) => {}
+        let v1 = match lines.next() {
+            Some((_, MAGIC)) => false,
+            Some((_, MAGIC_V1)) => true,
             _ => return Err(bad(0, "not a dma-rs queue file (or another version)")),
-        }
+        };
         let mut env = Envelope {
             id: String::new(),
             created: 0,
             sender: String::new(),
             user: String::new(),
             uid: 0,
+            size: None,
             double_bounce: false,
             dsn: Dsn::default(),
             rcpts: Vec::new(),
         };
         let mut seen_sender = false;
+        // Version 1: the end of the text; version 2: the `end` line.
         let mut ended = false;
-        for (n, line) in lines {
-            if line.is_empty() {
+        let mut last = 0;
+        let mut lines = lines.peekable();
+        while let Some((n, line)) = lines.next() {
+            last = n;
+            // Version 2: only the newline of the end line may follow it.
+            let final_newline = !v1 && ended && line.is_empty() && lines.peek().is_none();
+            if line.is_empty() && v1 || final_newline {
                 ended = true;
                 continue;
             }
@@ -328,6 +355,15 @@ impl Envelope {
                 }
                 "user" => env.user = value,
                 "uid" => env.uid = u32::try_from(num(&value)?).map_err(|_| bad(n, "bad uid"))?,
+                "size" if !v1 => {
+                    env.size = Some(u64::try_from(num(&value)?).map_err(|_| bad(n, "bad size"))?)
+                }
+                "end" if !v1 => {
+                    if usize::try_from(num(&value)?).ok() != Some(env.rcpts.len()) {
+                        return Err(bad(n, "recipient count does not match"));
+                    }
+                    ended = true;
+                }
                 "double-bounce" => env.double_bounce = value == "yes",
                 "dsn-notify" => env.dsn.notify = Some(value),
                 "dsn-ret" => env.dsn.ret = Some(value),
@@ -383,8 +419,14 @@ impl Envelope {
                 _ => return Err(bad(n, "unknown key")),
             }
         }
+        if !ended || !v1 && !text.ends_with('\n') {
+            return Err(bad(last, "cut short: no end line"));
+        }
         if env.id.is_empty() || !seen_sender || env.rcpts.is_empty() {
             return Err(bad(0, "missing id, sender or recipient"));
+        }
+        if !v1 && env.size.is_none() {
+            return Err(bad(0, "missing size"));
         }
         Ok(env)
     }
@@ -406,6 +448,7 @@ mod tests {
             sender: "evil\nrcpt root@x".into(),
             user: "alice".into(),
             uid: 1000,
+            size: Some(2048),
             double_bounce: false,
             dsn: Dsn::default(),
             rcpts: vec![
@@ -436,6 +479,20 @@ mod tests {
     }
 
     #[test]
+    fn version_1_files_are_still_read() {
+        let mut e = sample();
+        e.size = None;
+        let v1 = e
+            .serialize()
+            .replace(MAGIC, MAGIC_V1)
+            .replace("end 2\n", "");
+        assert_eq!(Envelope::parse(&v1).unwrap(), e);
+        // Its end is the end of the text; version 2 keys are not its own.
+        assert!(Envelope::parse(&format!("{v1}\nid x\n")).is_err());
+        assert!(Envelope::parse(&v1.replace("uid 1000\n", "uid 1000\nsize 1\n")).is_err());
+    }
+
+    #[test]
     fn strict_parsing() {
         assert!(Envelope::parse("garbage").is_err());
         let text = sample().serialize();
@@ -443,6 +500,19 @@ mod tests {
         assert!(Envelope::parse(&format!("{text}color blue\n")).is_err());
         assert!(Envelope::parse(&text.replace("parent 0", "parent 1")).is_err());
         assert!(Envelope::parse(&format!("{MAGIC}\nid x\nsender \n")).is_err());
+        assert!(Envelope::parse(&text.replace("size 2048\n", "")).is_err());
+        assert!(Envelope::parse(&text.replace("\nend 2\n", "\nend 1\n")).is_err());
+        assert!(Envelope::parse(&text.replace("\nend 2\n", "\n")).is_err());
+        assert!(Envelope::parse(&format!("{text}\n")).is_err());
+        // Cut at any line boundary: refused.
+        let lines: Vec<&str> = text.lines().collect();
+        for k in 1..lines.len() {
+            let cut = lines[..k].join("\n") + "\n";
+            assert!(
+                Envelope::parse(&cut).is_err(),
+                "accepted cut at {k}:\n{cut}"
+            );
+        }
         assert_eq!(decode("%4"), None);
         assert_eq!(decode("a%20b").as_deref(), Some("a b"));
     }

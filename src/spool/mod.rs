@@ -12,6 +12,12 @@
 //! never changes. Whoever holds it (intake until it hands over, a background
 //! delivery, a queue run) is the only writer of the envelope, so two runs can
 //! never deliver the same recipient twice.
+//!
+//! An entry that fails a check (an envelope cut short, unreadable or
+//! malformed; a data file missing, emptied or not as long as the envelope
+//! says) is never delivered and never deleted: the queue run that finds it
+//! moves it to `SPOOLDIR/corrupt/` with a note of why ([`Spool::quarantine`]),
+//! and `mailq` lists it there.
 
 pub mod admission;
 pub mod envelope;
@@ -48,12 +54,16 @@ pub struct Locked {
     pub env: Envelope,
 }
 
+/// Where entries that fail a check are moved (under SPOOLDIR).
+pub const CORRUPT_DIR: &str = "corrupt";
+
 /// Why a message could not be opened for delivery.
 #[derive(Debug)]
 pub enum OpenError {
     /// Someone else holds the lock, or the message is gone: skip it.
     Busy,
-    /// The envelope is unreadable; it is left in place for an administrator.
+    /// The entry fails a check: it must never be delivered (see
+    /// [`Spool::quarantine`]).
     Corrupt(String),
     /// An I/O error.
     Io(io::Error),
@@ -162,10 +172,15 @@ impl Spool {
         }
     }
 
-    /// Makes a message durable: fsyncs its data file, then publishes the
-    /// envelope. When this returns `Ok`, the message is queued.
-    pub fn commit(&self, data: &File, env: &Envelope) -> io::Result<()> {
-        data.sync_data()?;
+    /// Makes a message durable: fsyncs its data file, records its length
+    /// in `env`, then publishes the envelope. When this returns `Ok`, the
+    /// message is queued.
+    pub fn commit(&self, data: &File, env: &mut Envelope) -> io::Result<()> {
+        data.sync_data().map_err(|e| {
+            let path = self.data_path(&env.id);
+            io::Error::new(e.kind(), format!("can not write {}: {e}", path.display()))
+        })?;
+        env.size = Some(data.metadata()?.len());
         self.write_env(env)
     }
 
@@ -184,19 +199,29 @@ impl Spool {
 
     fn replace_env(&self, env: &Envelope, durable: bool) -> io::Result<()> {
         let tmp = self.dir.join(format!(".{}.env.tmp", env.id));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o660)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o660))?;
-        f.write_all(env.serialize().as_bytes())?;
-        if durable {
-            f.sync_data()?;
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o660)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(0o660))?;
+            f.write_all(env.serialize().as_bytes())?;
+            if durable {
+                f.sync_data()?;
+            }
+            fs::rename(&tmp, self.env_path(&env.id))
+        })();
+        if let Err(e) = written {
+            // Not left to take space (and inodes) until a queue run reaps it.
+            let _ = fs::remove_file(&tmp);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("can not write {}: {e}", self.env_path(&env.id).display()),
+            ));
         }
-        fs::rename(&tmp, self.env_path(&env.id))?;
         if durable { self.sync_dir() } else { Ok(()) }
     }
 
@@ -240,11 +265,20 @@ impl Spool {
         Ok(ids)
     }
 
-    /// Reads an envelope without locking (for `mailq`).
+    /// Reads an envelope without locking (for `mailq`). Unreadable (not
+    /// ours to read, not text) is corrupt, as malformed is.
     pub fn read_env(&self, id: &str) -> Result<Envelope, OpenError> {
         let text = match fs::read_to_string(self.env_path(id)) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Busy),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+                ) =>
+            {
+                return Err(OpenError::Corrupt(format!("can not read {id}.env: {e}")));
+            }
             Err(e) => return Err(OpenError::Io(e)),
         };
         let env = Envelope::parse(&text).map_err(|e| OpenError::Corrupt(e.to_string()))?;
@@ -280,8 +314,81 @@ impl Spool {
         }
         // Re-read after locking: the previous holder may have changed or
         // removed it.
-        let env = self.read_env(id)?;
+        let mut env = self.read_env(id)?;
+        let len = data.metadata().map_err(OpenError::Io)?.len();
+        env.size = Some(check_size(env.size, len).map_err(OpenError::Corrupt)?);
         Ok(Locked { data, env })
+    }
+
+    /// Whether the data file of `env` (read without its lock) is as long as
+    /// it says: for `mailq`.
+    pub fn check_data(&self, env: &Envelope) -> Result<(), String> {
+        match fs::symlink_metadata(self.data_path(&env.id)) {
+            Ok(m) => check_size(env.size, m.len()).map(drop),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err("envelope without data file".into())
+            }
+            Err(e) => Err(format!("can not read {}.msg: {e}", env.id)),
+        }
+    }
+
+    /// Moves entry `id` (its data file, then its envelope: a crash in
+    /// between leaves an envelope without data, corrupt again, never a data
+    /// file that looks like an abandoned intake) to `SPOOLDIR/corrupt/`,
+    /// with `<id>.why` saying `why`. Never deletes anything.
+    pub fn quarantine(&self, id: &str, why: &str) -> io::Result<()> {
+        let dir = self.dir.join(CORRUPT_DIR);
+        match fs::create_dir(&dir) {
+            Ok(()) => fs::set_permissions(&dir, fs::Permissions::from_mode(0o770))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let mut note = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o660)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(dir.join(format!("{id}.why")))?;
+        writeln!(note, "{} {}", now(), crate::escape::controls(why))?;
+        for name in [format!("{id}.msg"), format!("{id}.env")] {
+            match fs::rename(self.dir.join(&name), dir.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.sync_dir()?;
+        File::open(&dir)?.sync_all()
+    }
+
+    /// The entries in `SPOOLDIR/corrupt/`: id, when it was moved there
+    /// (unix seconds) and why, oldest id first.
+    pub fn corrupt(&self) -> io::Result<Vec<(String, i64, String)>> {
+        let dir = self.dir.join(CORRUPT_DIR);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in rd {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some((id, "env" | "msg" | "why")) = name.rsplit_once('.')
+                && is_id(id)
+            {
+                ids.insert(id.to_string());
+            }
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let note = fs::read_to_string(dir.join(format!("{id}.why"))).unwrap_or_default();
+                let (when, why) = note.trim_end().split_once(' ').unwrap_or(("0", "?"));
+                (id, when.parse().unwrap_or(0), why.to_string())
+            })
+            .collect())
     }
 
     /// Removes data files whose intake never finished, and stale temporary
@@ -317,6 +424,19 @@ impl Spool {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks a data file's length `len` against the envelope's `size`, and
+/// returns it. Without a size (a version 1 envelope), only an empty data
+/// file is wrong: intake always writes a header.
+fn check_size(size: Option<u64>, len: u64) -> Result<u64, String> {
+    match size {
+        Some(n) if n != len => Err(format!(
+            "data file is {len} bytes long, the envelope says {n}"
+        )),
+        None if len == 0 => Err("empty data file".into()),
+        _ => Ok(len),
     }
 }
 
