@@ -615,7 +615,8 @@ fn deliver_owned(ctx: &mut Ctx, msg: Locked, force: bool) {
         let why = format!(
             "{id}: can not record delivery state ({e}); the run stops, the message stays queued"
         );
-        crit!("{why}");
+        // Said to a waiting caller even without -v (and once with it).
+        crate::logging::syslog_only(crate::logging::Level::Crit, &why);
         let _ = writeln!(std::io::stderr(), "{}: {why}", crate::progname());
         STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
     }

@@ -318,8 +318,12 @@ fn nobody_can_make_another_users_command_run() {
     let id = env.queue_ids().pop().unwrap();
     let envf = env.spool.join(format!("{id}.env"));
     let text = read(&envf);
+    // Well formed: the recipient count at the end says two.
+    let text = text
+        .strip_suffix("end 1\n")
+        .expect("an envelope of one recipient");
     let forged = format!(
-        "{text}rcpt %7Ctouch%20{}\nparent 0\norigin forward:{BOB}\nstate pending\n",
+        "{text}rcpt %7Ctouch%20{}\nparent 0\norigin forward:{BOB}\nstate pending\nend 2\n",
         flag.display().to_string().replace(' ', "%20")
     );
     let forged = forged.replace(

@@ -337,6 +337,9 @@ impl Envelope {
             if ended {
                 return Err(bad(n, "text after the end"));
             }
+            if line.is_empty() && lines.peek().is_none() {
+                return Err(bad(n, "cut short: no end line"));
+            }
             let (key, raw) = line.split_once(' ').ok_or_else(|| bad(n, "no value"))?;
             let value = decode(raw).ok_or_else(|| bad(n, "bad encoding"))?;
             let num = |v: &str| v.parse::<i64>().map_err(|_| bad(n, "not a number"));
