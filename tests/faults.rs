@@ -332,3 +332,32 @@ fn a_local_delivery_found_in_flight_is_made_again_and_said_so() {
     assert_eq!(env.messages(BOB).len(), 1);
     assert!(env.queue_ids().is_empty());
 }
+
+#[test]
+fn a_mail_spool_out_of_inodes_defers_naming_the_file() {
+    if !need_root("mailspool_inodes") {
+        return;
+    }
+    let _homes = Homes::take();
+    let inst = Installed::new();
+    let mail = inst.path("mail");
+    let script = format!(
+        "mount -t tmpfs -o size=1m,nr_inodes=8,mode=1777 tmpfs {mail}
+         i=0; while touch {mail}/f$i 2>/dev/null; do i=$((i+1)); done
+         printf 'Subject: s\\n\\nx\\n' | {sendmail} -odi {BOB}; echo \"send=$?\"
+         {dma} -bp",
+        sendmail = inst.path("sbin/sendmail"),
+        dma = inst.path("sbin/dma"),
+    );
+    let o = inst.run_sh(None, &script, "");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("send=0"), "{}", show(&o));
+    assert!(
+        out.contains(&format!("deferred, 1 attempt, next try "))
+            && out.contains(&format!(
+                "4.2.0 can not create {mail}/{BOB}.lock: No space left on device"
+            )),
+        "{}",
+        show(&o)
+    );
+}

@@ -77,7 +77,13 @@ pub fn dotlock(dir: &Path, user: &str, timeout: Duration) -> io::Result<DotLock>
                 sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            // A full inode table, say: named, for the log and the queue.
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("can not create {}: {e}", path.display()),
+                ));
+            }
         }
     }
 }
