@@ -58,7 +58,19 @@ mod tests {
             .set_modified(t)
             .unwrap();
         std::fs::rename(&q, &p).unwrap();
-        assert_ne!(Stamp::of(&p), first, "another inode");
+        let renamed = Stamp::of(&p);
+        assert_ne!(renamed, first, "another inode");
+        // Rewritten in place, same size, mtime put back: the change time
+        // (a clock tick later) tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, "e: f\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        assert_ne!(Stamp::of(&p), renamed, "written in place");
         std::fs::remove_file(&p).unwrap();
         assert_eq!(Stamp::of(&p), Stamp::default(), "a file that vanished");
     }
