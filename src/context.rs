@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Aliases, Config};
+use crate::config::conf::ConfError;
+use crate::config::{Aliases, Config, Stamp};
 use crate::local::dotforward::ForwardFile;
 use crate::route::{Route, Router, getpwnam_uid};
 use crate::spool::Origin;
@@ -32,6 +33,17 @@ pub struct Ctx {
     /// The `dma-local session` of a runner or queue worker.
     pub helper_session: std::cell::RefCell<crate::local::session::Use>,
     aliases: Option<Result<Aliases, String>>,
+    /// The aliases file's stamp when `aliases` was read.
+    aliases_stamp: Stamp,
+    /// A runner's record of the files it read: see [`Ctx::refresh`].
+    watched: Option<Watched>,
+}
+
+/// The stamps of `dma.conf` and `auth.conf` as a runner last read them.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    conf: Stamp,
+    auth: Stamp,
 }
 
 /// Where `dma-local` is installed, fixed at build time (`DMA_LIBEXEC_DIR`).
@@ -61,7 +73,82 @@ impl Ctx {
             pool: None,
             helper_session: Default::default(),
             aliases: None,
+            aliases_stamp: Stamp::default(),
+            watched: None,
         }
+    }
+
+    /// Makes this the context of a process that lives on after reading its
+    /// files (a runner): [`Ctx::refresh`] then reads again what changed.
+    /// `conf` is the stamp of `dma.conf` taken before it was read.
+    pub fn watch(&mut self, conf: Stamp) {
+        let auth = self.auth_stamp();
+        self.watched = Some(Watched { conf, auth });
+    }
+
+    fn auth_stamp(&self) -> Stamp {
+        self.config
+            .authpath
+            .as_deref()
+            .map(Stamp::of)
+            .unwrap_or_default()
+    }
+
+    /// For a runner ([`Ctx::watch`]), before a message: reads `dma.conf`
+    /// again if it changed since it was read (and with it everything derived
+    /// from it), and the aliases file (or forgets it until it is needed).
+    /// When `dma.conf` or `auth.conf` changed, the kept SMTP connections are
+    /// closed: they were opened, secured and authenticated under the old
+    /// settings. (`auth.conf` itself is read at every new connection, and
+    /// `:include:` files and `.forward` files at every expansion: nothing
+    /// to keep fresh there.) A `dma.conf` that no longer parses is an
+    /// error, and nothing is changed: the caller must not deliver with the
+    /// old one.
+    ///
+    /// SPOOLDIR stays the one this runner was started for (its runner locks
+    /// are there, and so is the mail it was asked to deliver); new mail in a
+    /// new SPOOLDIR gets runners of its own.
+    pub fn refresh(&mut self) -> Result<(), ConfError> {
+        let Some(mut seen) = self.watched else {
+            return Ok(());
+        };
+        let mut drop_sessions = false;
+        let conf = Stamp::of(&self.config.path);
+        if conf != seen.conf {
+            let config = Config::load(&self.config.path)?;
+            crate::info!(
+                "{} changed: read again, before the next message",
+                self.config.path.display()
+            );
+            if config.spooldir != self.config.spooldir {
+                crate::notice!(
+                    "SPOOLDIR is now {}: this runner still delivers from {}",
+                    config.spooldir.display(),
+                    self.config.spooldir.display()
+                );
+            }
+            let mut new = Ctx::new(config, self.config_override.take());
+            std::mem::swap(&mut new.spool, &mut self.spool);
+            new.forwards_visible_to = self.forwards_visible_to;
+            new.pool = self.pool.take();
+            new.helper_session = std::mem::take(&mut self.helper_session);
+            *self = new;
+            seen.conf = conf;
+            drop_sessions = true;
+        }
+        let auth = self.auth_stamp();
+        if auth != seen.auth {
+            seen.auth = auth;
+            drop_sessions = true;
+        }
+        self.watched = Some(seen);
+        if drop_sessions && let Some(p) = &self.pool {
+            p.close();
+        }
+        if self.aliases.is_some() && Stamp::of(&self.config.aliases) != self.aliases_stamp {
+            self.aliases = None;
+        }
+        Ok(())
     }
 
     /// Routes `addr`, made by `origin` from `ancestors`, with this run's
@@ -135,9 +222,11 @@ impl Ctx {
         }
     }
 
-    /// The aliases file, read once per run; an error is `FILE:LINE: reason`.
+    /// The aliases file, read once per run (a runner reads it again when it
+    /// changed: [`Ctx::refresh`]); an error is `FILE:LINE: reason`.
     pub fn aliases(&mut self) -> Result<&Aliases, String> {
         if self.aliases.is_none() {
+            self.aliases_stamp = Stamp::of(&self.config.aliases);
             self.aliases = Some(Aliases::load(&self.config.aliases).map_err(|e| e.to_string()));
         }
         match self.aliases.as_ref().expect("just set") {

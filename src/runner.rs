@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use nix::unistd;
 
-use crate::config::{Config, conf};
+use crate::config::{Config, Stamp, conf};
 use crate::context::Ctx;
 use crate::exit::*;
 use crate::privsep::{self, Forked};
 use crate::spool::{Envelope, Locked, OpenError};
-use crate::{address, crit, deliver};
+use crate::{address, crit, deliver, error};
 
 /// What a runner is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +282,8 @@ fn detach_stdio(foreground: bool, keep_stdin: bool) {
 fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) -> i32 {
     crate::logging::init(&args.tag, args.verbose);
     crate::logging::mirror_only_for((args.caller_uid != 0).then_some(args.caller_uid));
+    // Taken before the file is read: a change made meanwhile is seen.
+    let stamp = Stamp::of(config_path);
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -290,6 +292,7 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
         }
     };
     let mut ctx = Ctx::new(config, config_override);
+    ctx.watch(stamp);
     match &args.job {
         Job::Background => {
             background(&mut ctx);
@@ -587,6 +590,7 @@ fn fresh_pass(
                 Some(w) => beat(w),
                 None => {}
             }
+            refresh_or_exit(ctx);
             deliver_owned(ctx, msg, false);
         }
     }
@@ -600,6 +604,23 @@ static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Whether this run must stop: the spool could not take a state change.
 fn stopped() -> bool {
     STOPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Before a message: the configuration files as they are now
+/// ([`Ctx::refresh`]: a runner may live on for a while after it read them,
+/// and an administrator who edits them expects the next message to follow
+/// the edit). A `dma.conf` that no longer parses ends the runner, without
+/// delivering anything more: the mail stays queued, and the next runner
+/// or submission says the same.
+fn refresh_or_exit(ctx: &mut Ctx) {
+    if let Err(e) = ctx.refresh() {
+        error!("{e}; this runner stops, the mail stays queued");
+        if let Some(p) = ctx.pool.take() {
+            p.close();
+        }
+        ctx.helper_session.take();
+        std::process::exit(EX_CONFIG);
+    }
 }
 
 /// Delivers what is due of `msg` (everything with `force`). The log lines
@@ -742,7 +763,10 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
             break;
         }
         match ctx.spool.open_locked(id) {
-            Ok(msg) => deliver_owned(ctx, msg, !due_only),
+            Ok(msg) => {
+                refresh_or_exit(ctx);
+                deliver_owned(ctx, msg, !due_only)
+            }
             Err(OpenError::Busy) => {}
             Err(OpenError::Corrupt(why)) => quarantine(ctx, id, &why),
             Err(OpenError::Io(e)) => crit!("{id}: {e}"),

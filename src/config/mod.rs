@@ -7,7 +7,9 @@ pub mod auth;
 pub mod conf;
 pub mod duration;
 pub mod size;
+pub mod stamp;
 
 pub use aliases::{AliasTarget, Aliases};
 pub use auth::AuthFile;
 pub use conf::Config;
+pub use stamp::Stamp;

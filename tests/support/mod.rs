@@ -120,12 +120,11 @@ pub fn set_forward(user: &str, text: &str) -> PathBuf {
     p
 }
 
-/// SIGKILLs every runner (`dma-local runner`, and the queue workers it
-/// forked) working for `env`'s configuration: a crash of the delivering
-/// processes. Returns how many it killed.
-pub fn kill_runners(env: &Env) -> usize {
+/// The pids of every runner (`dma-local runner`, and the queue workers it
+/// forked) working for `env`'s configuration.
+pub fn runner_pids(env: &Env) -> Vec<i32> {
     let conf = env.conf.display().to_string();
-    let mut n = 0;
+    let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -138,14 +137,24 @@ pub fn kill_runners(env: &Env) -> usize {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         if args.get(1).is_some_and(|a| a == "runner") && args.contains(&conf) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            n += 1;
+            pids.push(pid);
         }
     }
-    n
+    pids
+}
+
+/// SIGKILLs every runner working for `env`'s configuration
+/// ([`runner_pids`]): a crash of the delivering processes. Returns how many
+/// it killed.
+pub fn kill_runners(env: &Env) -> usize {
+    let pids = runner_pids(env);
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
 }
 
 /// One private installation.
