@@ -120,6 +120,42 @@ pub fn set_forward(user: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The pids of `user`'s processes named `name` (by real uid and name, as
+/// `pgrep -u USER -x NAME` finds them).
+pub fn pids_of(user: &str, name: &str) -> Vec<i32> {
+    let o = std::process::Command::new("pgrep")
+        .args(["-u", user, "-x", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Waits up to `limit` for `user`'s processes named `name` to appear;
+/// their pids (none if they did not).
+pub fn wait_for_pids(user: &str, name: &str, limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let p = pids_of(user, name);
+        if !p.is_empty() || start.elapsed() > limit {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGKILL to each of `pids`.
+pub fn sigkill(pids: &[i32]) {
+    for &p in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// SIGKILLs every runner (`dma-local runner`, and the queue workers it
 /// forked) working for `env`'s configuration: a crash of the delivering
 /// processes. Returns how many it killed.
