@@ -201,7 +201,7 @@ fn sigkill_of_the_mailbox_writer_mid_append_leaves_whole_messages_once() {
         std::thread::scope(|s| {
             let run = s.spawn(|| env.flush());
             while !run.is_finished() {
-                let new: Vec<i32> = pids_of(BOB, "dma-local")
+                let new: Vec<i32> = writers_of(BOB, &mbox)
                     .into_iter()
                     .filter(|p| !seen.contains(p))
                     .collect();

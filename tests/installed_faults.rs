@@ -218,7 +218,14 @@ fn kill_writer_at(
     let base = std::fs::metadata(target).unwrap().len();
     std::thread::scope(|s| {
         let run = s.spawn(|| inst.run(None, &[&inst.path("sbin/dma"), "-q"], ""));
-        let pids = wait_for_pids(user, "dma-local", Duration::from_secs(30));
+        let start = Instant::now();
+        let pids = loop {
+            let p = writers_of(user, target);
+            if !p.is_empty() || start.elapsed() > Duration::from_secs(30) {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         assert!(!pids.is_empty(), "no writer of {user} appeared");
         drop(held);
         let mut reached = base;
@@ -374,7 +381,7 @@ fn a_maildir_writer_killed_mid_message_leaves_nothing_in_new() {
             if let Some(t) = files("tmp").first() {
                 reached = std::fs::metadata(t).map(|m| m.len()).unwrap_or(0);
                 if reached >= 4 << 20 {
-                    sigkill(&pids_of(BOB, "dma-local"));
+                    sigkill(&writers_of(BOB, t));
                     break;
                 }
             }

@@ -146,6 +146,21 @@ pub fn wait_for_pids(user: &str, name: &str, limit: Duration) -> Vec<i32> {
     }
 }
 
+/// The writers of `file`: `user`'s `dma-local` processes that have it open.
+/// (Tests of other checkouts on this machine may deliver to the same test
+/// user: only ours have our file open.)
+pub fn writers_of(user: &str, file: &Path) -> Vec<i32> {
+    pids_of(user, "dma-local")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == file))
+            })
+        })
+        .collect()
+}
+
 /// Sends SIGKILL to each of `pids`.
 pub fn sigkill(pids: &[i32]) {
     for &p in pids {
