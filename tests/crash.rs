@@ -4,6 +4,11 @@
 //! still queued (and is delivered by the next run), every message in the
 //! mailbox is whole, and a submission that did not exit 0 is either fully
 //! queued or absent. Duplicates are allowed (at-least-once), loss is not.
+//!
+//! When only the process that writes the mailbox (the one that runs as the
+//! recipient) is killed, the rule is stricter: what it wrote is cut back,
+//! the message stays queued, and in the end every message is in the mailbox
+//! exactly once, whole, after what was there before.
 
 mod support;
 
@@ -18,10 +23,15 @@ const LINES: usize = 4000;
 
 /// A message whose body proves it is whole: numbered lines and an end mark.
 fn message(token: &str) -> String {
+    message_of(token, LINES)
+}
+
+/// [`message`] with `lines` numbered lines.
+fn message_of(token: &str, lines: usize) -> String {
     let mut m = format!("Subject: {token}\n\n");
-    for i in 0..LINES {
+    for i in 0..lines {
         m.push_str(&format!(
-            "{token} line {i:05} ..................................\n"
+            "{token} line {i:07} ..................................\n"
         ));
     }
     m.push_str(&format!("{token} END\n"));
@@ -29,14 +39,19 @@ fn message(token: &str) -> String {
 }
 
 fn whole(msg: &str, token: &str) -> bool {
+    whole_of(msg, token, LINES)
+}
+
+/// Whether `msg` holds the body of [`message_of`]`(token, lines)`, whole.
+fn whole_of(msg: &str, token: &str, lines: usize) -> bool {
     let body: Vec<&str> = msg.lines().filter(|l| l.starts_with(token)).collect();
-    body.len() == LINES + 1
+    body.len() == lines + 1
         && body
             .iter()
-            .take(LINES)
+            .take(lines)
             .enumerate()
-            .all(|(i, l)| l.starts_with(&format!("{token} line {i:05} ")))
-        && body[LINES] == format!("{token} END")
+            .all(|(i, l)| l.starts_with(&format!("{token} line {i:07} ")))
+        && body[lines] == format!("{token} END")
 }
 
 fn rand_below(n: u64) -> u64 {
@@ -142,5 +157,133 @@ fn sigkill_during_intake_and_delivery_loses_nothing() {
         accepted.len(),
         seen.len(),
         seen.values().map(|n| n - 1).sum::<usize>()
+    );
+}
+
+/// Lines of a big message: about 11 MB each.
+const BIG_LINES: usize = 200_000;
+
+#[test]
+fn sigkill_of_the_mailbox_writer_mid_append_leaves_whole_messages_once() {
+    if !need_root("crash_killed_writer") {
+        return;
+    }
+    // Bob's .forward is read by the delivery: the homes are ours.
+    let _homes = Homes::take();
+    let env = Env::new("");
+    let mbox = env.mbox_path(BOB);
+    // Bob's mailbox holds a message already.
+    env.send(&[BOB], "Subject: old\n\nthe old message\n")
+        .expect(0, &env);
+    let before = std::fs::read(&mbox).unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let token = format!("BIG{i:02}X");
+        let mut c = env.cmd("sendmail");
+        c.args(["-odq", BOB]);
+        env.run(c, message_of(&token, BIG_LINES).as_bytes(), None)
+            .expect(0, &env);
+        tokens.push(token);
+    }
+    let size = message_of("BIG00X", BIG_LINES).len() as u64;
+    // Rounds of `dma -q`: we hold the mailbox's fcntl lock, so each writer
+    // of Bob's waits for it; we let one go at a time, and kill it at a
+    // random point of its append (or, one time in four, let it finish).
+    let mut kills = Vec::new();
+    for _round in 0..8 {
+        if env.queue_ids().is_empty() {
+            break;
+        }
+        let held = std::fs::OpenOptions::new().write(true).open(&mbox).unwrap();
+        dma_rs::local::mbox::fcntl_lock(&held, Duration::ZERO).unwrap();
+        let mut held = Some(held);
+        let mut seen: Vec<i32> = Vec::new();
+        std::thread::scope(|s| {
+            let run = s.spawn(|| env.flush());
+            while !run.is_finished() {
+                let new: Vec<i32> = writers_of(BOB, &mbox)
+                    .into_iter()
+                    .filter(|p| !seen.contains(p))
+                    .collect();
+                if new.is_empty() {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                seen.extend(&new);
+                let base = std::fs::metadata(&mbox).unwrap().len();
+                let kill = rand_below(4) != 0;
+                let at = rand_below(size);
+                drop(held.take());
+                let alive = || {
+                    new.iter()
+                        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+                };
+                while alive() {
+                    let reached = std::fs::metadata(&mbox).unwrap().len();
+                    if kill && reached >= base + at {
+                        sigkill(&new);
+                        kills.push(reached - base);
+                        break;
+                    }
+                    if !kill && reached > base {
+                        // It has the lock: ours waits for its end.
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                // Hold the lock again for the next writer.
+                let h = std::fs::OpenOptions::new().write(true).open(&mbox).unwrap();
+                dma_rs::local::mbox::fcntl_lock(&h, Duration::from_secs(100)).unwrap();
+                held = Some(h);
+            }
+            run.join().unwrap().expect(0, &env);
+        });
+        drop(held);
+        // After each round: the mailbox is whole messages after what was
+        // there, nothing partial.
+        let text = env.mbox(BOB);
+        assert!(text.as_bytes().starts_with(&before));
+        for m in split_mbox(&text).iter().skip(1) {
+            let t = tokens
+                .iter()
+                .find(|t| m.contains(&format!("Subject: {t}\n")));
+            assert!(
+                t.is_some_and(|t| whole_of(m, t, BIG_LINES)),
+                "partial message in the mailbox after kills at {kills:?}: {}...",
+                &m[..m.len().min(300)]
+            );
+        }
+    }
+    // A last undisturbed run delivers what is left.
+    env.flush().expect(0, &env);
+    assert!(env.queue_ids().is_empty(), "{}", env.mailq().stdout());
+    let text = env.mbox(BOB);
+    assert!(
+        text.as_bytes().starts_with(&before),
+        "the old message was touched"
+    );
+    let msgs = split_mbox(&text);
+    assert_eq!(msgs.concat(), text);
+    assert!(msgs[0].ends_with("\nthe old message\n\n"), "{}", msgs[0]);
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for m in &msgs[1..] {
+        let t = tokens
+            .iter()
+            .find(|t| m.contains(&format!("Subject: {t}\n")))
+            .unwrap_or_else(|| panic!("unknown message: {}", &m[..m.len().min(300)]));
+        assert!(whole_of(m, t, BIG_LINES), "partial {t}; kills at {kills:?}");
+        *copies.entry(t.as_str()).or_default() += 1;
+    }
+    for t in &tokens {
+        assert_eq!(
+            copies.get(t.as_str()),
+            Some(&1),
+            "{t}: copies {copies:?}, kills at {kills:?}"
+        );
+    }
+    assert!(!kills.is_empty(), "no writer was killed");
+    eprintln!(
+        "crash test: {} writers killed at {kills:?} bytes into their append; every message once",
+        kills.len()
     );
 }

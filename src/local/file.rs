@@ -28,13 +28,16 @@ fn temp(why: String) -> Failed {
     }
 }
 
-/// Appends to the file `path` as the current user `uid`.
+/// Appends to the file `path` as the current user `uid`. `start` is called
+/// with the file open and locked, before its first byte is written; its
+/// error is a temporary failure and nothing is written.
 pub fn append(
     path: &Path,
     uid: u32,
     sender: &str,
     prepend: &[String],
     input: &mut impl BufRead,
+    start: impl FnOnce(&File) -> io::Result<()>,
 ) -> Result<(), Failed> {
     let shown = path.display();
     let mut f = OpenOptions::new()
@@ -59,6 +62,7 @@ pub fn append(
     }
     mbox::fcntl_lock(&f, mbox::LOCK_TIMEOUT)
         .map_err(|e| temp(format!("4.2.0 can not lock {shown}: {e}")))?;
+    start(&f).map_err(|e| temp(format!("4.2.0 {shown}: {e}")))?;
     mbox::append(&mut f, sender, prepend, input)
         .map(|_| ())
         .map_err(|e| temp(format!("4.2.0 write to {shown} failed: {e}")))
@@ -145,14 +149,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let uid = nix::unistd::getuid().as_raw();
         let f = d.path().join("copy");
-        append(&f, uid, "s@x", &[], &mut &b"Subject: a\n\nx\n"[..]).unwrap();
-        append(&f, uid, "s@x", &[], &mut &b"Subject: b\n\nFrom y\n"[..]).unwrap();
+        let ok = |_: &File| Ok(());
+        append(&f, uid, "s@x", &[], &mut &b"Subject: a\n\nx\n"[..], ok).unwrap();
+        append(&f, uid, "s@x", &[], &mut &b"Subject: b\n\nFrom y\n"[..], ok).unwrap();
         let text = std::fs::read_to_string(&f).unwrap();
         assert_eq!(text.matches("\nSubject: ").count(), 2);
         assert!(text.contains("\n>From y\n\n"));
         let l = d.path().join("link");
         std::os::unix::fs::symlink(&f, &l).unwrap();
-        let e = append(&l, uid, "s@x", &[], &mut &b"x\n"[..]).unwrap_err();
+        let e = append(&l, uid, "s@x", &[], &mut &b"x\n"[..], ok).unwrap_err();
         assert!(e.temporary && e.why.contains("symbolic link"), "{e:?}");
     }
 }

@@ -42,6 +42,7 @@ use nix::unistd::{self, Pid, User};
 
 use super::dotforward::{self, ForwardFile};
 use super::file::Failed;
+use super::rollback::Guard;
 use super::{mbox, pipe};
 use crate::config::{AliasTarget, Aliases, Config, conf};
 use crate::exit::{EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE};
@@ -377,7 +378,10 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
     }
     let check_forward = args.get("forward-check") == Some("yes");
     let home = PathBuf::from(&user.dir);
-    as_user(&user, super::user_limit(config), || {
+    // Measured under the dotlock, before the user's process starts: if it
+    // dies mid-message, we cut the mailbox back (see `rollback`).
+    let guard = guard(root, &path, uid)?;
+    let res = as_user(&user, super::user_limit(config), || {
         // One run instead of two: read the .forward first, and deliver to
         // the mailbox only when it has no entries (the caller expands them).
         let mut said = MboxAnswer::Delivered(None);
@@ -402,6 +406,12 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
             temporary: true,
             why: format!("4.2.0 can not lock {}: {e}", path.display()),
         })?;
+        if let Some(g) = &guard {
+            g.start(&f).map_err(|e| Failed {
+                temporary: true,
+                why: format!("4.2.0 {}: {e}", path.display()),
+            })?;
+        }
         let stdin = std::io::stdin();
         let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
         mbox::append(&mut f, &sender, &prepend, &mut input)
@@ -415,7 +425,28 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
                 ),
             })
     })
-    .map(|_: MboxAnswer| ())
+    .map(|_: MboxAnswer| ());
+    undo_if_failed(&guard, &res);
+    res
+}
+
+/// A [`Guard`] on `path`, the file of `uid` a process of the user is about
+/// to append to, when we are root (otherwise that process is us).
+fn guard(root: bool, path: &Path, uid: u32) -> Result<Option<Guard>, Failure> {
+    if !root {
+        return Ok(None);
+    }
+    Guard::new(path, uid)
+        .map(Some)
+        .map_err(|e| temp(format!("4.3.0 dma-local: pipe: {e}")))
+}
+
+/// After the user's process: if it failed in any way (a signal, the time
+/// limit, an error), cuts what it appended back.
+fn undo_if_failed<T>(guard: &Option<Guard>, res: &Result<T, Failure>) {
+    if let (Some(g), Err(_)) = (guard, res) {
+        g.undo();
+    }
 }
 
 /// What `mbox --forward-check yes` did: delivered (noting an ignored
@@ -533,7 +564,13 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
             args.need("original")?.to_string(),
         ));
     }
-    as_user(&user, super::user_limit(config), move || {
+    // A /file is measured before the user's process starts, so that a
+    // message it leaves half written is cut back (see `rollback`).
+    let guard = match &entry {
+        Entry::File(p) => guard(unistd::geteuid().is_root(), Path::new(p), uid)?,
+        _ => None,
+    };
+    let res = as_user(&user, super::user_limit(config), || {
         authorize(&origin, &entry, &home, uid, &aliases_path)?;
         let stdin = std::io::stdin();
         match &entry {
@@ -561,7 +598,9 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
             }
             Entry::File(p) => {
                 let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-                super::file::append(Path::new(p), uid, &sender, &prepend, &mut input)
+                super::file::append(Path::new(p), uid, &sender, &prepend, &mut input, |f| {
+                    guard.as_ref().map_or(Ok(()), |g| g.start(f))
+                })
             }
             Entry::Maildir(p) => {
                 let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
@@ -569,7 +608,9 @@ fn program_mode(args: &Args, config: &Config) -> Result<(), Failure> {
             }
             _ => unreachable!("only pipes and files get here"),
         }
-    })
+    });
+    undo_if_failed(&guard, &res);
+    res
 }
 
 /// Finds `entry` again, as the user, where `origin` says it comes from.

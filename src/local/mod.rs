@@ -7,6 +7,7 @@ pub mod file;
 pub mod helper;
 pub mod mbox;
 pub mod pipe;
+mod rollback;
 pub mod session;
 
 use std::fs::File;

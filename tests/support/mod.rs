@@ -120,6 +120,57 @@ pub fn set_forward(user: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The pids of `user`'s processes named `name` (by real uid and name, as
+/// `pgrep -u USER -x NAME` finds them).
+pub fn pids_of(user: &str, name: &str) -> Vec<i32> {
+    let o = std::process::Command::new("pgrep")
+        .args(["-u", user, "-x", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Waits up to `limit` for `user`'s processes named `name` to appear;
+/// their pids (none if they did not).
+pub fn wait_for_pids(user: &str, name: &str, limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let p = pids_of(user, name);
+        if !p.is_empty() || start.elapsed() > limit {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The writers of `file`: `user`'s `dma-local` processes that have it open.
+/// (Tests of other checkouts on this machine may deliver to the same test
+/// user: only ours have our file open.)
+pub fn writers_of(user: &str, file: &Path) -> Vec<i32> {
+    pids_of(user, "dma-local")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == file))
+            })
+        })
+        .collect()
+}
+
+/// Sends SIGKILL to each of `pids`.
+pub fn sigkill(pids: &[i32]) {
+    for &p in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// The pids of every runner (`dma-local runner`, and the queue workers it
 /// forked) working for `env`'s configuration.
 pub fn runner_pids(env: &Env) -> Vec<i32> {
@@ -148,12 +199,7 @@ pub fn runner_pids(env: &Env) -> Vec<i32> {
 /// it killed.
 pub fn kill_runners(env: &Env) -> usize {
     let pids = runner_pids(env);
-    for &pid in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    sigkill(&pids);
     pids.len()
 }
 
