@@ -53,7 +53,8 @@ pub enum Trickle {
     /// Implicit TLS: from the start, instead of a ServerHello, a TLS
     /// handshake record header and then one byte every 200 ms.
     ImplicitTls,
-    /// STARTTLS (offer it in `ehlo`): "220 ready", then as `ImplicitTls`.
+    /// STARTTLS (offer it in `ehlo`): "220 ready", then, once the
+    /// ClientHello is in, as `ImplicitTls`.
     StartTls,
 }
 
@@ -271,6 +272,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
             say(&mut r, "250 fake.test")?;
         } else if upper.starts_with("STARTTLS") && b.trickle == Some(Trickle::StartTls) {
             say(&mut r, "220 ready")?;
+            // The ClientHello first: a byte sent before it would arrive with
+            // the 220, which the client rightly calls an injection.
+            r.read_exact(&mut [0; 5])?;
             return trickle(r.get_mut(), &TLS_RECORD, &[0], tls_slow);
         } else if upper.starts_with("STARTTLS") {
             match &b.starttls_inject {
