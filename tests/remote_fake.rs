@@ -183,12 +183,12 @@ fn a_silent_server_times_out_and_defers() {
 /// at SMTP_TIMEOUT 3s, however long it would go on: `dma -q` ends within
 /// the deadline plus slack, exits 0, and the message stays queued with a
 /// reason that names the timeout and `where_` it happened.
-fn a_trickle_is_cut_off_at_the_deadline(fake: Behavior, extra: &str, where_: &str) {
+fn a_trickle_is_cut_off_at_the_deadline(fake: Behavior, msg: &str, extra: &str, where_: &str) {
     let fake = FakeSmtp::start(fake);
     let env = env_for(&fake, &format!("SMTP_TIMEOUT 3s\n{extra}"));
     let mut queue = env.cmd("sendmail");
     queue.args(["-odq", "-f", "s@example.org", "a@remote.example"]);
-    env.run(queue, MSG.as_bytes(), None).expect(0, &env);
+    env.run(queue, msg.as_bytes(), None).expect(0, &env);
     let start = std::time::Instant::now();
     let run = env.flush();
     let took = start.elapsed();
@@ -214,7 +214,7 @@ fn a_trickled_greeting_is_cut_off_at_the_deadline() {
         trickle: Some(Trickle::Greeting),
         ..Behavior::default()
     };
-    a_trickle_is_cut_off_at_the_deadline(b, "", "(after greeting)");
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "(after greeting)");
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn a_trickled_rcpt_reply_is_cut_off_at_the_deadline() {
         trickle: Some(Trickle::Rcpt),
         ..Behavior::default()
     };
-    a_trickle_is_cut_off_at_the_deadline(b, "", "(after RCPT TO)");
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "(after RCPT TO)");
 }
 
 #[test]
@@ -232,7 +232,22 @@ fn a_trickled_final_reply_is_cut_off_at_the_deadline() {
         trickle: Some(Trickle::DataReply),
         ..Behavior::default()
     };
-    a_trickle_is_cut_off_at_the_deadline(b, "", "end of data");
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "end of data");
+}
+
+#[test]
+fn a_server_that_reads_the_data_slowly_is_cut_off_at_the_deadline() {
+    // 2 KiB a second: each write makes progress (the old per-write timeout
+    // never tripped: these 9 MB would take over an hour), but a 64 KiB
+    // block takes 32 s, past its deadline. 9 MB: more than the client's
+    // socket buffer can hold (Linux grows it to 4 MB), less than the fake's
+    // SIZE.
+    let b = Behavior {
+        trickle: Some(Trickle::DataRead),
+        ..Behavior::default()
+    };
+    let big = format!("Subject: big\n\n{}", "0123456789abcdef\n".repeat(1 << 19));
+    a_trickle_is_cut_off_at_the_deadline(b, &big, "", "(in reply to message data)");
 }
 
 #[test]
@@ -241,7 +256,7 @@ fn a_trickled_implicit_tls_handshake_is_cut_off_at_the_deadline() {
         trickle: Some(Trickle::ImplicitTls),
         ..Behavior::default()
     };
-    a_trickle_is_cut_off_at_the_deadline(b, "SECURETRANSFER\nTLS_NO_VERIFY\n", "TLS with");
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "SECURETRANSFER\nTLS_NO_VERIFY\n", "TLS with");
 }
 
 #[test]
@@ -252,7 +267,7 @@ fn a_trickled_starttls_handshake_is_cut_off_at_the_deadline() {
         ..Behavior::default()
     };
     let extra = "SECURETRANSFER\nSTARTTLS\nTLS_NO_VERIFY\n";
-    a_trickle_is_cut_off_at_the_deadline(b, extra, "TLS with");
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, extra, "TLS with");
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub enum Trickle {
     Rcpt,
     /// The final reply after the message data: `250-` lines, likewise.
     DataReply,
+    /// The message data: read 2 KiB a second through a 4 KiB receive
+    /// buffer (so the window opens a little every second).
+    DataRead,
     /// Implicit TLS: from the start, instead of a ServerHello, a TLS
     /// handshake record header and then one byte every 200 ms.
     ImplicitTls,
@@ -139,6 +142,11 @@ impl FakeSmtp {
     /// On a given address (MX tests listen on 127.0.0.N:25).
     pub fn start_on(addr: &str, b: Behavior) -> FakeSmtp {
         let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        if b.trickle == Some(Trickle::DataRead) {
+            // Before the accept: the window the handshake offers is small.
+            use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
+            setsockopt(&l, RcvBuf, &4096).expect("SO_RCVBUF");
+        }
         let addr = l.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let b = Arc::new(b);
@@ -317,6 +325,14 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
                 continue;
             }
             say(&mut r, "354 go ahead")?;
+            if b.trickle == Some(Trickle::DataRead) {
+                let start = std::time::Instant::now();
+                let mut chunk = [0; 2048];
+                while start.elapsed() < TRICKLE_FOR && r.read(&mut chunk)? > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                return Ok(());
+            }
             let mut data = String::new();
             loop {
                 line.clear();
