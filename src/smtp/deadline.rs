@@ -141,7 +141,9 @@ impl Write for TimedTcp {
 
 /// Writes through a [`Transport`] in blocks of at most [`BLOCK`] bytes,
 /// each of which must be written within `limit`: a command group, or the
-/// message data behind a buffer of [`BLOCK`] bytes.
+/// message data behind a buffer of [`BLOCK`] bytes. (Under TLS the tail of
+/// a block may go out at the start of the next one, when rustls finishes
+/// its write: one deadline then covers at most two blocks' bytes.)
 pub struct Blocks<'a, T: Transport> {
     stream: &'a mut T,
     limit: Duration,

@@ -22,8 +22,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::body;
-pub use super::deadline::Transport;
-use super::deadline::{BLOCK, Blocks, Deadline, is_timeout, timeout_after};
+use super::deadline::{BLOCK, Blocks, Deadline, Transport, is_timeout, timeout_after};
 use super::reply::{Reply, ReplyError, ReplyReader};
 
 /// Per-command time limits (RFC 5321 §4.5.3.2 minimums by default). Each
