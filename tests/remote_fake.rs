@@ -5,7 +5,7 @@
 mod smtpd;
 mod support;
 
-use smtpd::{Behavior, FakeSmtp};
+use smtpd::{Behavior, FakeSmtp, Trickle};
 use support::*;
 
 fn by_local_part() -> Box<dyn Fn(&str) -> String + Send + Sync> {
@@ -176,6 +176,98 @@ fn a_silent_server_times_out_and_defers() {
     assert!(start.elapsed().as_secs() < 10);
     let q = env.mailq().stdout();
     assert!(q.contains("deferred") && q.contains("timeout"), "{q}");
+}
+
+/// A server that trickles `what` (one byte every 500 ms, or 200 ms in a
+/// TLS handshake, for over a minute: no per-read timeout trips) is cut off
+/// at SMTP_TIMEOUT 3s, however long it would go on: `dma -q` ends within
+/// the deadline plus slack, exits 0, and the message stays queued with a
+/// reason that names the timeout and `where_` it happened.
+fn a_trickle_is_cut_off_at_the_deadline(fake: Behavior, msg: &str, extra: &str, where_: &str) {
+    let fake = FakeSmtp::start(fake);
+    let env = env_for(&fake, &format!("SMTP_TIMEOUT 3s\n{extra}"));
+    let mut queue = env.cmd("sendmail");
+    queue.args(["-odq", "-f", "s@example.org", "a@remote.example"]);
+    env.run(queue, msg.as_bytes(), None).expect(0, &env);
+    let start = std::time::Instant::now();
+    let run = env.flush();
+    let took = start.elapsed();
+    run.expect(0, &env);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "dma -q took {took:?} against a trickling server\n{}",
+        run.show()
+    );
+    assert_eq!(fake.connections(), 1);
+    assert!(fake.messages().is_empty());
+    assert_eq!(env.queue_ids().len(), 1, "{}", env.dump());
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains("Status\t: deferred") && q.contains("timeout after 3s") && q.contains(where_),
+        "{q}"
+    );
+}
+
+#[test]
+fn a_trickled_greeting_is_cut_off_at_the_deadline() {
+    let b = Behavior {
+        trickle: Some(Trickle::Greeting),
+        ..Behavior::default()
+    };
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "(after greeting)");
+}
+
+#[test]
+fn a_trickled_rcpt_reply_is_cut_off_at_the_deadline() {
+    let b = Behavior {
+        trickle: Some(Trickle::Rcpt),
+        ..Behavior::default()
+    };
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "(after RCPT TO)");
+}
+
+#[test]
+fn a_trickled_final_reply_is_cut_off_at_the_deadline() {
+    let b = Behavior {
+        trickle: Some(Trickle::DataReply),
+        ..Behavior::default()
+    };
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "", "end of data");
+}
+
+#[test]
+fn a_server_that_reads_the_data_slowly_is_cut_off_at_the_deadline() {
+    // 2 KiB a second: each write makes progress (the old per-write timeout
+    // never tripped: these 9 MB would take over an hour), but a 64 KiB
+    // block takes 32 s, past its deadline. 9 MB: more than the client's
+    // socket buffer can hold (Linux grows it to 4 MB), less than the fake's
+    // SIZE.
+    let b = Behavior {
+        trickle: Some(Trickle::DataRead),
+        ..Behavior::default()
+    };
+    let big = format!("Subject: big\n\n{}", "0123456789abcdef\n".repeat(1 << 19));
+    a_trickle_is_cut_off_at_the_deadline(b, &big, "", "(in reply to message data)");
+}
+
+#[test]
+fn a_trickled_implicit_tls_handshake_is_cut_off_at_the_deadline() {
+    let b = Behavior {
+        trickle: Some(Trickle::ImplicitTls),
+        ..Behavior::default()
+    };
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, "SECURETRANSFER\nTLS_NO_VERIFY\n", "TLS with");
+}
+
+#[test]
+fn a_trickled_starttls_handshake_is_cut_off_at_the_deadline() {
+    let b = Behavior {
+        ehlo: vec!["PIPELINING".into(), "STARTTLS".into()],
+        trickle: Some(Trickle::StartTls),
+        ..Behavior::default()
+    };
+    let extra = "SECURETRANSFER\nSTARTTLS\nTLS_NO_VERIFY\n";
+    a_trickle_is_cut_off_at_the_deadline(b, MSG, extra, "TLS with");
 }
 
 #[test]

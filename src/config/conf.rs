@@ -117,8 +117,9 @@ pub struct Config {
     /// `NAMESERVER addr[:port]` (ours): the DNS server for MX lookups
     /// instead of /etc/resolv.conf's.
     pub nameserver: Option<std::net::SocketAddr>,
-    /// `SMTP_TIMEOUT` (ours): every SMTP command timeout; unset means the
-    /// RFC 5321 values (5 min per command, 10 min for the final dot).
+    /// `SMTP_TIMEOUT` (ours): every SMTP command timeout, each an overall
+    /// deadline (see `smtp::session::Timeouts`); unset means the RFC 5321
+    /// values (5 min per command, 10 min for the final dot).
     pub smtp_timeout: Option<Duration>,
     /// `CONNECT_TIMEOUT` (ours, default 30s).
     pub connect_timeout: Duration,

@@ -13,10 +13,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use simple_dns::rdata::RData;
 use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+
+use super::deadline::{Deadline, TimedTcp, is_timeout};
 
 /// How many CNAMEs we follow from one name before giving up.
 const MAX_CNAME: usize = 10;
@@ -278,7 +280,7 @@ impl Resolver {
         qn: &Name,
         qtype: TYPE,
     ) -> io::Result<Reply> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Deadline::after(self.timeout);
         let local: SocketAddr = match server {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -289,11 +291,8 @@ impl Resolver {
         socket.send(query)?;
         let mut buf = vec![0; 65535];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out(self.timeout));
-            }
-            socket.set_read_timeout(Some(left))?;
+            let left = deadline.left().map_err(|_| timed_out(self.timeout))?;
+            socket.set_read_timeout(left)?;
             let (n, from) = match socket.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e)
@@ -324,7 +323,9 @@ impl Resolver {
         }
     }
 
-    /// The query over TCP, with its 2-byte length prefix (RFC 1035 §4.2.2).
+    /// The query over TCP, with its 2-byte length prefix (RFC 1035 §4.2.2),
+    /// all of it (connect, query, reply) within the timeout: a server that
+    /// sends its reply a byte at a time is cut off all the same.
     fn exchange_tcp(
         &self,
         server: SocketAddr,
@@ -333,16 +334,24 @@ impl Resolver {
         qn: &Name,
         qtype: TYPE,
     ) -> io::Result<Reply> {
-        let mut stream = TcpStream::connect_timeout(&server, self.timeout)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
+        let deadline = Deadline::after(self.timeout);
+        let in_time = |e: io::Error| {
+            if is_timeout(&e) {
+                timed_out(self.timeout)
+            } else {
+                e
+            }
+        };
+        let tcp = TcpStream::connect_timeout(&server, self.timeout).map_err(in_time)?;
+        let mut stream = TimedTcp::new(tcp);
+        stream.set_deadline(deadline);
         let mut msg = (query.len() as u16).to_be_bytes().to_vec();
         msg.extend_from_slice(query);
-        stream.write_all(&msg)?;
+        stream.write_all(&msg).map_err(in_time)?;
         let mut len = [0; 2];
-        stream.read_exact(&mut len)?;
+        stream.read_exact(&mut len).map_err(in_time)?;
         let mut buf = vec![0; u16::from_be_bytes(len).into()];
-        stream.read_exact(&mut buf)?;
+        stream.read_exact(&mut buf).map_err(in_time)?;
         parse_reply(&buf, id, qn, qtype)?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -433,6 +442,60 @@ mod tests {
         let r = Resolver::with_server("127.0.0.1:53".parse().unwrap());
         assert_eq!(r.timeout, Duration::from_secs(5));
         assert_eq!(r.attempts, 2);
+    }
+
+    /// A nameserver on 127.0.0.1 that truncates over UDP, then over TCP
+    /// sends a reply of 65535 bytes, one byte every 200 ms, for a minute.
+    fn trickling_nameserver() -> SocketAddr {
+        use std::net::TcpListener;
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()) {
+                break (udp, tcp);
+            }
+        };
+        let addr = udp.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0; 512];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                // The query's header, as a truncated response without answers.
+                let mut reply = buf[..n.min(12)].to_vec();
+                reply[2] |= 0x82;
+                let _ = udp.send_to(&reply, from);
+            }
+        });
+        std::thread::spawn(move || {
+            for mut c in tcp.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = c.read(&mut [0; 512]);
+                    for b in [0xff, 0xff].into_iter().chain([0; 298]) {
+                        if c.write_all(&[b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_reply_over_tcp_that_trickles_ends_at_the_timeout() {
+        let mut r = Resolver::with_server(trickling_nameserver());
+        r.timeout = Duration::from_secs(1);
+        r.attempts = 1;
+        let start = std::time::Instant::now();
+        let got = r.mx_hosts("slow.example");
+        let took = start.elapsed();
+        match got {
+            Err(DnsError::Temporary(name, why)) => {
+                assert_eq!(name, "slow.example");
+                assert!(why.ends_with("no reply within 1s"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(took < Duration::from_secs(4), "took {took:?}");
     }
 
     #[test]

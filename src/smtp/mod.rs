@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod deadline;
 pub mod dns;
 pub mod reply;
 pub mod session;

@@ -16,28 +16,30 @@
 //! does). The data then goes out before the RCPT replies are known; the
 //! server throws it away if no recipient was accepted.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 use thiserror::Error;
 
 use super::body;
+use super::deadline::{BLOCK, Blocks, Deadline, Transport, is_timeout, timeout_after};
 use super::reply::{Reply, ReplyError, ReplyReader};
 
-/// A byte stream with a settable I/O timeout (TCP, TLS over TCP, test mocks).
-pub trait Transport: Read + Write {
-    /// Sets the read and write timeout for what follows.
-    fn set_timeout(&mut self, t: Duration) -> io::Result<()>;
-}
-
-/// Per-command timeouts (RFC 5321 §4.5.3.2 minimums by default).
+/// Per-command time limits (RFC 5321 §4.5.3.2 minimums by default). Each
+/// is an overall deadline on the monotonic clock, not a limit per read: a
+/// reply must be complete within its limit however the server spaces its
+/// bytes. A write gets its limit per [`BLOCK`] bytes (a command group is
+/// one block, unless it is huge).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// The greeting, MAIL, RCPT, EHLO, AUTH, STARTTLS, RSET, QUIT.
+    /// The greeting, MAIL, RCPT, EHLO, AUTH, STARTTLS, RSET, QUIT, and the
+    /// TLS handshake (STARTTLS or implicit): 5 minutes.
     pub command: Duration,
     /// The reply to DATA.
     pub data_init: Duration,
-    /// Each write of message data.
+    /// Each block of message data (each [`BLOCK`] bytes: so a server that
+    /// reads one byte a second is cut off, while a large message to a
+    /// server that keeps reading may take as long as it needs).
     pub data_block: Duration,
     /// The reply to the final dot.
     pub data_done: Duration,
@@ -267,20 +269,12 @@ impl<T: Transport> Session<T> {
         r
     }
 
+    /// One reply, complete within `t` from now.
     fn read_reply1(&mut self, cmd: &str, t: Duration) -> Result<Reply, SessionError> {
-        self.stream
-            .set_timeout(t)
-            .map_err(|e| self.io_err(cmd, e))?;
+        self.stream.set_deadline(Deadline::after(t));
         match self.reader.read(&mut self.stream) {
             Ok(r) => Ok(r),
-            Err(ReplyError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(self.io_err(cmd, format!("timeout after {}s", t.as_secs())))
-            }
+            Err(ReplyError::Io(e)) if is_timeout(&e) => Err(self.io_err(cmd, timeout_after(t))),
             Err(e) => Err(self.io_err(cmd, e)),
         }
     }
@@ -289,13 +283,13 @@ impl<T: Transport> Session<T> {
         self.write(cmd, text.as_bytes(), self.timeouts.command)
     }
 
+    /// Writes `bytes`, each block of them within `t`.
     fn write(&mut self, cmd: &str, bytes: &[u8], t: Duration) -> Result<(), SessionError> {
-        let r = self
-            .stream
-            .set_timeout(t)
-            .and_then(|_| self.stream.write_all(bytes))
-            .and_then(|_| self.stream.flush())
-            .map_err(|e| self.io_err(cmd, e));
+        let mut w = Blocks::new(&mut self.stream, t);
+        let r = w
+            .write_all(bytes)
+            .and_then(|_| w.flush())
+            .map_err(|e| self.io_err(cmd, io_text(&e, t)));
         self.broken |= r.is_err();
         r
     }
@@ -318,9 +312,6 @@ impl<T: Transport> Session<T> {
     /// EHLO, falling back to HELO on a 5xx; sets `caps`.
     pub fn hello(&mut self, name: &str) -> Result<(), SessionError> {
         self.send("EHLO", &format!("EHLO {name}\r\n"))?;
-        self.stream
-            .set_timeout(self.timeouts.command)
-            .map_err(|e| self.io_err("EHLO", e))?;
         // Read the raw reply too: smtp-proto parses the capabilities.
         let r = self.read_reply("EHLO", self.timeouts.command)?;
         if r.is_ok() {
@@ -521,11 +512,10 @@ impl<T: Transport> Session<T> {
             return Ok(fill(results, failed("DATA", &data_reply)));
         }
         // The message. A failure from here on defers the accepted recipients:
-        // the server may or may not have it.
-        self.stream
-            .set_timeout(self.timeouts.data_block)
-            .map_err(|e| self.io_err("DATA", e))?;
-        let mut w = io::BufWriter::with_capacity(64 * 1024, &mut self.stream);
+        // the server may or may not have it. Each buffer's worth is one
+        // data block, with a deadline of its own.
+        let t = self.timeouts.data_block;
+        let mut w = io::BufWriter::with_capacity(BLOCK, Blocks::new(&mut self.stream, t));
         let sent = body::write_data(data, prepend, &mut w).and_then(|n| w.flush().map(|_| n));
         drop(w);
         if let Err(e) = sent {
@@ -534,7 +524,7 @@ impl<T: Transport> Session<T> {
                 results,
                 RcptResult::Deferred {
                     cmd: "message data".into(),
-                    why: format!("{}: {e}", self.host),
+                    why: format!("{}: {}", self.host, io_text(&e, t)),
                 },
             ));
         }
@@ -679,6 +669,15 @@ impl<T: Transport> Session<T> {
     }
 }
 
+/// An I/O error for a message: a timeout as "timeout after Ns" (`t`).
+fn io_text(e: &io::Error, t: Duration) -> String {
+    if is_timeout(e) {
+        timeout_after(t)
+    } else {
+        e.to_string()
+    }
+}
+
 fn failed(cmd: &str, r: &Reply) -> RcptResult {
     if r.is_permanent() {
         RcptResult::Rejected {
@@ -810,6 +809,7 @@ fn caps_of(r: &Reply) -> Caps {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Read;
 
     /// A scripted server: replies queued in advance, every write recorded
     /// (one entry per write call, to prove pipelining).
@@ -851,9 +851,7 @@ pub(crate) mod tests {
     }
 
     impl Transport for Script {
-        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
-            Ok(())
-        }
+        fn set_deadline(&mut self, _: Deadline) {}
     }
 
     static NO_DSN: crate::spool::Dsn = crate::spool::Dsn {

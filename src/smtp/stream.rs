@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use super::session::Transport;
+use super::deadline::{Deadline, TimedTcp, Transport};
 
-/// A plain or TLS connection.
+/// A plain or TLS connection. The deadline is kept on the TCP stream under
+/// TLS: one TLS read may take many socket reads (a whole record), and each
+/// of them must end by the deadline.
 pub enum Stream {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(TimedTcp),
     /// TLS over TCP.
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<StreamOwned<ClientConnection, TimedTcp>>),
 }
 
 impl Stream {
@@ -23,7 +25,7 @@ impl Stream {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
         let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_nodelay(true)?;
-        Ok(Stream::Plain(s))
+        Ok(Stream::Plain(TimedTcp::new(s)))
     }
 
     /// Whether TLS is up.
@@ -31,7 +33,9 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
-    /// Starts TLS on a plain connection and completes the handshake.
+    /// Starts TLS on a plain connection and completes the handshake, all
+    /// of it within `timeout` (a server that sends its handshake a byte at
+    /// a time is cut off at that deadline too).
     pub fn into_tls(
         self,
         config: Arc<ClientConfig>,
@@ -43,8 +47,7 @@ impl Stream {
         };
         let name = super::tls::server_name(host).map_err(io::Error::other)?;
         let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_deadline(Deadline::after(timeout));
         while conn.is_handshaking() {
             conn.complete_io(&mut tcp)?;
         }
@@ -60,13 +63,6 @@ impl Stream {
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref().to_vec()),
             Stream::Plain(_) => None,
-        }
-    }
-
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
         }
     }
 }
@@ -96,9 +92,10 @@ impl Write for Stream {
 }
 
 impl Transport for Stream {
-    fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
-        let t = Some(t.max(Duration::from_millis(1)));
-        self.tcp().set_read_timeout(t)?;
-        self.tcp().set_write_timeout(t)
+    fn set_deadline(&mut self, d: Deadline) {
+        match self {
+            Stream::Plain(s) => s.set_deadline(d),
+            Stream::Tls(s) => s.sock.set_deadline(d),
+        }
     }
 }

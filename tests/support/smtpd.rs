@@ -36,7 +36,52 @@ pub struct Behavior {
     /// On the first connection only: after the message data, wait 30 s
     /// before the final reply (to kill the client meanwhile).
     pub stall_after_first_data: bool,
+    /// Send this one byte at a time, for [`TRICKLE_FOR`] (a slowloris).
+    pub trickle: Option<Trickle>,
 }
+
+/// What a trickling server sends slowly, without end: its bytes come often
+/// enough that no per-read timeout ever trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trickle {
+    /// The greeting: `220-` lines, one byte every 500 ms.
+    Greeting,
+    /// The reply to each RCPT: `250-` lines, one byte every 500 ms.
+    Rcpt,
+    /// The final reply after the message data: `250-` lines, likewise.
+    DataReply,
+    /// The message data: read 2 KiB a second through a 4 KiB receive
+    /// buffer (so the window opens a little every second).
+    DataRead,
+    /// Implicit TLS: from the start, instead of a ServerHello, a TLS
+    /// handshake record header and then one byte every 200 ms.
+    ImplicitTls,
+    /// STARTTLS (offer it in `ehlo`): "220 ready", then, once the
+    /// ClientHello is in, as `ImplicitTls`.
+    StartTls,
+}
+
+/// How long a trickle goes on before the server gives up and closes (the
+/// client should have given up long before).
+pub const TRICKLE_FOR: Duration = Duration::from_secs(75);
+
+/// Sends `head`, then `unit` over and over, one byte each `gap`, until
+/// [`TRICKLE_FOR`] has passed or the client has gone.
+fn trickle(w: &mut impl Write, head: &[u8], unit: &[u8], gap: Duration) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    for b in head.iter().chain(unit.iter().cycle()) {
+        if start.elapsed() > TRICKLE_FOR {
+            return Ok(());
+        }
+        w.write_all(&[*b])?;
+        w.flush()?;
+        std::thread::sleep(gap);
+    }
+    Ok(())
+}
+
+/// A TLS handshake record header announcing 16 KiB that never come whole.
+const TLS_RECORD: [u8; 5] = [0x16, 0x03, 0x03, 0x40, 0x00];
 
 impl Default for Behavior {
     fn default() -> Behavior {
@@ -57,6 +102,7 @@ impl Default for Behavior {
             mail_reply_raw: None,
             tls: None,
             stall_after_first_data: false,
+            trickle: None,
         }
     }
 }
@@ -96,6 +142,11 @@ impl FakeSmtp {
     /// On a given address (MX tests listen on 127.0.0.N:25).
     pub fn start_on(addr: &str, b: Behavior) -> FakeSmtp {
         let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        if b.trickle == Some(Trickle::DataRead) {
+            // Before the accept: the window the handshake offers is small.
+            use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
+            setsockopt(&l, RcvBuf, &4096).expect("SO_RCVBUF");
+        }
         let addr = l.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let b = Arc::new(b);
@@ -173,6 +224,12 @@ impl Write for Recorder {
 /// One session; `n` counts connections from 1.
 fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_nodelay(true)?;
+    let slow = Duration::from_millis(500);
+    let tls_slow = Duration::from_millis(200);
+    if b.trickle == Some(Trickle::ImplicitTls) {
+        return trickle(&mut &s, &TLS_RECORD, &[0], tls_slow);
+    }
     let conn: Box<dyn Conn> = match &b.tls {
         Some(cfg) => {
             let c = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
@@ -189,6 +246,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
         w.write_all(format!("{text}\r\n").as_bytes())?;
         w.flush()
     };
+    if b.trickle == Some(Trickle::Greeting) {
+        return trickle(r.get_mut(), b"", b"220-still waking up\r\n", slow);
+    }
     say(&mut r, &b.greeting)?;
     let mut sender = String::new();
     let mut rcpts: Vec<String> = Vec::new();
@@ -218,6 +278,12 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
             }
         } else if upper.starts_with("HELO") {
             say(&mut r, "250 fake.test")?;
+        } else if upper.starts_with("STARTTLS") && b.trickle == Some(Trickle::StartTls) {
+            say(&mut r, "220 ready")?;
+            // The ClientHello first: a byte sent before it would arrive with
+            // the 220, which the client rightly calls an injection.
+            r.read_exact(&mut [0; 5])?;
+            return trickle(r.get_mut(), &TLS_RECORD, &[0], tls_slow);
         } else if upper.starts_with("STARTTLS") {
             match &b.starttls_inject {
                 Some(extra) => say(&mut r, &format!("220 go ahead\r\n{}", extra.trim_end()))?,
@@ -242,6 +308,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
                 .unwrap_or("")
                 .to_string();
             count += 1;
+            if b.trickle == Some(Trickle::Rcpt) {
+                return trickle(r.get_mut(), b"", b"250-still checking\r\n", slow);
+            }
             let reply = match b.max_rcpts {
                 Some(m) if count > m => "452 4.5.3 too many recipients".to_string(),
                 _ => (b.rcpt)(&addr),
@@ -256,6 +325,14 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
                 continue;
             }
             say(&mut r, "354 go ahead")?;
+            if b.trickle == Some(Trickle::DataRead) {
+                let start = std::time::Instant::now();
+                let mut chunk = [0; 2048];
+                while start.elapsed() < TRICKLE_FOR && r.read(&mut chunk)? > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                return Ok(());
+            }
             let mut data = String::new();
             loop {
                 line.clear();
@@ -269,6 +346,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
             }
             if b.drop_after_data {
                 return Ok(());
+            }
+            if b.trickle == Some(Trickle::DataReply) {
+                return trickle(r.get_mut(), b"", b"250-still storing\r\n", slow);
             }
             if b.stall_after_first_data && n == 1 {
                 log.lock()
