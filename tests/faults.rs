@@ -353,7 +353,7 @@ fn a_mail_spool_out_of_inodes_defers_naming_the_file() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.contains("send=0"), "{}", show(&o));
     assert!(
-        out.contains(&format!("deferred, 1 attempt, next try "))
+        out.contains("deferred, 1 attempt, next try ")
             && out.contains(&format!(
                 "4.2.0 can not create {mail}/{BOB}.lock: No space left on device"
             )),
