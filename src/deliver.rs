@@ -9,8 +9,8 @@
 //! rather than losing it.
 //!
 //! Before anything is delivered, the recipients about to be tried are
-//! marked in flight (one write per message, durable when a local one is
-//! among them; recipients an expansion adds are marked with it). If that write fails (a full spool),
+//! marked in flight (one write per message, its file fsynced; recipients
+//! an expansion adds are marked with it). If that write fails (a full spool),
 //! nothing is delivered and the error ends the caller's run: a recipient
 //! is never delivered again merely because its outcome could not be
 //! recorded. One found in flight by a later run was being delivered when
@@ -131,20 +131,16 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
         }
     }
     crate::logging::set_private(false);
-    // Durably before a local delivery; a remote one only needs the mark to
-    // be written (a server's copy cannot be taken back either way, and the
-    // fsync would be paid per message): what matters is that a spool that
-    // cannot take the write stops us first.
-    let local = msg.env.rcpts.iter().zip(&todo).any(|(r, &t)| {
-        t && matches!(
-            crate::address::classify(&r.addr, &ctx.local_domains),
-            crate::address::Dest::Local(_)
-        )
-    });
-    if capped || local {
+    // What matters is that the mark is in the file before anything is
+    // delivered, so that a run that dies finds it, and that a spool that
+    // cannot take the write stops us first. Its file is fsynced (a power
+    // loss leaves the old envelope or the new, whole), the directory not:
+    // a mark a power loss undoes costs only its "possible duplicate" line,
+    // the copies are the same.
+    if capped {
         ctx.spool.write_env(&msg.env)?;
     } else if todo.contains(&true) {
-        ctx.spool.write_env_lazy(&msg.env)?;
+        ctx.spool.write_env_note(&msg.env)?;
     }
     let delivered_to = delivered_to(&msg.data);
     let mut remote = Vec::new();

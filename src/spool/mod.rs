@@ -190,14 +190,16 @@ impl Spool {
         self.replace_env(env, true)
     }
 
-    /// Replaces the envelope atomically but without waiting for the disk:
-    /// for notes that may be lost in a crash without harm (the in-flight
-    /// mark of a remote delivery).
-    pub fn write_env_lazy(&self, env: &Envelope) -> io::Result<()> {
+    /// Replaces the envelope atomically, the new file fsynced, but not the
+    /// directory: after a power loss the file is the old one or the new one,
+    /// whole either way, but may be the old one. For a note whose loss costs
+    /// only a log line (the in-flight mark: see `deliver`), one fsync fewer
+    /// per message.
+    pub fn write_env_note(&self, env: &Envelope) -> io::Result<()> {
         self.replace_env(env, false)
     }
 
-    fn replace_env(&self, env: &Envelope, durable: bool) -> io::Result<()> {
+    fn replace_env(&self, env: &Envelope, sync_dir: bool) -> io::Result<()> {
         let tmp = self.dir.join(format!(".{}.env.tmp", env.id));
         let written = (|| {
             let mut f = OpenOptions::new()
@@ -209,9 +211,7 @@ impl Spool {
                 .open(&tmp)?;
             f.set_permissions(fs::Permissions::from_mode(0o660))?;
             f.write_all(env.serialize().as_bytes())?;
-            if durable {
-                f.sync_data()?;
-            }
+            f.sync_data()?;
             fs::rename(&tmp, self.env_path(&env.id))
         })();
         if let Err(e) = written {
@@ -222,7 +222,7 @@ impl Spool {
                 format!("can not write {}: {e}", self.env_path(&env.id).display()),
             ));
         }
-        if durable { self.sync_dir() } else { Ok(()) }
+        if sync_dir { self.sync_dir() } else { Ok(()) }
     }
 
     /// Removes a finished message: the envelope first, so a crash in between
