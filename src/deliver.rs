@@ -10,7 +10,10 @@
 //!
 //! Before anything is delivered, the recipients about to be tried are
 //! marked in flight (one write per message, its file fsynced; recipients
-//! an expansion adds are marked with it). If that write fails (a full spool),
+//! an expansion adds are marked with it), and before each delivery the
+//! room for recording its outcome is taken ([`crate::spool::Spool::reserve`]):
+//! a spool that fills up during a delivery cannot keep its outcome from
+//! being recorded. If that write fails (a full spool),
 //! nothing is delivered and the error ends the caller's run: a recipient
 //! is never delivered again merely because its outcome could not be
 //! recorded. One found in flight by a later run was being delivered when
@@ -211,6 +214,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     if let Some(n) = note {
                         private_note(&addr, &n);
                     }
+                    ctx.spool.reserve(&msg.env, 0)?;
                     info!("<{addr}> trying delivery");
                     let trace = trace_headers(ctx, &msg.env, i, None);
                     match crate::local::deliver_mailbox(
@@ -235,6 +239,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                     }
                 }
                 Route::Program { program, origin } => {
+                    ctx.spool.reserve(&msg.env, 0)?;
                     info!("<{addr}> trying delivery");
                     let owner = match &origin {
                         Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
@@ -290,6 +295,8 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
                 .iter()
                 .any(|t| msg.env.rcpts[t.index].parent.is_some()),
         );
+        // Each recipient's outcome may come with a server's reply.
+        ctx.spool.reserve(&msg.env, 1024 * remote.len())?;
         // Marked in flight before the first byte went out (above): if this
         // process dies after a server took the message and before its reply
         // is recorded, the next run sends it again (a duplicate, never a

@@ -361,3 +361,135 @@ fn a_mail_spool_out_of_inodes_defers_naming_the_file() {
         show(&o)
     );
 }
+
+#[test]
+fn a_spool_that_fills_during_a_delivery_still_records_it() {
+    if !need_root("spool_fills_during_delivery") {
+        return;
+    }
+    let _homes = Homes::take();
+    let env = Env::new("");
+    let spot = env.dir.path().join("spot");
+    std::fs::create_dir(&spot).unwrap();
+    std::fs::set_permissions(&spot, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // A command that fills the spool while it is delivered to (as another
+    // writer might), and counts its copies.
+    let filler = spot.join("fill.sh");
+    std::fs::write(
+        &filler,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho copy >> {s}/copies\n\
+             dd if=/dev/zero of={spool}/fill bs=4k 2>/dev/null\nexit 0\n",
+            s = spot.display(),
+            spool = env.spool.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&filler, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Alice comes after the command.
+    env.set_aliases(&format!("filler: \"|{}\", {ALICE}\n", filler.display()));
+    // Each run, space comes back: the old code delivered the command's
+    // copy again every time (its outcome could not be recorded).
+    let script = format!(
+        "mount -t tmpfs -o size=256k,mode=1777 tmpfs {spool}
+         printf 'Subject: s\\n\\nx\\n' | {dma} -C {conf} -odq filler || exit 9
+         for i in 1 2 3; do
+             {dma} -C {conf} -q 2>>{s}/q.err; echo \"q=$?\"
+             rm -f {spool}/fill
+         done
+         echo \"left: $(ls {spool} | tr '\\n' ' ')\"",
+        spool = env.spool.display(),
+        dma = bin().display(),
+        conf = env.conf.display(),
+        s = spot.display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = std::fs::read_to_string(spot.join("q.err")).unwrap_or_default();
+    let all = format!("{}\nq.err: {err}", show(&o));
+    let copies = std::fs::read_to_string(spot.join("copies")).unwrap_or_default();
+    assert_eq!(copies.lines().count(), 1, "{all}");
+    // The command's outcome was recorded in the room taken before it ran
+    // (the room its old envelope gives back then is enough for Alice's).
+    assert_eq!(env.messages(ALICE).len(), 1, "{all}");
+    assert!(out.contains("left: \n"), "{all}");
+}
+
+#[test]
+fn a_fifo_in_the_queue_hangs_nothing() {
+    if !need_root("fifo_in_queue") {
+        return;
+    }
+    let _homes = Homes::take();
+    let env = Env::new("");
+    let mut c = env.cmd("sendmail");
+    c.args(["-odq", BOB]);
+    env.run(c, b"Subject: good\n\nx\n", None).expect(0, &env);
+    for name in ["0123456789abcdef.env", "0123456789abcdee.msg"] {
+        nix::unistd::mkfifo(
+            &env.spool.join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+        )
+        .unwrap();
+    }
+    std::fs::write(env.spool.join("0123456789abcdee.env"), "x").unwrap();
+    let start = std::time::Instant::now();
+    let q = env.mailq();
+    q.expect(0, &env);
+    assert!(q.stdout().contains("not a regular file"), "{}", q.show());
+    env.flush().expect(0, &env);
+    assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    assert_eq!(env.messages(BOB).len(), 1);
+    let moved = env.spool.join("corrupt");
+    assert!(
+        moved.join("0123456789abcdef.env").exists(),
+        "{}",
+        env.dump()
+    );
+    assert!(
+        moved.join("0123456789abcdee.msg").exists(),
+        "{}",
+        env.dump()
+    );
+}
+
+#[test]
+fn a_user_cannot_use_up_the_spools_inodes() {
+    if !need_root("spool_inodes") {
+        return;
+    }
+    let _homes = Homes::take();
+    let inst = Installed::new();
+    inst.add_conf("SPOOL_MIN_FREE 1M\n");
+    let spool = inst.path("spool");
+    let gid = nix::unistd::Group::from_name("mail").unwrap().unwrap().gid;
+    // Alice queues until she is refused; root's queue run still works.
+    let script = format!(
+        "mount -t tmpfs -o size=8m,nr_inodes=64,mode=2770,gid={gid} tmpfs {spool}
+         i=0; while [ $i -lt 60 ]; do
+             printf 'Subject: m\\n\\nx\\n' | runuser -u {ALICE} -- {sendmail} -odq {BOB} 2>{spool}/../refused || break
+             i=$((i+1))
+         done
+         echo \"queued=$i\"
+         {dma} -q; echo \"q=$?\"",
+        sendmail = inst.path("sbin/sendmail"),
+        dma = inst.path("sbin/dma"),
+    );
+    let o = inst.run_sh(None, &script, "");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let refused = std::fs::read_to_string(inst.root.join("refused")).unwrap_or_default();
+    let all = format!("{}\nrefused: {refused}", show(&o));
+    assert!(refused.contains("free inodes (SPOOL_MIN_FREE)"), "{all}");
+    let queued: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("queued="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(queued > 0 && queued < 60, "{all}");
+    assert!(out.contains("q=0"), "{all}");
+    assert_eq!(split_mbox(&inst.mailbox(BOB)).len(), queued, "{all}");
+}

@@ -143,6 +143,18 @@ impl Spool {
                 }
             ));
         }
+        // Inodes too (1 % of them, at least 16, whatever the setting): a
+        // user who fills the inode table stops everyone's mail as surely as
+        // one who fills the blocks (a queue run needs a few for its state
+        // changes and bounces).
+        let inodes = st.files() as u64;
+        let want_inodes = (inodes / 100).max(16);
+        if inodes > 0 && (st.files_available() as u64) < want_inodes {
+            return Err(format!(
+                "spool {} has fewer than {want_inodes} free inodes (SPOOL_MIN_FREE); try again later",
+                self.dir.display()
+            ));
+        }
         Ok(())
     }
 
@@ -199,18 +211,64 @@ impl Spool {
         self.replace_env(env, false)
     }
 
+    fn tmp_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!(".{id}.env.tmp"))
+    }
+
+    /// Takes room now for the next state change of `env`: its temporary
+    /// file, allocated (fallocate) to the envelope's size, a page and
+    /// `extra` bytes more.
+    /// [`Spool::write_env`] then writes into blocks it already has, so a
+    /// spool that fills up meanwhile cannot make it fail: a delivery made
+    /// after this is recorded. An error (no room) is for the caller to
+    /// deliver nothing. (On a copy-on-write file system an overwrite may
+    /// still need new blocks: there this only narrows the window.)
+    pub fn reserve(&self, env: &Envelope, extra: usize) -> io::Result<()> {
+        let tmp = self.tmp_path(&env.id);
+        let want = (env.serialize().len() + 4096 + extra) as i64;
+        let reserved = (|| {
+            let f = self.open_tmp(&tmp)?;
+            match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, want) {
+                Ok(()) => Ok(()),
+                Err(nix::Error::EOPNOTSUPP) => {
+                    // Blocks written are blocks taken.
+                    let have = f.metadata()?.len() as i64;
+                    let zeros = vec![0u8; (want - have).max(0) as usize];
+                    io::Write::write_all(&mut &f, &zeros)
+                }
+                Err(e) => Err(io::Error::from(e)),
+            }
+        })();
+        reserved.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io::Error::new(
+                e.kind(),
+                format!("can not write {}: {e}", self.env_path(&env.id).display()),
+            )
+        })
+    }
+
+    fn open_tmp(&self, tmp: &Path) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o660)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o660))?;
+        Ok(f)
+    }
+
     fn replace_env(&self, env: &Envelope, sync_dir: bool) -> io::Result<()> {
-        let tmp = self.dir.join(format!(".{}.env.tmp", env.id));
+        let tmp = self.tmp_path(&env.id);
         let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o660)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o660))?;
-            f.write_all(env.serialize().as_bytes())?;
+            // Into the room [`Spool::reserve`] took, if it did; the rest of
+            // that room is given back by the truncation.
+            let mut f = self.open_tmp(&tmp)?;
+            let text = env.serialize();
+            f.write_all(text.as_bytes())?;
+            f.set_len(text.len() as u64)?;
             f.sync_data()?;
             fs::rename(&tmp, self.env_path(&env.id))
         })();
@@ -237,6 +295,8 @@ impl Spool {
             Err(e) => return Err(e),
         }
         let _ = fs::remove_file(self.data_path(id));
+        // The room taken for a state change that was not needed.
+        let _ = fs::remove_file(self.tmp_path(id));
         Ok(())
     }
 
@@ -268,15 +328,14 @@ impl Spool {
     /// Reads an envelope without locking (for `mailq`). Unreadable (not
     /// ours to read, not text) is corrupt, as malformed is.
     pub fn read_env(&self, id: &str) -> Result<Envelope, OpenError> {
-        let text = match fs::read_to_string(self.env_path(id)) {
+        let read = open_regular(&self.env_path(id)).and_then(|f| {
+            let mut text = String::new();
+            io::Read::read_to_string(&mut &f, &mut text).map(|_| text)
+        });
+        let text = match read {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Busy),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
-                ) =>
-            {
+            Err(e) if corrupting(&e) => {
                 return Err(OpenError::Corrupt(format!("can not read {id}.env: {e}")));
             }
             Err(e) => return Err(OpenError::Io(e)),
@@ -293,17 +352,16 @@ impl Spool {
 
     /// Takes the lock on message `id` without waiting and reads its envelope.
     pub fn open_locked(&self, id: &str) -> Result<Locked, OpenError> {
-        let data = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(self.data_path(id))
-        {
+        let data = match open_regular(&self.data_path(id)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return match self.env_path(id).exists() {
                     true => Err(OpenError::Corrupt("envelope without data file".into())),
                     false => Err(OpenError::Busy),
                 };
+            }
+            Err(e) if corrupting(&e) => {
+                return Err(OpenError::Corrupt(format!("can not read {id}.msg: {e}")));
             }
             Err(e) => return Err(OpenError::Io(e)),
         };
@@ -425,6 +483,33 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Opens a queue file for reading: never through a symbolic link, never
+/// waiting (a FIFO or a device in its place must not hang a listing or a
+/// queue run), and only a regular file.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// Whether an error reading a queue file means the entry is broken (not
+/// readable by the queue, not text, not a regular file, a symbolic link),
+/// not that the system is short of something for a moment.
+fn corrupting(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory
+    ) || e.raw_os_error() == Some(nix::libc::ELOOP)
 }
 
 /// Checks a data file's length `len` against the envelope's `size`, and
