@@ -229,6 +229,15 @@ fn corrupt_entries_are_moved_aside_listed_and_never_delivered() {
         5,
         "{text}"
     );
+    // With when and why, for an ordinary user too.
+    for (id, why) in bad {
+        let block = text.split(&format!("ID\t: {id}\n")).nth(1).unwrap_or("");
+        let status = block.lines().next().unwrap_or("");
+        assert!(
+            status.contains(why) && !status.contains("1970"),
+            "{id}: {text}"
+        );
+    }
     // And never delivered by later runs.
     let o = inst.run(None, &[&inst.path("sbin/dma"), "-q"], "");
     assert!(o.status.success(), "{}", show(&o));

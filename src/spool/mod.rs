@@ -408,6 +408,8 @@ impl Spool {
             .mode(0o660)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(dir.join(format!("{id}.why")))?;
+        // For the group's mailq too, whatever our umask.
+        note.set_permissions(fs::Permissions::from_mode(0o660))?;
         writeln!(note, "{} {}", now(), crate::escape::controls(why))?;
         for name in [format!("{id}.msg"), format!("{id}.env")] {
             match fs::rename(self.dir.join(&name), dir.join(&name)) {
