@@ -11,12 +11,12 @@
 //! Before anything is delivered, the recipients about to be tried are
 //! marked in flight (one write per message, its file fsynced; recipients
 //! an expansion adds are marked with it), and before each delivery the
-//! room for recording its outcome is taken ([`crate::spool::Spool::reserve`]):
-//! a spool that fills up during a delivery cannot keep its outcome from
-//! being recorded. If that write fails (a full spool),
-//! nothing is delivered and the error ends the caller's run: a recipient
-//! is never delivered again merely because its outcome could not be
-//! recorded. One found in flight by a later run was being delivered when
+//! room for recording its outcome is taken ([`crate::spool::Spool::reserve`]),
+//! so that a spool that fills up during a delivery cannot keep its outcome
+//! from being recorded. If the mark or the room cannot be written (a full
+//! spool), nothing is delivered and the error ends the caller's run: a
+//! recipient is never delivered again merely because its outcome could not
+//! be recorded. One found in flight by a later run was being delivered when
 //! its run died: it is tried again, with a "possible duplicate" line, so a
 //! crash costs at most one extra copy, never one per run.
 //!
@@ -122,8 +122,8 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let retry_max = ctx.config.retry_max.as_secs() as i64;
     let start = now();
     let created = msg.env.created;
-    // What is tried in this run: marked in flight, durably, before any of
-    // it is delivered.
+    // What is tried in this run: marked in flight before any of it is
+    // delivered.
     let mut todo = vec![false; msg.env.rcpts.len()];
     let capped = cap_retries(&mut msg.env, start, retry_max);
     for (i, r) in msg.env.rcpts.iter_mut().enumerate() {
@@ -150,7 +150,7 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     let mut i = 0;
     'rcpts: while i < msg.env.rcpts.len() {
         let r = &msg.env.rcpts[i];
-        if !todo.get(i).copied().unwrap_or(false) {
+        if !todo[i] {
             i += 1;
             continue;
         }

@@ -225,7 +225,10 @@ impl Spool {
     /// still need new blocks: there this only narrows the window.)
     pub fn reserve(&self, env: &Envelope, extra: usize) -> io::Result<()> {
         let tmp = self.tmp_path(&env.id);
-        let want = (env.serialize().len() + 4096 + extra) as i64;
+        // The envelope as last written (what we hold in memory is written
+        // before each delivery): a stat, not a second serialization.
+        let size = fs::metadata(self.env_path(&env.id))?.len() as usize;
+        let want = (size + 4096 + extra) as i64;
         let reserved = (|| {
             let f = self.open_tmp(&tmp)?;
             match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, want) {
