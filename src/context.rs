@@ -37,6 +37,10 @@ pub struct Ctx {
     aliases_stamp: Stamp,
     /// A runner's record of the files it read: see [`Ctx::refresh`].
     watched: Option<Watched>,
+    /// The users found so far (name, uid): a queue run routes many
+    /// messages to the same few users. Only found ones: a user created
+    /// meanwhile is looked up again, never bounced as unknown.
+    users: std::cell::RefCell<std::collections::HashMap<String, u32>>,
 }
 
 /// The stamps of `dma.conf` and `auth.conf` as a runner last read them.
@@ -75,7 +79,18 @@ impl Ctx {
             aliases: None,
             aliases_stamp: Stamp::default(),
             watched: None,
+            users: Default::default(),
         }
+    }
+
+    /// The uid of user `name` (getpwnam), remembered once found.
+    fn user_uid(&self, name: &str) -> Option<u32> {
+        if let Some(&uid) = self.users.borrow().get(name) {
+            return Some(uid);
+        }
+        let uid = getpwnam_uid(name)?;
+        self.users.borrow_mut().insert(name.to_string(), uid);
+        Some(uid)
     }
 
     /// Makes this the context of a process that lives on after reading its
@@ -190,7 +205,7 @@ impl Ctx {
         let this: &Ctx = self;
         let read_forward = |user: &str| {
             if let Some(me) = this.forwards_visible_to {
-                let theirs = getpwnam_uid(user);
+                let theirs = this.user_uid(user);
                 if me != 0 && theirs != Some(me) {
                     return Ok(ForwardFile::Ignored(
                         "the .forward of another user, if any (not shown)".into(),
@@ -205,7 +220,7 @@ impl Ctx {
             local_domains: &this.local_domains,
             nullclient: this.config.nullclient,
             root_forward_programs: this.config.root_forward_programs,
-            lookup_user: &getpwnam_uid,
+            lookup_user: &|name| this.user_uid(name),
             read_forward: &read_forward,
             read_include: &read_include,
             delivered_to,

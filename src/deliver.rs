@@ -115,179 +115,449 @@ fn mark_inflight(r: &mut Rcpt, now: i64) {
 
 /// Delivers what is due of the locked message `msg`. Bounces it queues are
 /// delivered right away, in this process.
-pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
-    crate::logging::set_queue_id(Some(&msg.env.id));
-    let data_path = ctx.spool.data_path(&msg.env.id);
-    let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
-    let retry_max = ctx.config.retry_max.as_secs() as i64;
-    let start = now();
-    let created = msg.env.created;
-    // What is tried in this run: marked in flight before any of it is
-    // delivered.
-    let mut todo = vec![false; msg.env.rcpts.len()];
-    let capped = cap_retries(&mut msg.env, start, retry_max);
-    for (i, r) in msg.env.rcpts.iter_mut().enumerate() {
-        if due(r, force, expired(r, created, lifetime, start), start) {
-            crate::logging::set_private(r.parent.is_some());
-            mark_inflight(r, start);
-            todo[i] = true;
-        }
+pub fn run(ctx: &mut Ctx, msg: Locked, force: bool) -> io::Result<()> {
+    let owner = msg.env.uid;
+    run_for(ctx, msg, force, owner)
+}
+
+/// [`run`], its log lines about the message of user `owner` (for `-v`: a
+/// bounce's lines are about the message that bounced).
+fn run_for(ctx: &mut Ctx, msg: Locked, force: bool, owner: u32) -> io::Result<()> {
+    let mut w = Work::start(ctx, msg, force, owner)?;
+    let mut answer = None;
+    while let Some(req) = w.step(ctx, answer.take())? {
+        answer = Some(crate::local::deliver_mailbox(
+            ctx,
+            &w.msg.data,
+            &w.msg.env.sender,
+            &req.user,
+            &req.trace,
+            req.check_forward,
+        ));
     }
-    crate::logging::set_private(false);
-    // What matters is that the mark is in the file before anything is
-    // delivered, so that a run that dies finds it, and that a spool that
-    // cannot take the write stops us first. Its file is fsynced (a power
-    // loss leaves the old envelope or the new, whole), the directory not:
-    // a mark a power loss undoes costs only its "possible duplicate" line,
-    // the copies are the same.
-    if capped {
-        ctx.spool.write_env(&msg.env)?;
-    } else if todo.contains(&true) {
-        ctx.spool.write_env_note(&msg.env)?;
+    finish(ctx, w)
+}
+
+/// The most messages one batch takes ([`run_many`]): one mailbox's share
+/// of them goes to one `dma-local` run, each message's data file passed
+/// as a descriptor.
+pub const MAX_BATCH: usize = 64;
+
+/// Delivers what is due of each of the locked messages `msgs` (at most
+/// [`MAX_BATCH`]), as [`run`] does one by one, except that their mailbox
+/// deliveries are made together: the messages for one mailbox are
+/// appended in one `dma-local` run, under one lock, with one fdatasync
+/// (see [`crate::local::deliver_mailbox_batch`]), and then each message's
+/// outcome is recorded. An error (the spool can not take a state change)
+/// ends the batch, and comes with the id of the message it is about: what
+/// is not recorded stays queued.
+pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (String, io::Error)> {
+    let mut works = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let (id, owner) = (msg.env.id.clone(), msg.env.uid);
+        works.push(Work::start(ctx, msg, force, owner).map_err(|e| (id, e))?);
     }
-    let delivered_to = delivered_to(&msg.data);
-    let mut remote = Vec::new();
-    let mut i = 0;
-    'rcpts: while i < msg.env.rcpts.len() {
-        let r = &msg.env.rcpts[i];
-        if !todo[i] {
-            i += 1;
-            continue;
+    let mut answers: Vec<Option<crate::local::Mailbox>> = works.iter().map(|_| None).collect();
+    let mut routing: Vec<bool> = works.iter().map(|_| true).collect();
+    loop {
+        // Every message routes on until it needs a mailbox delivery.
+        let mut asked: Vec<(usize, MailboxRequest)> = Vec::new();
+        for (k, w) in works.iter_mut().enumerate() {
+            if !routing[k] {
+                continue;
+            }
+            match w
+                .step(ctx, answers[k].take())
+                .map_err(|e| (w.msg.env.id.clone(), e))?
+            {
+                Some(req) => asked.push((k, req)),
+                None => routing[k] = false,
+            }
         }
-        let addr = r.addr.clone();
-        // What aliases and .forward files made of a recipient is not for
-        // the submitter's `-v` (see `logging::set_private`).
-        crate::logging::set_private(r.parent.is_some());
-        let mut ancestors = Vec::new();
-        let mut p = r.parent;
-        while let Some(j) = p {
-            ancestors.push(ctx.local_name(&msg.env.rcpts[j].addr));
-            p = msg.env.rcpts[j].parent;
-        }
-        ancestors.reverse();
-        let origin = msg.env.rcpts[i].origin.clone();
-        let mut route = ctx.route(&addr, origin.as_ref(), &ancestors, &delivered_to);
-        // A mailbox delivery may find a .forward: then route again, as its
-        // expansion.
-        let outcome = loop {
-            break match route {
-                Route::Expand {
-                    children,
-                    kind,
-                    notes,
-                } => {
-                    for n in &notes {
-                        private_note(&addr, n);
-                    }
-                    let mut added = Vec::new();
-                    for c in children {
-                        if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
-                            let mut r = Rcpt::new(c.addr.clone(), Some(i));
-                            r.origin = c.origin;
-                            // Tried in this run, like its parent.
-                            r.inflight = Some(now());
-                            msg.env.rcpts.push(r);
-                            todo.push(true);
-                            added.push(c.addr);
-                        }
-                    }
-                    let how = match kind {
-                        Expansion::Alias => "aliased",
-                        Expansion::CatchAll => "caught by `*' and sent",
-                        Expansion::Forward => "forwarded by .forward",
-                        Expansion::Include => "expanded by :include:",
-                    };
-                    crate::logging::set_private(true);
-                    info!("<{addr}> {how} to <{}>", added.join(">, <"));
-                    msg.env.rcpts[i].state = State::Expanded;
-                    msg.env.rcpts[i].inflight = None;
-                    ctx.spool.write_env(&msg.env)?;
-                    i += 1;
-                    continue 'rcpts;
-                }
-                Route::Mailbox {
-                    user,
-                    uid,
-                    note,
-                    check_forward,
-                } => {
-                    if let Some(n) = note {
-                        private_note(&addr, &n);
-                    }
-                    ctx.spool.reserve(&msg.env, 0)?;
-                    info!("<{addr}> trying delivery");
-                    let trace = trace_headers(ctx, &msg.env, i, None);
-                    match crate::local::deliver_mailbox(
-                        ctx,
-                        &msg.data,
-                        &msg.env.sender,
-                        &user,
-                        &trace,
-                        check_forward,
-                    ) {
-                        crate::local::Mailbox::Forward(entries) => {
-                            route =
-                                ctx.expand_forward(&user, uid, entries, &ancestors, &delivered_to);
-                            continue;
-                        }
-                        crate::local::Mailbox::Done(outcome, note) => {
-                            if let Some(n) = note {
-                                private_note(&addr, &format!("ignoring {n}"));
-                            }
-                            outcome
-                        }
-                    }
-                }
-                Route::Program { program, origin } => {
-                    ctx.spool.reserve(&msg.env, 0)?;
-                    info!("<{addr}> trying delivery");
-                    let owner = match &origin {
-                        Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
-                    };
-                    let trace = trace_headers(ctx, &msg.env, i, Some(&owner));
-                    let original = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
-                    let call = ProgramCall {
-                        program: match &program {
-                            Program::Pipe(c) => crate::local::Program::Pipe(c),
-                            Program::File(f) => crate::local::Program::File(f),
-                        },
-                        origin: &origin,
-                        sender: &msg.env.sender,
-                        recipient: &owner,
-                        original: &original,
-                        prepend: &trace,
-                    };
-                    crate::local::deliver_program(ctx, &msg.data, &call)
-                }
-                Route::Remote {
-                    addr: raddr,
-                    domain,
-                } => {
-                    // Sent together with the message's other remote recipients,
-                    // once every local one is done.
-                    let prepend = trace_headers(ctx, &msg.env, i, None);
-                    let orcpt = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
-                    remote.push(crate::remote::Target {
-                        index: i,
-                        addr: raddr,
-                        domain,
-                        prepend,
-                        orcpt,
-                    });
-                    i += 1;
-                    continue 'rcpts;
-                }
-                Route::Fail(why) => Outcome::Failed(why),
-                Route::Defer(why) => Outcome::Deferred(why),
-            };
-        };
-        record(ctx, &mut msg, i, outcome, lifetime);
-        if msg.env.is_done() {
+        if asked.is_empty() {
             break;
         }
-        ctx.spool.write_env(&msg.env)?;
-        i += 1;
+        // One run per mailbox (and way of asking), in queue order.
+        while !asked.is_empty() {
+            let (user, check) = (asked[0].1.user.clone(), asked[0].1.check_forward);
+            let (group, rest): (Vec<_>, Vec<_>) = asked
+                .into_iter()
+                .partition(|(_, r)| r.user == user && r.check_forward == check);
+            asked = rest;
+            crate::logging::set_queue_id(None);
+            let items: Vec<crate::local::BatchItem> = group
+                .iter()
+                .map(|(k, r)| crate::local::BatchItem {
+                    data: &works[*k].msg.data,
+                    sender: &works[*k].msg.env.sender,
+                    prepend: &r.trace,
+                })
+                .collect();
+            let results = crate::local::deliver_mailbox_batch(ctx, &user, check, &items);
+            for ((k, _), res) in group.iter().zip(results) {
+                answers[*k] = Some(res);
+            }
+        }
     }
+    for w in works {
+        let id = w.msg.env.id.clone();
+        finish(ctx, w).map_err(|e| (id, e))?;
+    }
+    Ok(())
+}
+
+/// A mailbox delivery that a message's routing asks for ([`Work::step`]).
+#[derive(Debug)]
+pub struct MailboxRequest {
+    /// The mailbox's user.
+    pub user: String,
+    /// `dma-local` is to read the user's `.forward` first.
+    pub check_forward: bool,
+    /// Header lines to add (Delivered-To).
+    pub trace: Vec<String>,
+}
+
+/// The recipient whose mailbox delivery is out, and what routing it again
+/// (a `.forward` found) needs.
+#[derive(Debug)]
+struct Asked {
+    user: String,
+    uid: u32,
+    ancestors: Vec<String>,
+}
+
+/// One message being worked on: its due recipients are routed and
+/// delivered one by one, in order; a mailbox delivery is handed out to the
+/// caller (so that several messages' deliveries to one mailbox can be made
+/// together) and its outcome handed back.
+pub struct Work {
+    msg: Locked,
+    /// Which recipients are tried in this run (marked in flight).
+    todo: Vec<bool>,
+    /// The remote recipients, sent together once the local ones are done.
+    remote: Vec<crate::remote::Target>,
+    delivered_to: Vec<String>,
+    lifetime: i64,
+    /// The next recipient to route.
+    i: usize,
+    /// The mailbox delivery that is out, for recipient `i`.
+    asked: Option<Asked>,
+    /// Whose message the log lines are about (see [`run_for`]).
+    owner: u32,
+}
+
+/// How a message's envelope is written before its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Durably ([`crate::spool::Spool::write_env`]): a retry time was
+    /// brought back within RETRY_MAX.
+    Durable,
+    /// Rewritten as a note ([`crate::spool::Spool::write_env_note`]):
+    /// only the in-flight marks changed, in a version 1 file.
+    Note,
+    /// The in-flight marks (since this time) as a note appended to the
+    /// file ([`crate::spool::Spool::append_note`]).
+    Append(i64),
+    /// Not at all: nothing is due.
+    None,
+}
+
+/// What routing one recipient came to.
+enum Flow {
+    /// Nothing to record (expanded, or waiting for the remote delivery):
+    /// on to the next.
+    Next,
+    /// Its outcome.
+    Done(Outcome),
+    /// Its mailbox delivery is to be made.
+    Mailbox(MailboxRequest),
+}
+
+impl Work {
+    /// Takes the locked message `msg` on: marks in flight what is due now
+    /// (everything with `force`) before anything is delivered (see the
+    /// module doc).
+    fn start(ctx: &mut Ctx, msg: Locked, force: bool, owner: u32) -> io::Result<Work> {
+        let (w, mark) = Work::plan(ctx, msg, force, owner);
+        w.write_mark(ctx, mark)?;
+        Ok(w)
+    }
+
+    /// Writes the envelope as `mark` says.
+    fn write_mark(&self, ctx: &Ctx, mark: Mark) -> io::Result<()> {
+        let env = &self.msg.env;
+        match mark {
+            Mark::Durable => ctx.spool.write_env(env),
+            Mark::Note => ctx.spool.write_env_note(env),
+            Mark::Append(time) => {
+                let todo: Vec<usize> = (0..self.todo.len()).filter(|&i| self.todo[i]).collect();
+                ctx.spool
+                    .append_note(&env.id, &Envelope::inflight_note(time, &todo))
+            }
+            Mark::None => Ok(()),
+        }
+    }
+
+    /// [`Work::start`] but for the writing: says how the envelope, with
+    /// its recipients marked in flight, is to be written before anything
+    /// is delivered.
+    fn plan(ctx: &mut Ctx, mut msg: Locked, force: bool, owner: u32) -> (Work, Mark) {
+        about(&msg.env, owner);
+        let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
+        let retry_max = ctx.config.retry_max.as_secs() as i64;
+        let start = now();
+        let created = msg.env.created;
+        let mut todo = vec![false; msg.env.rcpts.len()];
+        let capped = cap_retries(&mut msg.env, start, retry_max);
+        for (i, r) in msg.env.rcpts.iter_mut().enumerate() {
+            if due(r, force, expired(r, created, lifetime, start), start) {
+                crate::logging::set_private(r.parent.is_some());
+                mark_inflight(r, start);
+                todo[i] = true;
+            }
+        }
+        crate::logging::set_private(false);
+        // What matters is that the mark is in the file before anything is
+        // delivered, so that a run that dies finds it, and that a spool that
+        // cannot take the write stops us first. It is a note appended to the
+        // file, not synced: a mark a power loss undoes costs only its
+        // "possible duplicate" line, the copies are the same. (A version 1
+        // file has no place for notes: it is rewritten, its new file
+        // fsynced, so that a power loss leaves the old one or the new one,
+        // whole.)
+        let mark = if capped {
+            Mark::Durable
+        } else if !todo.contains(&true) {
+            Mark::None
+        } else if msg.env.size.is_none() {
+            Mark::Note
+        } else {
+            Mark::Append(start)
+        };
+        let delivered_to = delivered_to(&msg.data);
+        let w = Work {
+            msg,
+            todo,
+            remote: Vec::new(),
+            delivered_to,
+            lifetime,
+            i: 0,
+            asked: None,
+            owner,
+        };
+        (w, mark)
+    }
+
+    /// Routes and delivers the next recipients, until one needs a mailbox
+    /// delivery (returned: the caller makes it and hands its outcome back
+    /// as `answer` on the next call) or none is left (`None`).
+    pub fn step(
+        &mut self,
+        ctx: &mut Ctx,
+        answer: Option<crate::local::Mailbox>,
+    ) -> io::Result<Option<MailboxRequest>> {
+        about(&self.msg.env, self.owner);
+        if let Some(asked) = self.asked.take() {
+            let addr = self.msg.env.rcpts[self.i].addr.clone();
+            crate::logging::set_private(self.msg.env.rcpts[self.i].parent.is_some());
+            let flow = match answer {
+                Some(crate::local::Mailbox::Forward(entries)) => {
+                    let route = ctx.expand_forward(
+                        &asked.user,
+                        asked.uid,
+                        entries,
+                        &asked.ancestors,
+                        &self.delivered_to,
+                    );
+                    self.take_route(ctx, route, &asked.ancestors)?
+                }
+                Some(crate::local::Mailbox::Done(outcome, note)) => {
+                    if let Some(n) = note {
+                        private_note(&addr, &format!("ignoring {n}"));
+                    }
+                    Flow::Done(outcome)
+                }
+                None => Flow::Done(Outcome::Deferred(
+                    "4.3.0 the mailbox delivery was not made".into(),
+                )),
+            };
+            if let Some(req) = self.after(ctx, flow)? {
+                return Ok(Some(req));
+            }
+        }
+        while self.i < self.msg.env.rcpts.len() {
+            if !self.todo[self.i] {
+                self.i += 1;
+                continue;
+            }
+            let i = self.i;
+            let r = &self.msg.env.rcpts[i];
+            let addr = r.addr.clone();
+            // What aliases and .forward files made of a recipient is not for
+            // the submitter's `-v` (see `logging::set_private`).
+            crate::logging::set_private(r.parent.is_some());
+            let mut ancestors = Vec::new();
+            let mut p = r.parent;
+            while let Some(j) = p {
+                ancestors.push(ctx.local_name(&self.msg.env.rcpts[j].addr));
+                p = self.msg.env.rcpts[j].parent;
+            }
+            ancestors.reverse();
+            let origin = self.msg.env.rcpts[i].origin.clone();
+            let route = ctx.route(&addr, origin.as_ref(), &ancestors, &self.delivered_to);
+            let flow = self.take_route(ctx, route, &ancestors)?;
+            if let Some(req) = self.after(ctx, flow)? {
+                return Ok(Some(req));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records what routing recipient `i` came to and moves on; hands out a
+    /// mailbox delivery.
+    fn after(&mut self, ctx: &Ctx, flow: Flow) -> io::Result<Option<MailboxRequest>> {
+        match flow {
+            Flow::Next => Ok(None),
+            Flow::Mailbox(req) => Ok(Some(req)),
+            Flow::Done(outcome) => {
+                record(ctx, &mut self.msg, self.i, outcome, self.lifetime);
+                if self.msg.env.is_done() {
+                    self.i = self.msg.env.rcpts.len();
+                } else {
+                    ctx.spool.write_env(&self.msg.env)?;
+                    self.i += 1;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Follows `route` for recipient `i` (made from `ancestors`).
+    fn take_route(
+        &mut self,
+        ctx: &mut Ctx,
+        route: Route,
+        ancestors: &[String],
+    ) -> io::Result<Flow> {
+        let i = self.i;
+        let addr = self.msg.env.rcpts[i].addr.clone();
+        let msg = &mut self.msg;
+        Ok(match route {
+            Route::Expand {
+                children,
+                kind,
+                notes,
+            } => {
+                for n in &notes {
+                    private_note(&addr, n);
+                }
+                let mut added = Vec::new();
+                for c in children {
+                    if !msg.env.rcpts.iter().any(|r| r.addr == c.addr) {
+                        let mut r = Rcpt::new(c.addr.clone(), Some(i));
+                        r.origin = c.origin;
+                        // Tried in this run, like its parent.
+                        r.inflight = Some(now());
+                        msg.env.rcpts.push(r);
+                        self.todo.push(true);
+                        added.push(c.addr);
+                    }
+                }
+                let how = match kind {
+                    Expansion::Alias => "aliased",
+                    Expansion::CatchAll => "caught by `*' and sent",
+                    Expansion::Forward => "forwarded by .forward",
+                    Expansion::Include => "expanded by :include:",
+                };
+                crate::logging::set_private(true);
+                info!("<{addr}> {how} to <{}>", added.join(">, <"));
+                msg.env.rcpts[i].state = State::Expanded;
+                msg.env.rcpts[i].inflight = None;
+                ctx.spool.write_env(&msg.env)?;
+                self.i += 1;
+                Flow::Next
+            }
+            Route::Mailbox {
+                user,
+                uid,
+                note,
+                check_forward,
+            } => {
+                if let Some(n) = note {
+                    private_note(&addr, &n);
+                }
+                reserve(ctx, &msg.env, i)?;
+                info!("<{addr}> trying delivery");
+                let trace = trace_headers(ctx, &msg.env, i, None);
+                self.asked = Some(Asked {
+                    user: user.clone(),
+                    uid,
+                    ancestors: ancestors.to_vec(),
+                });
+                Flow::Mailbox(MailboxRequest {
+                    user,
+                    check_forward,
+                    trace,
+                })
+            }
+            Route::Program { program, origin } => {
+                reserve(ctx, &msg.env, i)?;
+                info!("<{addr}> trying delivery");
+                let owner = match &origin {
+                    Origin::Forward(u) | Origin::Alias(u) => format!("{u}@{}", ctx.hostname),
+                };
+                let trace = trace_headers(ctx, &msg.env, i, Some(&owner));
+                let original = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
+                let call = ProgramCall {
+                    program: match &program {
+                        Program::Pipe(c) => crate::local::Program::Pipe(c),
+                        Program::File(f) => crate::local::Program::File(f),
+                    },
+                    origin: &origin,
+                    sender: &msg.env.sender,
+                    recipient: &owner,
+                    original: &original,
+                    prepend: &trace,
+                };
+                Flow::Done(crate::local::deliver_program(ctx, &msg.data, &call))
+            }
+            Route::Remote {
+                addr: raddr,
+                domain,
+            } => {
+                // Sent together with the message's other remote recipients,
+                // once every local one is done.
+                let prepend = trace_headers(ctx, &msg.env, i, None);
+                let orcpt = bounce::qualify(&msg.env.rcpts[top_of(&msg.env, i)].addr, ctx);
+                self.remote.push(crate::remote::Target {
+                    index: i,
+                    addr: raddr,
+                    domain,
+                    prepend,
+                    orcpt,
+                });
+                self.i += 1;
+                Flow::Next
+            }
+            Route::Fail(why) => Flow::Done(Outcome::Failed(why)),
+            Route::Defer(why) => Flow::Done(Outcome::Deferred(why)),
+        })
+    }
+}
+
+/// Once every local recipient of `w` is done: sends the remote ones, queues
+/// the bounces, and removes the message if nothing is left; then delivers
+/// the bounce it queued.
+fn finish(ctx: &mut Ctx, w: Work) -> io::Result<()> {
+    about(&w.msg.env, w.owner);
+    let Work {
+        mut msg,
+        remote,
+        lifetime,
+        owner,
+        ..
+    } = w;
+    let data_path = ctx.spool.data_path(&msg.env.id);
     if !remote.is_empty() {
         // The session's lines name the hosts of expanded recipients too.
         crate::logging::set_private(
@@ -332,10 +602,35 @@ pub fn run(ctx: &mut Ctx, mut msg: Locked, force: bool) -> io::Result<()> {
     }
     drop(msg);
     if let Some(b) = bounce_msg {
-        run(ctx, b, true)?;
+        run_for(ctx, b, true, owner)?;
     }
     crate::logging::set_queue_id(None);
     Ok(())
+}
+
+/// Takes the room for recording the outcome of delivering recipient `i`
+/// of `env` ([`crate::spool::Spool::reserve`]), when one is to be
+/// recorded: not when `i` is the last recipient not done, since the
+/// message then leaves the queue if it is delivered, which takes no room
+/// (and if it is not, it was not delivered: trying again is no
+/// duplicate).
+fn reserve(ctx: &Ctx, env: &Envelope, i: usize) -> io::Result<()> {
+    let others = env
+        .rcpts
+        .iter()
+        .enumerate()
+        .any(|(j, r)| j != i && !r.state.is_final());
+    if others {
+        ctx.spool.reserve(env, 0)
+    } else {
+        Ok(())
+    }
+}
+
+/// The log lines that follow are about message `env` of user `owner`.
+fn about(env: &Envelope, owner: u32) {
+    crate::logging::set_queue_id(Some(&env.id));
+    crate::logging::set_message_owner(Some(owner));
 }
 
 /// Logs a note of the router about `addr`: what it made of an aliases or

@@ -560,9 +560,12 @@ fn fresh_pass(
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     let retry_max = ctx.config.retry_max.as_secs() as i64;
     let mut found = false;
+    // Locked, to be delivered together: one mailbox's share of them in
+    // one `dma-local` run.
+    let mut batch = Vec::new();
     for id in ids.iter() {
         if stopped() {
-            return false;
+            break;
         }
         if id.as_str() < since.as_str() || tried.contains(id) {
             continue;
@@ -585,16 +588,29 @@ fn fresh_pass(
         if let Ok(msg) = ctx.spool.open_locked(id) {
             found = true;
             tried.insert(id.clone());
-            match waiting.as_ref() {
-                Some(_) if !local_only(ctx, &msg.env) => drop(waiting.take()),
-                Some(w) => beat(w),
-                None => {}
+            batch.push(msg);
+            if batch.len() == deliver::MAX_BATCH {
+                deliver_fresh(ctx, std::mem::take(&mut batch), waiting);
             }
-            refresh_or_exit(ctx);
-            deliver_owned(ctx, msg, false);
         }
     }
+    deliver_fresh(ctx, batch, waiting);
     found
+}
+
+/// Delivers a fresh pass's `batch` ([`deliver_batch`]). Before one with
+/// remote recipients, `waiting` is let go: local mail must not wait behind
+/// a slow server.
+fn deliver_fresh(ctx: &mut Ctx, batch: Vec<Locked>, waiting: &mut Option<std::fs::File>) {
+    if batch.is_empty() {
+        return;
+    }
+    match waiting.as_ref() {
+        Some(_) if !batch.iter().all(|m| local_only(ctx, &m.env)) => drop(waiting.take()),
+        Some(w) => beat(w),
+        None => {}
+    }
+    deliver_batch(ctx, batch, false);
 }
 
 /// Set when the spool could not take a state change: the run stops (see
@@ -633,15 +649,37 @@ fn deliver_owned(ctx: &mut Ctx, msg: Locked, force: bool) {
     let id = msg.env.id.clone();
     crate::logging::set_message_owner(Some(msg.env.uid));
     if let Err(e) = deliver::run(ctx, msg, force) {
-        let why = format!(
-            "{id}: can not record delivery state ({e}); the run stops, the message stays queued"
-        );
-        // Said to a waiting caller even without -v (and once with it).
-        crate::logging::syslog_only(crate::logging::Level::Crit, &why);
-        let _ = writeln!(std::io::stderr(), "{}: {why}", crate::progname());
-        STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop_run(&id, &e);
     }
     crate::logging::set_message_owner(None);
+}
+
+/// Delivers what is due of the messages of `batch` (everything with
+/// `force`) together ([`deliver::run_many`]), after reading the
+/// configuration again; a spool that can not take a state change stops
+/// the run, as in [`deliver_owned`].
+fn deliver_batch(ctx: &mut Ctx, batch: Vec<Locked>, force: bool) {
+    if batch.is_empty() || stopped() {
+        return;
+    }
+    refresh_or_exit(ctx);
+    let res = deliver::run_many(ctx, batch, force);
+    crate::logging::set_message_owner(None);
+    if let Err((id, e)) = res {
+        stop_run(&id, &e);
+    }
+}
+
+/// Says that the spool could not take message `id`'s state change (`e`),
+/// and stops the run (see [`deliver_owned`]).
+fn stop_run(id: &str, e: &std::io::Error) {
+    let why = format!(
+        "{id}: can not record delivery state ({e}); the run stops, the message stays queued"
+    );
+    // Said to a waiting caller even without -v (and once with it).
+    crate::logging::syslog_only(crate::logging::Level::Crit, &why);
+    let _ = writeln!(std::io::stderr(), "{}: {why}", crate::progname());
+    STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// [`deliver_owned`], then the spool directory synced.
@@ -664,7 +702,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     // everything for one smarthost or one domain goes to the same worker,
     // over one connection; different next hops are worked on in parallel.
     let workers = ctx.config.queue_workers.max(1).min(ids.len().max(1));
-    let mut buckets: Vec<Vec<String>> = vec![Vec::new(); workers];
+    let mut buckets: Vec<Vec<(String, String)>> = vec![Vec::new(); workers];
     let now = crate::spool::now();
     let lifetime = ctx.config.queue_lifetime.as_secs() as i64;
     let retry_max = ctx.config.retry_max.as_secs() as i64;
@@ -673,7 +711,7 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     for id in ids {
         let Ok(env) = ctx.spool.read_env(&id) else {
             // Busy or broken: the worker that locks it will say which.
-            buckets[0].push(id);
+            buckets[0].push((String::new(), id));
             continue;
         };
         if due_only && !deliver::has_due(&env, now, lifetime, retry_max) {
@@ -682,14 +720,31 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
         // Up to HOP_SESSIONS connections per next hop, each in its own
         // worker: messages of one hop are dealt out among them in turn.
         let hop = next_hop_key(ctx, &env);
+        // A mailbox is one hop session: its messages go to one worker,
+        // which delivers them together (workers sharing a mailbox would
+        // only queue up on its lock).
+        let sessions = if hop.starts_with(LOCAL_HOP) {
+            1
+        } else {
+            ctx.config.hop_sessions.max(1)
+        };
         let k = per_hop.entry(hop.clone()).or_insert(0usize);
-        let key = format!("{hop}#{}", *k % ctx.config.hop_sessions.max(1));
+        let key = format!("{hop}#{}", *k % sessions);
         *k += 1;
         // Each next hop (or hop session) goes to the next worker in turn.
         let next = assigned.len();
-        let b = *assigned.entry(key).or_insert(next % workers);
-        buckets[b].push(id);
+        let b = *assigned.entry(key.clone()).or_insert(next % workers);
+        buckets[b].push((key, id));
     }
+    // Each hop's messages together, in queue order: a batch then holds
+    // as many of one mailbox's messages as it can.
+    let mut buckets: Vec<Vec<String>> = buckets
+        .into_iter()
+        .map(|mut b| {
+            b.sort_by(|x, y| x.0.cmp(&y.0));
+            b.into_iter().map(|(_, id)| id).collect()
+        })
+        .collect();
     let mut children = Vec::new();
     let last = buckets.pop().unwrap_or_default();
     for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
@@ -732,11 +787,14 @@ fn next_hop_key(ctx: &Ctx, env: &crate::spool::Envelope) -> String {
         // Local mail: one worker per mailbox, so that workers do not queue
         // up behind each other's mailbox locks.
         None => match env.rcpts.iter().find(|r| !r.state.is_final()) {
-            Some(r) => format!("local:{}", ctx.local_name(&r.addr)),
+            Some(r) => format!("{LOCAL_HOP}{}", ctx.local_name(&r.addr)),
             None => env.id.clone(),
         },
     }
 }
+
+/// How [`next_hop_key`] names a mailbox.
+const LOCAL_HOP: &str = "local:";
 
 /// Moves an entry that failed a check out of the queue, never to be
 /// delivered, and says so at crit.
@@ -758,20 +816,26 @@ fn quarantine(ctx: &Ctx, id: &str, why: &str) {
 fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
     ctx.pool = Some(crate::remote::Pool::default());
     *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
+    // Locked, to be delivered together: one mailbox's share of them in
+    // one `dma-local` run.
+    let mut batch = Vec::new();
     for id in ids {
         if stopped() {
             break;
         }
         match ctx.spool.open_locked(id) {
             Ok(msg) => {
-                refresh_or_exit(ctx);
-                deliver_owned(ctx, msg, !due_only)
+                batch.push(msg);
+                if batch.len() == deliver::MAX_BATCH {
+                    deliver_batch(ctx, std::mem::take(&mut batch), !due_only);
+                }
             }
             Err(OpenError::Busy) => {}
             Err(OpenError::Corrupt(why)) => quarantine(ctx, id, &why),
             Err(OpenError::Io(e)) => crit!("{id}: {e}"),
         }
     }
+    deliver_batch(ctx, batch, !due_only);
     if let Some(p) = ctx.pool.take() {
         p.close();
     }

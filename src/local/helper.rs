@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! dma-local mbox    --user U --sender S [--prepend H]...            < message
+//! dma-local mbox    --user U (--message N --sender S [--prepend H]...)...
+//!                                         (a batch: message N's data is
+//!                                          descriptor 3+N; session only)
 //! dma-local forward --user U                                        (prints entries)
 //! dma-local include --path P                                        (prints entries)
 //! dma-local pipe    --user U --origin O --command C --sender S
@@ -32,6 +35,7 @@
 //! result on stdout (see `dotforward::encode`).
 
 use std::io::{BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -109,8 +113,14 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// One run, as `dma-local ARGS...`: by itself, or for a session request.
 pub fn run_once(args: Vec<String>) -> i32 {
+    run_once_with(args, Vec::new())
+}
+
+/// [`run_once`], with a batch's data files (`extra`: a session request's
+/// descriptors after the first three).
+pub fn run_once_with(args: Vec<String>, extra: Vec<OwnedFd>) -> i32 {
     crate::logging::init("dma-local", false);
-    match run(&args) {
+    match run(&args, extra) {
         Ok(()) => EX_OK,
         Err(Failure(code, msg)) => {
             if !msg.is_empty() {
@@ -163,20 +173,50 @@ impl Args {
         let mut out = Vec::new();
         for (k, v) in &self.values {
             if k == "prepend" {
-                let ok = v.split_once(':').is_some_and(|(n, _)| {
-                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-                if !ok {
-                    return Err(Failure(EX_USAGE, "4.3.5 dma-local: bad --prepend".into()));
-                }
-                out.push(v.clone());
+                out.push(checked_header(v)?);
             }
         }
         Ok(out)
     }
+
+    /// A batch's messages, in order: each `--message N` followed by its
+    /// `--sender` and `--prepend` lines. Empty for a single message.
+    fn messages(&self) -> Result<Vec<(String, Vec<String>)>, Failure> {
+        let usage = || Failure(EX_USAGE, "4.3.5 dma-local: bad --message".into());
+        let mut out: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for (k, v) in &self.values {
+            if k == "message" {
+                if v.parse::<usize>().ok() != Some(out.len()) {
+                    return Err(usage());
+                }
+                out.push((None, Vec::new()));
+                continue;
+            }
+            match (k.as_str(), out.last_mut()) {
+                ("sender", Some((s @ None, _))) => *s = Some(v.clone()),
+                ("sender", Some(_)) => return Err(usage()),
+                ("prepend", Some((_, p))) => p.push(checked_header(v)?),
+                _ => {}
+            }
+        }
+        out.into_iter()
+            .map(|(s, p)| s.map(|s| (s, p)).ok_or_else(usage))
+            .collect()
+    }
 }
 
-fn run(args: &[String]) -> Result<(), Failure> {
+/// A `--prepend` header line, checked: `Name: value`.
+fn checked_header(v: &str) -> Result<String, Failure> {
+    let ok = v.split_once(':').is_some_and(|(n, _)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !ok {
+        return Err(Failure(EX_USAGE, "4.3.5 dma-local: bad --prepend".into()));
+    }
+    Ok(v.to_string())
+}
+
+fn run(args: &[String], extra: Vec<OwnedFd>) -> Result<(), Failure> {
     let args = Args::parse(args)?;
     let setid = privsep::started_setid();
     if setid {
@@ -191,7 +231,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let config = Config::load(&config_path).map_err(|e| temp(format!("4.3.5 {e}")))?;
     let limit = super::user_limit(&config);
     match args.mode.as_str() {
-        "mbox" => mbox_mode(&args, &config),
+        "mbox" => mbox_mode(&args, &config, extra),
         "forward" => {
             let user = lookup(args.need("user")?)?;
             let home = PathBuf::from(&user.dir);
@@ -356,10 +396,20 @@ impl AsUserResult for ForwardFile {
     }
 }
 
-fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
+fn mbox_mode(args: &Args, config: &Config, extra: Vec<OwnedFd>) -> Result<(), Failure> {
     let user = lookup(args.need("user")?)?;
-    let sender = args.need("sender")?.to_string();
-    let prepend = args.prepend()?;
+    let batch = args.messages()?;
+    if batch.len() != extra.len() {
+        return Err(Failure(
+            EX_USAGE,
+            "4.3.5 dma-local: one data file per --message".into(),
+        ));
+    }
+    let single = if batch.is_empty() {
+        Some((args.need("sender")?.to_string(), args.prepend()?))
+    } else {
+        None
+    };
     let dir = &config.mailspool;
     let path = dir.join(&user.name);
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
@@ -387,7 +437,12 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
         let mut said = MboxAnswer::Delivered(None);
         if check_forward {
             match dotforward::read_forward(&home, uid) {
-                Ok(ForwardFile::Entries(e)) => return Ok(MboxAnswer::Forward(e)),
+                Ok(ForwardFile::Entries(e)) => {
+                    if single.is_none() {
+                        print_count(0)?;
+                    }
+                    return Ok(MboxAnswer::Forward(e));
+                }
                 Ok(ForwardFile::Ignored(why)) => said = MboxAnswer::Delivered(Some(why)),
                 Ok(ForwardFile::Missing) => {}
                 Err(t) => {
@@ -412,22 +467,73 @@ fn mbox_mode(args: &Args, config: &Config) -> Result<(), Failure> {
                 why: format!("4.2.0 {}: {e}", path.display()),
             })?;
         }
+        let write_failed = |e: std::io::Error| Failed {
+            temporary: true,
+            why: format!(
+                "{} write to {} failed: {e}",
+                write_status(&e),
+                path.display()
+            ),
+        };
+        let Some((sender, prepend)) = &single else {
+            return append_batch(&mut f, &batch, &extra, guard.as_ref())
+                .map(|()| said)
+                .map_err(write_failed);
+        };
         let stdin = std::io::stdin();
         let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-        mbox::append(&mut f, &sender, &prepend, &mut input)
+        mbox::append(&mut f, sender, prepend, &mut input)
             .map(|_| said)
-            .map_err(|e| Failed {
-                temporary: true,
-                why: format!(
-                    "{} write to {} failed: {e}",
-                    write_status(&e),
-                    path.display()
-                ),
-            })
+            .map_err(write_failed)
     })
     .map(|_: MboxAnswer| ());
     undo_if_failed(&guard, &res);
     res
+}
+
+/// In the user's process: appends a batch's messages (`batch`, their data
+/// files `data`) to the mailbox `f`, open and locked, with one fdatasync
+/// for all, and says on stdout how many are in it (`count N`). If one
+/// fails, the mailbox is cut back to the end of the one before, that much
+/// is synced and reported to the root parent (so that it cuts back no
+/// further), and the count says how many made it, before the error.
+fn append_batch(
+    f: &mut std::fs::File,
+    batch: &[(String, Vec<String>)],
+    data: &[OwnedFd],
+    guard: Option<&Guard>,
+) -> std::io::Result<()> {
+    use std::io::Seek;
+    // Each from its start: the offset is shared with the runner's
+    // descriptor, which has read the header.
+    let inputs = data
+        .iter()
+        .map(|fd| {
+            let mut f = std::fs::File::from(fd.try_clone()?);
+            f.rewind().map(|()| f)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let done = mbox::append_many(f, batch.iter().zip(inputs));
+    if done.error.is_some()
+        && done.count > 0
+        && let Some(g) = guard
+    {
+        // The first ones are in, synced: not to be cut back if we die now.
+        let _ = g.advance(f);
+    }
+    let said = print_count(done.count);
+    match done.error {
+        Some(e) => Err(e),
+        None => said.map_err(|f| std::io::Error::other(f.why)),
+    }
+}
+
+/// Says how many of a batch's messages are in the mailbox, durable.
+fn print_count(n: usize) -> Result<(), Failed> {
+    print(&format!("count {n}\n")).map_err(|Failure(_, why)| Failed {
+        temporary: true,
+        why,
+    })
 }
 
 /// A [`Guard`] on `path`, the file of `uid` a process of the user is about

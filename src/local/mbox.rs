@@ -215,6 +215,61 @@ pub fn append(
     res
 }
 
+/// What [`append_many`] did.
+#[derive(Debug)]
+pub struct Appended {
+    /// How many messages are in the file, durable: all, or those before
+    /// the one that failed.
+    pub count: usize,
+    /// What went wrong.
+    pub error: Option<io::Error>,
+}
+
+/// Appends messages to `f` (already locked) one after another, each as
+/// [`append`] does (`From ` line, its header lines, quoted), then fsyncs
+/// once. On an error the file is cut back to the end of the last whole
+/// message (or, if the fsync failed, to where it was) and that is synced.
+pub fn append_many<'a, R: io::Read>(
+    f: &mut File,
+    msgs: impl Iterator<Item = (&'a (String, Vec<String>), R)>,
+) -> Appended {
+    let start = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => {
+            return Appended {
+                count: 0,
+                error: Some(e),
+            };
+        }
+    };
+    let (mut count, mut end, mut error) = (0, start, None);
+    for ((sender, prepend), data) in msgs {
+        let mut input = io::BufReader::with_capacity(64 * 1024, data);
+        match write_message(f, sender, prepend, &mut input).and_then(|_| f.metadata()) {
+            Ok(m) => {
+                count += 1;
+                end = m.len();
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    if error.is_some() {
+        let _ = f.set_len(end);
+    }
+    if let Err(e) = f.sync_data() {
+        let _ = f.set_len(start);
+        let _ = f.sync_data();
+        return Appended {
+            count: 0,
+            error: Some(e),
+        };
+    }
+    Appended { count, error }
+}
+
 fn write_message(
     f: &mut File,
     sender: &str,

@@ -57,6 +57,50 @@ fn call(
     args: &[(&str, &str)],
     data: Option<&File>,
 ) -> Result<String, Outcome> {
+    let Some((status, stdout, stderr)) = run_helper(ctx, mode, args, data, &[])? else {
+        return Err(Outcome::Deferred("4.3.0 no dma-local session".into()));
+    };
+    match status {
+        Ok(0) => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+        status => Err(failure(status, &stderr)),
+    }
+}
+
+/// What a `dma-local` run that did not succeed means: its first line on
+/// stderr, permanent for 67 (no such user) and 69, else temporary.
+fn failure(status: Result<i32, i32>, stderr: &[u8]) -> Outcome {
+    let err = String::from_utf8_lossy(stderr);
+    let reason = err
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let reason: String = reason.chars().take(1000).collect();
+    let or = |default: String| {
+        if reason.is_empty() {
+            default
+        } else {
+            reason.clone()
+        }
+    };
+    match status {
+        Ok(EX_NOUSER | EX_UNAVAILABLE) => Outcome::Failed(or("5.0.0 dma-local failed".into())),
+        Ok(code) => Outcome::Deferred(or(format!("4.3.0 dma-local exited {code}"))),
+        Err(signal) => Outcome::Deferred(format!("4.3.0 dma-local ended by signal {signal}")),
+    }
+}
+
+/// Runs `dma-local MODE ARGS...` as [`call`] does, and returns how it ended
+/// and what it wrote. With `extra` descriptors (a batch's messages, which
+/// it gets as descriptors 3, 4, ...) it only runs through the run's helper
+/// session: `Ok(None)` when there is none.
+fn run_helper(
+    ctx: &Ctx,
+    mode: &str,
+    args: &[(&str, &str)],
+    data: Option<&File>,
+    extra: &[&File],
+) -> Result<Option<Ran>, Outcome> {
     let mut argv = vec![mode.to_string()];
     for (k, v) in args {
         argv.push(format!("--{k}"));
@@ -77,39 +121,17 @@ fn call(
         at: Instant::now() + limit,
         limit,
     };
-    let (status, stdout, stderr) = match call_session(ctx, &argv, input.as_ref(), &deadline)? {
-        Some(done) => done,
+    match call_session(ctx, &argv, input.as_ref(), extra, &deadline)? {
+        Some(done) => Ok(Some(done)),
+        None if !extra.is_empty() => Ok(None),
         None => call_exec(
             &ctx.helper,
             ctx.config_override.as_deref(),
             &argv,
             input,
             &deadline,
-        )?,
-    };
-    let err = String::from_utf8_lossy(&stderr);
-    let reason = err
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let reason: String = reason.chars().take(1000).collect();
-    let or = |default: String| {
-        if reason.is_empty() {
-            default
-        } else {
-            reason.clone()
-        }
-    };
-    match status {
-        Ok(0) => Ok(String::from_utf8_lossy(&stdout).into_owned()),
-        Ok(EX_NOUSER | EX_UNAVAILABLE) => Err(Outcome::Failed(or("5.0.0 dma-local failed".into()))),
-        Ok(code) => Err(Outcome::Deferred(or(format!(
-            "4.3.0 dma-local exited {code}"
-        )))),
-        Err(signal) => Err(Outcome::Deferred(format!(
-            "4.3.0 dma-local ended by signal {signal}"
-        ))),
+        )
+        .map(Some),
     }
 }
 
@@ -139,6 +161,7 @@ fn call_session(
     ctx: &Ctx,
     argv: &[String],
     input: Option<&File>,
+    extra: &[&File],
     deadline: &Deadline,
 ) -> Result<Option<Ran>, Outcome> {
     use session::{CallError, Use};
@@ -168,7 +191,8 @@ fn call_session(
         argv.push(c.to_string());
     }
     use std::os::fd::AsFd;
-    match s.call(&argv, input.map(|f| f.as_fd()), deadline.at) {
+    let extra: Vec<_> = extra.iter().map(|f| f.as_fd()).collect();
+    match s.call(&argv, input.map(|f| f.as_fd()), &extra, deadline.at) {
         Ok(f) => Ok(Some((f.code, f.stdout, f.stderr))),
         Err(CallError::NotSent(e)) => {
             crate::warning!("dma-local session lost ({e}); running it per delivery");
@@ -289,6 +313,103 @@ pub fn deliver_mailbox(
         },
         Err(o) => Mailbox::Done(o, None),
     }
+}
+
+/// One message of a batch for one mailbox ([`deliver_mailbox_batch`]).
+#[derive(Debug)]
+pub struct BatchItem<'a> {
+    /// The locked data file.
+    pub data: &'a File,
+    /// The envelope sender.
+    pub sender: &'a str,
+    /// Header lines to add.
+    pub prepend: &'a [String],
+}
+
+/// Delivers the messages `items` to `user`'s mailbox, as
+/// [`deliver_mailbox`] does each, but in one `dma-local` run: one dotlock
+/// and fcntl lock, every message appended, one fdatasync. Each message's
+/// data file goes to it as a descriptor, which only a helper session can
+/// take: without one, the messages go one by one. Returns one result per
+/// item, in order: if the run fails part-way, the messages before the one
+/// that failed are in the mailbox, durable, and delivered; that one and
+/// the rest are not in it, and get the failure (nothing lost, nothing
+/// doubled). With `check_forward`, a `.forward` with entries is read once
+/// and every message gets it.
+pub fn deliver_mailbox_batch(
+    ctx: &Ctx,
+    user: &str,
+    check_forward: bool,
+    items: &[BatchItem],
+) -> Vec<Mailbox> {
+    let one_by_one = || {
+        items
+            .iter()
+            .map(|it| deliver_mailbox(ctx, it.data, it.sender, user, it.prepend, check_forward))
+            .collect()
+    };
+    if items.len() < 2 {
+        return one_by_one();
+    }
+    let numbers: Vec<String> = (0..items.len()).map(|k| k.to_string()).collect();
+    let mut args = vec![("user", user)];
+    if check_forward {
+        args.push(("forward-check", "yes"));
+    }
+    for (it, k) in items.iter().zip(&numbers) {
+        args.push(("message", k.as_str()));
+        args.push(("sender", sender_arg(it.sender)));
+        args.extend(it.prepend.iter().map(|h| ("prepend", h.as_str())));
+    }
+    let fds: Vec<&File> = items.iter().map(|it| it.data).collect();
+    let (status, stdout, stderr) = match run_helper(ctx, "mbox", &args, None, &fds) {
+        Ok(Some(ran)) => ran,
+        Ok(None) => return one_by_one(),
+        Err(o) => {
+            return items
+                .iter()
+                .map(|_| Mailbox::Done(o.clone(), None))
+                .collect();
+        }
+    };
+    let out = String::from_utf8_lossy(&stdout);
+    let (count, answer) = match out.split_once('\n') {
+        Some((first, rest)) => (
+            first
+                .strip_prefix("count ")
+                .and_then(|n| n.parse::<usize>().ok()),
+            rest,
+        ),
+        None => (None, ""),
+    };
+    let malformed = || Outcome::Deferred("4.3.0 dma-local: malformed answer".into());
+    let (count, rest) = match (status, count) {
+        (Ok(0), Some(n)) if n == items.len() => match helper::MboxAnswer::decode(answer) {
+            Some(helper::MboxAnswer::Forward(e)) => {
+                return items.iter().map(|_| Mailbox::Forward(e.clone())).collect();
+            }
+            Some(helper::MboxAnswer::Delivered(note)) => {
+                return items
+                    .iter()
+                    .map(|_| Mailbox::Done(Outcome::Delivered, note.clone()))
+                    .collect();
+            }
+            None => (0, malformed()),
+        },
+        (Ok(0), _) => (0, malformed()),
+        // What it says is durable is, even if it was killed after saying
+        // so: it says it only once it is.
+        (status, n) => (n.unwrap_or(0).min(items.len()), failure(status, &stderr)),
+    };
+    (0..items.len())
+        .map(|k| {
+            if k < count {
+                Mailbox::Done(Outcome::Delivered, None)
+            } else {
+                Mailbox::Done(rest.clone(), None)
+            }
+        })
+        .collect()
 }
 
 /// Reads `user`'s `.forward` through `dma-local` (as the user). `Err` is a

@@ -134,6 +134,18 @@ impl Guard {
         Ok(())
     }
 
+    /// In the user's process, after part of what it appended is synced
+    /// and the rest cut off: reports the file's length now as where to cut
+    /// back to if it dies from here on.
+    pub fn advance(&self, f: &File) -> io::Result<()> {
+        let now = Mark::of(&f.metadata()?);
+        let n = nix::unistd::write(&self.report_w, &now.encode())?;
+        if n != 24 {
+            return Err(io::Error::other("short report to the parent"));
+        }
+        Ok(())
+    }
+
     /// In the root parent, once the user's process has ended without
     /// success (and has been reaped): cuts the file back to where that
     /// process started appending (see the module doc). Says what it did in
@@ -196,14 +208,21 @@ impl Guard {
         }
     }
 
-    /// The start the user's process reported, if it did.
+    /// The start the user's process reported last ([`Guard::start`], then
+    /// [`Guard::advance`]), if it did.
     fn report(&self) -> Option<Mark> {
-        let mut b = [0u8; 24];
+        let mut b = [0u8; 24 * 4];
         let mut r = File::from(self.report_r.try_clone().ok()?);
-        match r.read(&mut b) {
-            Ok(24) => Some(Mark::decode(&b)),
-            _ => None,
+        let mut have = 0;
+        while have < b.len() {
+            match r.read(&mut b[have..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => have += n,
+            }
         }
+        let last = (have / 24).checked_sub(1)?;
+        let mark: &[u8; 24] = b[last * 24..last * 24 + 24].try_into().ok()?;
+        Some(Mark::decode(mark))
     }
 }
 

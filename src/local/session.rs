@@ -9,7 +9,9 @@
 //!
 //! - request, one packet: the arguments of one `dma-local` run, each followed
 //!   by a NUL (what its command line would be), with three descriptors
-//!   attached (`SCM_RIGHTS`): the run's stdin, stdout and stderr;
+//!   attached (`SCM_RIGHTS`): the run's stdin, stdout and stderr, and for a
+//!   batch (`mbox` with `--message`) one more per message, its data file
+//!   (at most [`crate::deliver::MAX_BATCH`]);
 //! - answer, one packet: the run's exit code, 4 bytes little-endian; a run
 //!   ended by signal N answers `-N`.
 //!
@@ -121,6 +123,7 @@ impl Session {
         &mut self,
         args: &[String],
         stdin: Option<BorrowedFd>,
+        extra: &[BorrowedFd],
         deadline: Instant,
     ) -> Result<Finished, CallError> {
         if self.stuck {
@@ -147,7 +150,11 @@ impl Session {
         if packet.len() > MAX_REQUEST {
             return Err(not_sent(io::Error::other("request too long")));
         }
-        let fds = [stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        if extra.len() > crate::deliver::MAX_BATCH {
+            return Err(not_sent(io::Error::other("too many descriptors")));
+        }
+        let mut fds = vec![stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        fds.extend(extra.iter().map(|f| f.as_raw_fd()));
         sendmsg::<()>(
             self.sock.as_raw_fd(),
             &[IoSlice::new(&packet)],
@@ -231,7 +238,7 @@ pub fn serve() -> i32 {
             Ok(None) => return EX_OK,
             Err(_) => return EX_OSERR,
         };
-        let code = if fds.len() != 3 || n == 0 {
+        let code = if fds.len() < 3 || n == 0 {
             EX_USAGE
         } else {
             let args: Vec<String> = buf[..n]
@@ -256,7 +263,7 @@ pub fn serve() -> i32 {
 
 /// Receives one request: its length and descriptors; `None` at the end.
 fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<(usize, Vec<OwnedFd>)>> {
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3 + crate::deliver::MAX_BATCH]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
         match recvmsg::<()>(
@@ -293,12 +300,15 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<(usize, Vec<Own
 
 /// Runs one request in a process of its own; returns its exit code (`-N`
 /// for signal N).
-fn run_one(sock: &OwnedFd, fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
+fn run_one(sock: &OwnedFd, mut fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
     match privsep::fork() {
         Ok(Forked::Child) => {
             let ok = nix::unistd::dup2_stdin(&fds[0])
                 .and_then(|_| nix::unistd::dup2_stdout(&fds[1]))
                 .and_then(|_| nix::unistd::dup2_stderr(&fds[2]));
+            // A batch's data files, kept open (close-on-exec: no program
+            // the run starts gets them).
+            let extra = fds.split_off(3);
             drop(fds);
             // The run (and the user's process it forks) must not reach the
             // session's socket.
@@ -306,7 +316,7 @@ fn run_one(sock: &OwnedFd, fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
             if ok.is_err() {
                 std::process::exit(EX_OSERR);
             }
-            std::process::exit(super::helper::run_once(args));
+            std::process::exit(super::helper::run_once_with(args, extra));
         }
         Ok(Forked::Parent(pid)) => {
             drop(fds);
@@ -336,6 +346,7 @@ mod tests {
         let r = s.call(
             &["mbox".into()],
             None,
+            &[],
             Instant::now() + Duration::from_secs(1),
         );
         assert!(matches!(r, Err(CallError::TimedOut)), "{r:?}");
@@ -346,6 +357,7 @@ mod tests {
             s.call(
                 &["mbox".into()],
                 None,
+                &[],
                 Instant::now() + Duration::from_secs(1)
             ),
             Err(CallError::TimedOut)

@@ -6,11 +6,18 @@
 //! can forge a field. Unknown keys are errors, not ignored: a file we cannot
 //! fully understand is never half-delivered.
 //!
-//! A file is whole only with its last line, `end <number of recipients>`,
-//! and `size` says how long the data file must be: a file cut short (at
-//! any line), or a data file cut or emptied, is found out, never delivered
-//! in part. Files of version 1 (earlier releases: no `size`, no `end`)
-//! are still read.
+//! A file is whole only with its `end <number of recipients>` line, and
+//! `size` says how long the data file must be: a file cut short (at any
+//! line), or a data file cut or emptied, is found out, never delivered in
+//! part. Files of version 1 (earlier releases: no `size`, no `end`) are
+//! still read.
+//!
+//! After the `end` line come notes, appended to the file in place (no new
+//! file, no fsync): `inflight <time> <index>,<index>...` says that a
+//! delivery of those recipients started then ([`Envelope::inflight_note`]).
+//! A note can change no delivery, only a log line, so one that is not whole
+//! or not understood (a power loss cut its append short) is ignored; the
+//! next rewrite of the file folds the notes in.
 //!
 //! ```text
 //! dma-rs-queue 2
@@ -328,9 +335,15 @@ impl Envelope {
         let mut lines = lines.peekable();
         while let Some((n, line)) = lines.next() {
             last = n;
-            // Version 2: only the newline of the end line may follow it.
-            let final_newline = !v1 && ended && line.is_empty() && lines.peek().is_none();
-            if line.is_empty() && v1 || final_newline {
+            if ended && !v1 {
+                // A note counts only whole: with its newline.
+                if lines.peek().is_some() {
+                    env.apply_note(line);
+                }
+                continue;
+            }
+            // Version 1 ends at an empty line.
+            if line.is_empty() && v1 {
                 ended = true;
                 continue;
             }
@@ -365,7 +378,8 @@ impl Envelope {
                     if usize::try_from(num(&value)?).ok() != Some(env.rcpts.len()) {
                         return Err(bad(n, "recipient count does not match"));
                     }
-                    ended = true;
+                    // The end line counts only with its newline.
+                    ended = lines.peek().is_some();
                 }
                 "double-bounce" => env.double_bounce = value == "yes",
                 "dsn-notify" => env.dsn.notify = Some(value),
@@ -422,7 +436,7 @@ impl Envelope {
                 _ => return Err(bad(n, "unknown key")),
             }
         }
-        if !ended || !v1 && !text.ends_with('\n') {
+        if !ended {
             return Err(bad(last, "cut short: no end line"));
         }
         if env.id.is_empty() || !seen_sender || env.rcpts.is_empty() {
@@ -432,6 +446,38 @@ impl Envelope {
             return Err(bad(0, "missing size"));
         }
         Ok(env)
+    }
+
+    /// The note that, appended to the file, says recipients `indices` are
+    /// in flight since `time` (see the module doc).
+    pub fn inflight_note(time: i64, indices: &[usize]) -> String {
+        let list: Vec<String> = indices.iter().map(usize::to_string).collect();
+        format!("inflight {time} {}\n", list.join(","))
+    }
+
+    /// Applies a note that follows the end line, if it is one we know.
+    fn apply_note(&mut self, line: &str) {
+        let mut words = line.split(' ');
+        let (Some("inflight"), Some(time), Some(list), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return;
+        };
+        let Ok(time) = time.parse::<i64>() else {
+            return;
+        };
+        let Ok(indices) = list
+            .split(',')
+            .map(str::parse::<usize>)
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return;
+        };
+        for i in indices {
+            if let Some(r) = self.rcpts.get_mut(i) {
+                r.inflight = Some(time);
+            }
+        }
     }
 
     /// Whether every recipient is final: the message can leave the queue.
@@ -496,17 +542,44 @@ mod tests {
     }
 
     #[test]
+    fn inflight_notes_are_applied_whole_and_ignored_torn() {
+        let e = sample();
+        let text = e.serialize();
+        let note = Envelope::inflight_note(1764410500, &[1]);
+        assert_eq!(note, "inflight 1764410500 1\n");
+        let got = Envelope::parse(&format!("{text}{note}")).unwrap();
+        assert_eq!(got.rcpts[0].inflight, None);
+        assert_eq!(got.rcpts[1].inflight, Some(1764410500));
+        // An append a power loss cut short or zeroed, then a later whole one.
+        for torn in ["inflight 17644", "\0\0\0\0\0\0\0\0", "inflight 1 0,x\n"] {
+            assert_eq!(
+                Envelope::parse(&format!("{text}{torn}")).unwrap(),
+                e,
+                "{torn:?}"
+            );
+            let later = Envelope::parse(&format!("{text}{torn}\n{note}")).unwrap();
+            assert_eq!(later.rcpts[1].inflight, Some(1764410500), "{torn:?}");
+        }
+        // An index past the recipients is nobody.
+        let past = Envelope::inflight_note(5, &[7]);
+        assert_eq!(Envelope::parse(&format!("{text}{past}")).unwrap(), e);
+        // A rewrite folds the note into the recipient's own lines.
+        assert_eq!(Envelope::parse(&got.serialize()).unwrap(), got);
+    }
+
+    #[test]
     fn strict_parsing() {
         assert!(Envelope::parse("garbage").is_err());
         let text = sample().serialize();
         assert!(Envelope::parse(&text.replace("state pending", "state weird")).is_err());
-        assert!(Envelope::parse(&format!("{text}color blue\n")).is_err());
+
         assert!(Envelope::parse(&text.replace("parent 0", "parent 1")).is_err());
         assert!(Envelope::parse(&format!("{MAGIC}\nid x\nsender \n")).is_err());
         assert!(Envelope::parse(&text.replace("size 2048\n", "")).is_err());
         assert!(Envelope::parse(&text.replace("\nend 2\n", "\nend 1\n")).is_err());
         assert!(Envelope::parse(&text.replace("\nend 2\n", "\n")).is_err());
-        assert!(Envelope::parse(&format!("{text}\n")).is_err());
+        // The end line counts only with its newline.
+        assert!(Envelope::parse(text.trim_end_matches('\n')).is_err());
         // Cut at any line boundary: refused.
         let lines: Vec<&str> = text.lines().collect();
         for k in 1..lines.len() {
@@ -514,6 +587,21 @@ mod tests {
             assert!(
                 Envelope::parse(&cut).is_err(),
                 "accepted cut at {k}:\n{cut}"
+            );
+        }
+        // What follows the end line is notes: none can change a field.
+        let e = Envelope::parse(&text).unwrap();
+        for junk in [
+            "color blue\n",
+            "\n",
+            "state delivered\n",
+            "rcpt root\n",
+            "end 3\n",
+        ] {
+            assert_eq!(
+                Envelope::parse(&format!("{text}{junk}")).unwrap(),
+                e,
+                "{junk}"
             );
         }
         assert_eq!(decode("%4"), None);

@@ -211,6 +211,30 @@ impl Spool {
         self.replace_env(env, false)
     }
 
+    /// Appends `note` (one whole line: see the envelope module doc) to the
+    /// envelope of `id`, in place: no new file, no fsync. A process that
+    /// dies leaves it in the file; a power loss may lose it or cut it
+    /// short, which costs only what it notes.
+    pub fn append_note(&self, id: &str, note: &str) -> io::Result<()> {
+        let path = self.env_path(id);
+        let appended = OpenOptions::new()
+            .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|mut f| {
+                // One write: a reader sees the line whole or not at all
+                // as a line.
+                let n = f.write(note.as_bytes())?;
+                if n == note.len() {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("short write"))
+                }
+            });
+        appended
+            .map_err(|e| io::Error::new(e.kind(), format!("can not write {}: {e}", path.display())))
+    }
+
     fn tmp_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!(".{id}.env.tmp"))
     }
