@@ -502,3 +502,83 @@ fn a_user_cannot_use_up_the_spools_inodes() {
     assert!(out.contains("q=0"), "{all}");
     assert_eq!(split_mbox(&inst.mailbox(BOB)).len(), queued, "{all}");
 }
+
+/// A queue run hands one mailbox's messages to one delivery (issue 11);
+/// when the mailbox's file system fills up in the middle, the messages
+/// before the one that did not fit are delivered, each whole and once,
+/// and that one and the rest stay queued, to be delivered once there is
+/// room again.
+#[test]
+fn a_batch_cut_short_by_a_full_disk_delivers_the_first_ones_and_queues_the_rest() {
+    if !need_root("batch_disk_full") {
+        return;
+    }
+    let _homes = Homes::take();
+    let inst = Installed::new();
+    let mail = inst.path("mail");
+    // 12 messages of about 3 KiB; the mailbox's file system holds 16 KiB.
+    let body = "x".repeat(74) + "\n";
+    let mut script = format!("mount -t tmpfs -o size=16k,mode=1777 tmpfs {mail}\n");
+    for i in 1..=12 {
+        script.push_str(&format!(
+            "printf 'Subject: m{i}\\n\\n%s' \"$BODY\" | {sendmail} -odq {BOB} || exit 9\n",
+            sendmail = inst.path("sbin/sendmail"),
+        ));
+    }
+    script.push_str(&format!(
+        "{dma} -q -v 2>&1; echo \"q=$?\"
+         echo; echo MAILQ; {dma} -bp
+         cp {mail}/{BOB} {mail}.first 2>/dev/null || : > {mail}.first
+         mount -o remount,size=1m {mail}
+         {dma} -q; echo \"q2=$?\"
+         cp {mail}/{BOB} {mail}.all",
+        dma = inst.path("sbin/dma"),
+    ));
+    let o = inst.run_sh(None, &format!("BODY=\"{}\"\n{script}", body.repeat(40)), "");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let all = show(&o);
+    assert!(out.contains("q=0") && out.contains("q2=0"), "{all}");
+    assert!(
+        out.contains(&format!(
+            "12 messages for the mailbox of {BOB}, in one delivery"
+        )),
+        "{all}"
+    );
+    // Whole messages, in order, each once.
+    let subjects = |text: &str| -> Vec<String> {
+        if !text.is_empty() {
+            assert!(text.ends_with(&format!("{body}\n")), "torn end: {text:?}");
+        }
+        for m in text.split("\nFrom ").filter(|m| !m.is_empty()) {
+            assert_eq!(m.matches(body.as_str()).count(), 40, "torn: {m:?}");
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .collect()
+    };
+    let first = subjects(&std::fs::read_to_string(format!("{mail}.first")).unwrap());
+    let n = first.len();
+    assert!(
+        (1..12).contains(&n),
+        "{n} delivered before the disk was full\n{all}"
+    );
+    // (In queue order: ids of one second are in no particular order.)
+    let mut want: Vec<String> = (1..=12).map(|i| format!("m{i}")).collect();
+    want.sort();
+    let mut once = first.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), n, "{first:?}\n{all}");
+    let mailq = out.split("MAILQ").nth(1).unwrap_or_default();
+    assert_eq!(
+        mailq.matches("No space left on device").count(),
+        12 - n,
+        "{all}"
+    );
+    // Room again: the rest, once each.
+    let mut after = subjects(&std::fs::read_to_string(format!("{mail}.all")).unwrap());
+    assert_eq!(after[..n], first, "{all}");
+    after.sort();
+    assert_eq!(after, want, "{all}");
+    assert!(inst.spool_files().is_empty(), "{:?}", inst.spool_files());
+}

@@ -362,6 +362,10 @@ pub fn deliver_mailbox_batch(
         args.extend(it.prepend.iter().map(|h| ("prepend", h.as_str())));
     }
     let fds: Vec<&File> = items.iter().map(|it| it.data).collect();
+    crate::info!(
+        "{} messages for the mailbox of {user}, in one delivery",
+        items.len()
+    );
     let (status, stdout, stderr) = match run_helper(ctx, "mbox", &args, None, &fds) {
         Ok(Some(ran)) => ran,
         Ok(None) => return one_by_one(),
