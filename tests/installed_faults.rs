@@ -407,3 +407,61 @@ fn a_maildir_writer_killed_mid_message_leaves_nothing_in_new() {
     let text = std::fs::read_to_string(&new[0]).unwrap();
     assert!(text.ends_with(&big_message(40 * 1024)[14..]), "{seen}");
 }
+
+/// A queue run delivers a mailbox's messages in one batch (issue 11); its
+/// writer killed in the middle of one leaves the mailbox as it was before
+/// the batch: none of them is in it, each is deferred, and the next run
+/// delivers each whole, once.
+#[test]
+fn a_batch_writer_killed_mid_message_leaves_the_mailbox_as_it_was() {
+    if !need_root("installed_killed_batch_writer") {
+        return;
+    }
+    let _homes = Homes::take();
+    let inst = Installed::new();
+    let mbox = inst.root.join("mail").join(BOB);
+    let sendmail = inst.path("sbin/sendmail");
+    let first = "Subject: first\n\nthe first message\n";
+    let o = inst.run(None, &[&sendmail, "-odi", BOB], first);
+    assert!(o.status.success(), "{}", show(&o));
+    let before = std::fs::read(&mbox).unwrap();
+    let big = big_message(40 * 1024);
+    let mut msgs: Vec<String> = (1..=3)
+        .map(|i| format!("Subject: small {i}\n\nsmall message {i}\n"))
+        .collect();
+    msgs.push(big.clone());
+    for m in &msgs {
+        let o = inst.run(None, &[&sendmail, "-odq", BOB], m);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    let (run, reached) = kill_writer_at(&inst, BOB, &mbox, 4 << 20);
+    let q = mailq(&inst);
+    let seen = format!("killed at {reached} bytes\n{}\n{q}", show(&run));
+    assert!(run.status.success(), "{seen}");
+    assert!(
+        reached >= before.len() as u64 + (4 << 20),
+        "not killed mid-message\n{seen}"
+    );
+    assert_eq!(std::fs::read(&mbox).unwrap(), before, "{seen}");
+    assert_eq!(q.matches("4.3.0").count(), 4, "{seen}");
+    let o = inst.run(None, &[&inst.path("sbin/dma"), "-q"], "");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(inst.spool_files().is_empty(), "{}", mailq(&inst));
+    let text = String::from_utf8(std::fs::read(&mbox).unwrap()).unwrap();
+    assert!(text.starts_with(std::str::from_utf8(&before).unwrap()));
+    // Each whole, once (in queue order: ids of one second are in no
+    // particular order).
+    let mut got: Vec<String> = split_mbox(&text[before.len()..])
+        .iter()
+        .map(|m| m.split_once("\n\n").unwrap().1.to_string())
+        .collect();
+    let mut want: Vec<String> = msgs.iter().map(|m| format!("{}\n", body_of(m))).collect();
+    got.sort();
+    want.sort();
+    assert!(
+        got == want,
+        "{} messages of lengths {:?}",
+        got.len(),
+        got.iter().map(String::len).collect::<Vec<_>>()
+    );
+}
