@@ -48,7 +48,7 @@ use super::dotforward::{self, ForwardFile};
 use super::file::Failed;
 use super::rollback::Guard;
 use super::{mbox, pipe};
-use crate::config::{AliasTarget, Aliases, Config, conf};
+use crate::config::{AliasTarget, Aliases, Config, Stamp, conf};
 use crate::exit::{EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE};
 use crate::forward::Entry;
 use crate::privsep::{self, Forked};
@@ -228,7 +228,7 @@ fn run(args: &[String], extra: Vec<OwnedFd>) -> Result<(), Failure> {
         (false, Some(p)) => PathBuf::from(p),
         _ => PathBuf::from(conf::DEFAULT_PATH),
     };
-    let config = Config::load(&config_path).map_err(|e| temp(format!("4.3.5 {e}")))?;
+    let config = load_config(&config_path)?;
     let limit = super::user_limit(&config);
     match args.mode.as_str() {
         "mbox" => mbox_mode(&args, &config, extra),
@@ -267,6 +267,32 @@ fn print(s: &str) -> Result<(), Failure> {
         .map_err(|e| temp(format!("4.3.0 writing the result: {e}")))
 }
 
+/// The configuration as read last (in a session, by an earlier request),
+/// if the file has not changed since: a session reads it once, not once
+/// per delivery.
+static CONFIG: std::sync::Mutex<Option<(PathBuf, Stamp, Config)>> = std::sync::Mutex::new(None);
+
+/// Reads the configuration file `path`, or takes it from [`CONFIG`].
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    // Taken before the file is read: a change made meanwhile is seen.
+    let stamp = Stamp::of(path);
+    let mut cached = CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, st, c)) = cached.as_ref()
+        && p == path
+        && *st == stamp
+        && stamp != Stamp::default()
+    {
+        return Ok(c.clone());
+    }
+    let config = Config::load(path).map_err(|e| temp(format!("4.3.5 {e}")))?;
+    *cached = Some((path.to_path_buf(), stamp, config.clone()));
+    Ok(config)
+}
+
+/// The users found so far (in a session: by earlier requests). Only found
+/// ones: a user created meanwhile is looked up again.
+static USERS: std::sync::Mutex<Vec<User>> = std::sync::Mutex::new(Vec::new());
+
 fn lookup(name: &str) -> Result<User, Failure> {
     if !valid_user_name(name) {
         return Err(Failure(
@@ -274,9 +300,19 @@ fn lookup(name: &str) -> Result<User, Failure> {
             format!("5.1.3 invalid user name `{name}'"),
         ));
     }
-    User::from_name(name)
+    let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(u) = users.iter().find(|u| u.name == name) {
+        return Ok(u.clone());
+    }
+    let user = User::from_name(name)
         .map_err(|e| temp(format!("4.3.0 user lookup failed: {e}")))?
-        .ok_or_else(|| Failure(EX_NOUSER, format!("5.1.1 {name}: no such user")))
+        .ok_or_else(|| Failure(EX_NOUSER, format!("5.1.1 {name}: no such user")))?;
+    // A few users per session; a bound all the same.
+    if users.len() >= 256 {
+        users.clear();
+    }
+    users.push(user.clone());
+    Ok(user)
 }
 
 /// Runs `f` as `user`: in a child that becomes the user when we are root,
@@ -303,6 +339,7 @@ fn as_user<T: AsUserResult>(
     }
     match privsep::fork().map_err(|e| temp(format!("4.3.0 fork: {e}")))? {
         Forked::Child => {
+            super::session::close_socket();
             let code = match privsep::become_user(user) {
                 Ok(()) => match f() {
                     Ok(v) => match v.emit() {

@@ -15,13 +15,19 @@
 //! - answer, one packet: the run's exit code, 4 bytes little-endian; a run
 //!   ended by signal N answers `-N`.
 //!
-//! For each request the session forks a process that takes the three
-//! descriptors as 0, 1 and 2, lets go of the socket, and does exactly what
-//! `dma-local ARGS...` does (same checks, same configuration rules, same
-//! child that becomes the user). The session itself only receives, forks and
-//! waits: it never reads a message, a mailbox or a user's file. It loads the
-//! group database's NSS modules once, so that the per-request processes
-//! inherit them instead of loading them again.
+//! A mailbox delivery (`mbox`, the common case) runs in the session
+//! itself: it does the root steps (the dotlock, a missing mailbox, the
+//! rollback guard), with the request's descriptors as 0, 1 and 2 for the
+//! time of the run, and forks the one process that becomes the user and
+//! reads the message, the `.forward` and the mailbox. Every other request
+//! gets a process of its own that takes the three descriptors, lets go of
+//! the socket, and does exactly what `dma-local ARGS...` does (same
+//! checks, same configuration rules, same child that becomes the user):
+//! a `.forward` command's processes are that process's to reap and kill.
+//! No process a user's delivery runs in keeps the socket. The session
+//! reads the configuration once (again when it changes) and remembers the
+//! users it found; it loads the group database's NSS modules once, so that
+//! the processes it forks inherit them.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -228,6 +234,7 @@ pub fn serve() -> i32 {
         Err(_) => return EX_OSERR,
     };
     let _ = std::fs::File::open("/dev/null").map(|n| nix::unistd::dup2_stdin(&n));
+    SOCKET.store(sock.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
     // Load the group database's modules once; each request's process (and
     // the user's process it forks) inherits them.
     let _ = nix::unistd::getgrouplist(c"root", nix::unistd::Gid::from_raw(0));
@@ -298,9 +305,69 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<(usize, Vec<Own
     Ok(Some((msg.bytes, fds)))
 }
 
-/// Runs one request in a process of its own; returns its exit code (`-N`
-/// for signal N).
-fn run_one(sock: &OwnedFd, mut fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
+/// Runs one request; returns its exit code (`-N` for signal N). A mailbox
+/// delivery (`mbox`) runs here, in the session: its root steps are a
+/// dotlock, a missing mailbox and the rollback guard, and everything that
+/// touches the user's files or the message happens in the process it forks
+/// to become the user, so a delivery costs one process, not two. The
+/// other modes start programs or read users' files through a process of
+/// their own per request (a `.forward` command's processes are that
+/// process's to reap and kill).
+fn run_one(sock: &OwnedFd, fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
+    if args.first().is_some_and(|m| m == "mbox") {
+        return run_here(fds, args);
+    }
+    run_forked(sock, fds, args)
+}
+
+/// Runs a request in the session itself, with its descriptors as 0, 1 and
+/// 2 for the time of the run (then /dev/null again: the caller reads the
+/// output to its end).
+fn run_here(mut fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
+    let extra = fds.split_off(3);
+    let taken = nix::unistd::dup2_stdin(&fds[0])
+        .and_then(|_| nix::unistd::dup2_stdout(&fds[1]))
+        .and_then(|_| nix::unistd::dup2_stderr(&fds[2]));
+    drop(fds);
+    let code = match taken {
+        Ok(_) => super::helper::run_once_with(args, extra),
+        Err(_) => EX_OSERR,
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        Ok(null) => {
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            let _ = nix::unistd::dup2_stderr(&null);
+        }
+        Err(_) => {
+            for fd in 0..3 {
+                let _ = nix::unistd::close(fd);
+            }
+        }
+    }
+    code
+}
+
+/// The session's socket, once it serves: a process it forks closes it
+/// ([`close_socket`]).
+static SOCKET: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In a process forked by the session (a user's): lets go of the session's
+/// socket, which is the runner's and none of that process's business.
+pub fn close_socket() {
+    let fd = SOCKET.swap(-1, std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Runs one request in a process of its own.
+fn run_forked(sock: &OwnedFd, mut fds: Vec<OwnedFd>, args: Vec<String>) -> i32 {
     match privsep::fork() {
         Ok(Forked::Child) => {
             let ok = nix::unistd::dup2_stdin(&fds[0])
