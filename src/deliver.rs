@@ -9,16 +9,24 @@
 //! rather than losing it.
 //!
 //! Before anything is delivered, the recipients about to be tried are
-//! marked in flight (one write per message, its file fsynced; recipients
-//! an expansion adds are marked with it), and before each delivery the
-//! room for recording its outcome is taken ([`crate::spool::Spool::reserve`]),
-//! so that a spool that fills up during a delivery cannot keep its outcome
-//! from being recorded. If the mark or the room cannot be written (a full
-//! spool), nothing is delivered and the error ends the caller's run: a
-//! recipient is never delivered again merely because its outcome could not
-//! be recorded. One found in flight by a later run was being delivered when
-//! its run died: it is tried again, with a "possible duplicate" line, so a
-//! crash costs at most one extra copy, never one per run.
+//! marked in flight (one note appended to the envelope per message, not
+//! synced: see `spool::envelope`; recipients an expansion adds are marked
+//! with it), and before each delivery whose outcome is to be written (the
+//! message stays queued after it) the room for writing it is taken
+//! ([`crate::spool::Spool::reserve`]), so that a spool that fills up
+//! during a delivery cannot keep its outcome from being recorded. If the
+//! mark or the room cannot be written (a full spool), nothing is delivered
+//! and the error ends the caller's run: a recipient is never delivered
+//! again merely because its outcome could not be recorded. One found in
+//! flight by a later run was being delivered when its run died: it is
+//! tried again, with a "possible duplicate" line, so a crash costs at most
+//! one extra copy, never one per run.
+//!
+//! Batches ([`run_many`]): a queue run or runner works on up to
+//! [`MAX_BATCH`] messages together. Each is routed as above ([`Work`]);
+//! their mailbox deliveries are collected, and each mailbox's share goes
+//! to one `dma-local` run (one lock, one fdatasync), whose result tells
+//! each message how it went; then each message goes on as alone.
 //!
 //! Retries: `next_try` is never further away than RETRY_MAX (a clock
 //! stepped back is corrected the next time the message is locked), and a
