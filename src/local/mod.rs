@@ -362,10 +362,14 @@ pub fn deliver_mailbox_batch(
         args.extend(it.prepend.iter().map(|h| ("prepend", h.as_str())));
     }
     let fds: Vec<&File> = items.iter().map(|it| it.data).collect();
+    // Whose mailbox a message went to may be an expansion's secret: for
+    // the log, not for a submitter's `-v`.
+    let was = crate::logging::set_private(true);
     crate::info!(
         "{} messages for the mailbox of {user}, in one delivery",
         items.len()
     );
+    crate::logging::set_private(was);
     let (status, stdout, stderr) = match run_helper(ctx, "mbox", &args, None, &fds) {
         Ok(Some(ran)) => ran,
         Ok(None) => return one_by_one(),
