@@ -64,7 +64,11 @@ fn a_burst_to_one_smarthost_goes_over_few_sessions() {
         fake.messages().len(),
         env.mailq().stdout()
     );
-    assert!(wait_for(10, || env.queue_ids().is_empty()), "{:?}", env.queue_ids());
+    assert!(
+        wait_for(10, || env.queue_ids().is_empty()),
+        "{:?}",
+        env.queue_ids()
+    );
     assert_eq!(fake.messages().len(), n);
     // Every runner that starts opens one session; a few may start before
     // the first one holds the hop lock, or while it is slow.
@@ -127,6 +131,10 @@ fn mail_left_to_a_runner_as_it_stops_is_delivered() {
         // runner's wait, on either side.
         std::thread::sleep(Duration::from_millis(850 + 300 * i as u64 / rounds as u64));
     }
-    assert!(wait_for(10, || env.queue_ids().is_empty()), "{:?}", env.queue_ids());
+    assert!(
+        wait_for(10, || env.queue_ids().is_empty()),
+        "{:?}",
+        env.queue_ids()
+    );
     assert_eq!(fake.messages().len(), rounds);
 }
