@@ -333,20 +333,13 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             }
         }
         DeliveryMode::Background => {
-            let local_only = runner::local_only(ctx, &env);
             // Let go of our message first: whichever runner sees it next
-            // (the waiting one, the one we start, or one that re-scans
-            // after giving up its slot or its wait) can then take it.
+            // (the one we leave it to, the one we start, or one that
+            // re-scans after giving up its slot or its wait) can then take
+            // it.
             drop(data);
-            // Local mail is left to the runner that waits for it: nothing
-            // to start. Remote mail only to a runner that is idle right now
-            // (with its connections open): otherwise it gets a runner of its
-            // own, since parallel connections count there and a slow server
-            // must not hold up everything else. Only live runners count.
-            if (local_only && runner::runner_holds(ctx, runner::WAITING))
-                || runner::runner_holds(ctx, runner::IDLE)
-                || runner::all_slots_busy(ctx)
-            {
+            // Left to a live runner (see there), or one of its own.
+            if runner::left_to_runner(ctx, &env) {
                 return Ok(EX_OK);
             }
             std::io::stdout().flush().ok();

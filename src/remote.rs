@@ -465,6 +465,17 @@ impl Pool {
         v.push((addr, s));
     }
 
+    /// How many sessions are open: a runner with none has no connection to
+    /// offer fresh mail (see `runner::left_to_runner`).
+    pub fn len(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Says QUIT to every server.
     pub fn close(&self) {
         for (_, s) in self.sessions.borrow_mut().drain(..) {

@@ -38,6 +38,8 @@ use crate::privsep::{self, Forked};
 use crate::spool::{Envelope, Locked, OpenError};
 use crate::{address, crit, deliver, error};
 
+mod reuse;
+
 /// What a runner is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
@@ -366,13 +368,15 @@ const FRESH: i64 = 300;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Background delivery after a submission that let go of its message and
-/// found no runner waiting for it. If a runner slot is free, this process
+/// found no runner to leave it to. If a runner slot is free, this process
 /// becomes a runner: it delivers that message and then every fresh message
 /// that is due, over kept connections, until none is left, and waits a
 /// moment for more. If every slot is busy, the running runners will pick
 /// the message up: a storm of submissions is then delivered by a few
 /// processes over a few connections instead of one process and one
-/// connection per message.
+/// connection per message. A runner with a session open to a next hop
+/// takes that hop's lock, and fresh mail for the hop is left to it
+/// ([`reuse`]).
 fn background(ctx: &mut Ctx) {
     // As many runners as a queue run has workers, each with its connections.
     let runners = ctx.config.queue_workers.max(1);
@@ -381,28 +385,44 @@ fn background(ctx: &mut Ctx) {
     };
     ctx.pool = Some(crate::remote::Pool::default());
     *ctx.helper_session.borrow_mut() = crate::local::session::Use::Wanted;
-    // Each message at most once per runner: a message that stays due (the
-    // spool cannot be written, say) must not keep a runner spinning.
-    let mut tried = std::collections::HashSet::new();
+    // Watched before the first look: whatever comes after it is seen.
+    let mut st = Lingering {
+        watch: reuse::Watch::new(ctx),
+        taken: reuse::Taken::default(),
+        until: std::time::Instant::now() + LINGER,
+    };
     let mut lock = Some(lock);
     // Held while this is the runner that local mail is left to.
     let mut waiting = None;
+    // Whether the spool must be looked at whatever the watch says.
+    let mut look = true;
     while !stopped() {
-        if waiting.is_none() {
-            waiting = become_waiting(ctx);
+        if look || st.changed() {
+            look = false;
+            // A runner that offers its connections is not the one that
+            // local mail waits for (remote mail would make it let go).
+            if waiting.is_none() && !st.taken.advertising() {
+                waiting = become_waiting(ctx);
+            }
+            st.taken.reset_backlog();
+            let found = fresh_pass(ctx, &mut st.taken, true, &mut waiting);
+            st.taken.end_pass(ctx);
+            if found {
+                st.until = std::time::Instant::now() + LINGER;
+                continue;
+            }
         }
-        if fresh_pass(ctx, &mut tried, true, &mut waiting) {
-            continue;
-        }
-        // Nothing left: wait a moment for more, if we are the waiting
-        // runner.
-        if let Some(w) = &waiting {
-            if wait_for_work(ctx, &mut tried, w) {
+        // Nothing left: wait a moment for more, if mail is left to us.
+        if waiting.is_some() || st.taken.advertising() {
+            if wait_for_work(&mut st, ctx, waiting.as_ref()) {
+                // The change was read: look whatever the watch says now.
+                look = true;
                 continue;
             }
             drop(waiting.take());
-            // What was left to us just before we stopped waiting.
-            if fresh_pass(ctx, &mut tried, true, &mut waiting) {
+            st.taken.release();
+            // What was left to us just before we let go.
+            if fresh_pass(ctx, &mut st.taken, true, &mut waiting) {
                 continue;
             }
         }
@@ -414,20 +434,40 @@ fn background(ctx: &mut Ctx) {
         if let Some(p) = ctx.pool.as_ref() {
             p.close();
         }
+        st.taken.release();
         drop(lock.take());
-        if !fresh_pass(ctx, &mut tried, false, &mut waiting) {
+        if !fresh_pass(ctx, &mut st.taken, false, &mut waiting) {
             break;
         }
         match runner_lock(ctx, slot) {
             Some(l) => lock = Some(l),
             None => break,
         }
+        look = true;
     }
     if let Some(p) = ctx.pool.take() {
         p.close();
     }
     ctx.helper_session.take();
     let _ = ctx.spool.sync();
+}
+
+/// A background runner between its passes: what it took and the locks it
+/// holds, and the spool's changes.
+struct Lingering {
+    /// The spool directory's changes (`None`: no inotify; every look is a
+    /// scan, and the runner does not linger).
+    watch: Option<reuse::Watch>,
+    taken: reuse::Taken,
+    /// Until when the runner waits for more with nothing to do.
+    until: std::time::Instant,
+}
+
+impl Lingering {
+    /// Whether the spool may hold a message not taken yet.
+    fn changed(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.changed(&self.taken))
+    }
 }
 
 /// Whether every recipient of `env` is a local one.
@@ -464,61 +504,71 @@ fn become_waiting(ctx: &Ctx) -> Option<std::fs::File> {
     Some(f)
 }
 
-/// Waits up to [`LINGER`] for a fresh message that is due and that nobody
-/// holds (holding [`IDLE`] meanwhile), woken by the spool directory's changes (a queued envelope, a
-/// submission letting go of its data file). Says whether one came.
-fn wait_for_work(
-    ctx: &mut Ctx,
-    tried: &mut std::collections::HashSet<String>,
-    waiting: &std::fs::File,
-) -> bool {
+/// Waits until the runner's linger time is up for a change in the spool
+/// directory that may be a fresh message (a queued envelope, a submission
+/// letting go of its data file), holding [`IDLE`] and showing that it is
+/// alive on `waiting`, [`IDLE`] and its hop locks. Says whether one came;
+/// the caller then looks at the spool (still idle: [`IDLE`] goes when it
+/// takes a message).
+fn wait_for_work(st: &mut Lingering, ctx: &Ctx, waiting: Option<&std::fs::File>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    use std::os::fd::AsFd;
-    let deadline = std::time::Instant::now() + LINGER;
-    let Ok(inotify) = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) else {
-        return false;
-    };
-    let watch = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
-    if inotify.add_watch(ctx.spool.dir(), watch).is_err() {
+    if st.watch.is_none() {
         return false;
     }
-    // Idle (until this returns): submissions may leave any mail to us. Taken
-    // after the watch, let go before the next delivery pass: whatever a
-    // submission left because it saw this lock is seen.
-    let idle = try_lock_file(ctx, IDLE);
+    // Idle: submissions may leave any mail to us, until we take a message
+    // (no mail is left to a runner busy with a long pass) or stop waiting.
+    st.taken.hold_idle(ctx);
     loop {
         if stopped() {
-            return false;
+            break;
         }
         // Alive: mail may still be left to us.
-        beat(waiting);
-        if let Some(f) = &idle {
-            beat(f);
+        if let Some(w) = waiting {
+            beat(w);
         }
-        // What changed before the watch, or since the last look.
-        if fresh_pass(ctx, tried, false, &mut None) {
+        st.taken.beat();
+        if st.changed() {
             return true;
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = st
+            .until
+            .saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return false;
+            break;
         }
         // Wake up in time to show we are alive.
         let left = left.min(HEARTBEAT / 4);
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let Some(w) = st.watch.as_ref() else {
+            break;
+        };
+        let mut fds = [PollFd::new(w.fd(), PollFlags::POLLIN)];
         match poll(
             &mut fds,
             PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
         ) {
-            Ok(0) => {}
-            Ok(_) => {
-                let _ = inotify.read_events();
-            }
-            Err(nix::Error::EINTR) => {}
-            Err(_) => return false,
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => break,
         }
     }
+    st.taken.let_go_idle();
+    false
+}
+
+/// The submitter's side, after a background submission let go of its
+/// message `env`: whether a live runner will deliver it, so that none need
+/// be started. Local mail is left to the runner that waits for it; remote
+/// mail to the runner that holds a session to its next hop, if its backlog
+/// is short ([`reuse`]); any mail to a runner idle right now; and, with
+/// every slot busy, to the runners that hold them (they look again before
+/// they stop). Otherwise it gets a runner of its own: parallel connections
+/// count, and a slow server must not hold up everything else.
+pub fn left_to_runner(ctx: &Ctx, env: &Envelope) -> bool {
+    let taken = if local_only(ctx, env) {
+        runner_holds(ctx, WAITING)
+    } else {
+        reuse::hop_takes(ctx, &next_hop_key(ctx, env))
+    };
+    taken || runner_holds(ctx, IDLE) || all_slots_busy(ctx)
 }
 
 /// Whether every runner slot is taken: a runner started now would find
@@ -549,7 +599,7 @@ fn try_lock_file(ctx: &Ctx, name: &str) -> Option<std::fs::File> {
 /// local mail must not wait behind a slow server.
 fn fresh_pass(
     ctx: &mut Ctx,
-    tried: &mut std::collections::HashSet<String>,
+    tried: &mut reuse::Taken,
     deliver_them: bool,
     waiting: &mut Option<std::fs::File>,
 ) -> bool {
@@ -587,7 +637,7 @@ fn fresh_pass(
         }
         if let Ok(msg) = ctx.spool.open_locked(id) {
             found = true;
-            tried.insert(id.clone());
+            tried.take(ctx, &msg.env);
             batch.push(msg);
             if batch.len() == deliver::MAX_BATCH {
                 deliver_fresh(ctx, std::mem::take(&mut batch), waiting);

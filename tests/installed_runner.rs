@@ -495,3 +495,55 @@ fn alice_verbose_to_bob_hides(inst: &Installed, hidden: &[&str]) {
         assert!(!err.contains(h), "bob's .forward reached alice's -v: {err}");
     }
 }
+
+/// Runner reuse (issue 11): the hop lock that remote mail is left to is
+/// made by a runner, as mail, 0660 in the spool; an ordinary user can
+/// neither open it (to hold it, or to fake a backlog) nor make one.
+#[test]
+fn hop_locks_are_the_runners_alone() {
+    if !need_root("installed_hop_lock") {
+        return;
+    }
+    let _h = Homes::take();
+    let fake = FakeSmtp::start(Behavior::default());
+    let inst = Installed::new();
+    inst.add_conf(&format!("SMARTHOST 127.0.0.1\nPORT {}\n", fake.port()));
+    let sendmail = inst.path("sbin/sendmail");
+    for i in 0..3 {
+        let o = inst.run(
+            Some(CAROL),
+            &[&sendmail, &format!("r{i}@remote.example")],
+            "Subject: hop\n\nx\n",
+        );
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    assert!(
+        wait_for(15, || fake.messages().len() == 3 && queued(&inst) == 0),
+        "{:?}",
+        inst.spool_files()
+    );
+    let spool = inst.root.join("spool");
+    let hop = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".runner.hop."))
+        .expect("no hop lock in the spool");
+    let m = hop.metadata().unwrap();
+    let mail = nix::unistd::User::from_name("mail").unwrap().unwrap();
+    assert_eq!(m.uid(), mail.uid.as_raw());
+    assert_eq!(m.mode() & 0o7777, 0o660);
+    let o = inst.run_sh(
+        Some(ALICE),
+        &format!(
+            "(exec 3>>'{held}') 2>/dev/null && echo OPENED
+            (: >> '{spool}/.runner.hop.00') 2>/dev/null && echo MADE
+            echo DONE",
+            held = hop.path().display(),
+            spool = spool.display()
+        ),
+        "",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("DONE"), "{}", show(&o));
+    assert!(!out.contains("OPENED") && !out.contains("MADE"), "{out}");
+}
