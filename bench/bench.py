@@ -21,10 +21,10 @@ queue runs (`-q`) run as root, as cron runs them. `--with-C` adds the old
 
 inner mode (`bench.py inner SPEC`): runs one workload for one MTA inside the
 namespace. Being pid 1 of the namespace, it reaps every orphan (dma's
-detached delivery processes, dma-rs's runners), so once no other process
-is left its RUSAGE_CHILDREN is the CPU time of every MTA process of the
-run; when it exits every leftover process of the run is killed by the
-kernel.
+detached delivery processes, dma-rs's runners); the run's cgroup (made by
+the outer mode where the machine allows) gives the CPU time of every MTA
+process of the run; when it exits every leftover process of the run is
+killed by the kernel.
 """
 import argparse
 import glob
@@ -173,6 +173,66 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+# CPU accounting. RUSAGE_CHILDREN of pid 1 misses every process whose parent
+# ignored SIGCHLD (the kernel frees it without adding its times to anyone's):
+# dma's queue runs and multi-recipient deliveries fork one such process per
+# item. So each run gets a cgroup of its own when the machine lets us make
+# one (cgroup v2 `cpu.stat` usage_usec, or v1 `cpuacct.usage`), which counts
+# every process in it however it ends; RUSAGE_CHILDREN is the fallback.
+CGROUP_BASES = (("cgroup2", "/sys/fs/cgroup"), ("cgroup2", "/sys/fs/cgroup/unified"),
+                ("cpuacct", "/sys/fs/cgroup/cpuacct"))
+
+
+def cg_create(name):
+    """Makes an empty cgroup to account one run's CPU: {kind, path}, or None."""
+    for kind, base in CGROUP_BASES:
+        probe = "cpu.stat" if kind == "cgroup2" else "cpuacct.usage"
+        if kind == "cgroup2" and not os.path.exists(os.path.join(base, "cgroup.controllers")):
+            continue
+        if not os.path.isdir(base):
+            continue
+        path = os.path.join(base, name)
+        try:
+            os.mkdir(path)
+        except OSError:
+            continue
+        if os.path.exists(os.path.join(path, probe)):
+            return dict(kind=kind, path=path)
+        cg_remove(dict(kind=kind, path=path))
+    return None
+
+
+def cg_remove(cg):
+    """Removes a run's cgroup (empty once the namespace is gone); best effort."""
+    for _ in range(50):
+        try:
+            os.rmdir(cg["path"])
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)  # the last process is still leaving
+
+
+def cg_usage(cg):
+    """CPU seconds of every process that ran in the cgroup."""
+    if cg["kind"] == "cgroup2":
+        with open(os.path.join(cg["path"], "cpu.stat")) as f:
+            for line in f:
+                k, v = line.split()
+                if k == "usage_usec":
+                    return int(v) / 1e6
+        raise RuntimeError(f"{cg['path']}/cpu.stat: no usage_usec")
+    with open(os.path.join(cg["path"], "cpuacct.usage")) as f:
+        return int(f.read()) / 1e9
+
+
+def self_cpu():
+    """Our own CPU (every thread), to take out of the cgroup's figure."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def submitter_env(pw):
     """The environment of a login shell of `pw`, nothing of ours."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pw.pw_dir, "USER": pw.pw_name,
@@ -280,6 +340,7 @@ class Mta:
         self.sub_s, self.sub_cpu = [], []  # per submission: wall, CPU seconds
         self.timer = spec.get("timer")
         self.overhead = 0.0  # the timer's own CPU, counted in RUSAGE_CHILDREN
+        self.cg = spec.get("cgroup")
         if self.kind == "dma":
             self.spool = "/var/spool/dma"
             self.mail = "/var/mail"
@@ -290,12 +351,21 @@ class Mta:
             self.mail = os.path.join(self.tmp, "mail")
             self.conf = os.path.join(self.tmp, "etc-dma/dma.conf")  # = /etc/dma/dma.conf here
             self.bin = os.path.join(self.tmp, "sbin/sendmail")
-        else:  # dma-rs-C: the build's binary, -C, as root
+        else:  # msmtp (no queue), or dma-rs-C: the build's binary, -C, as root
             self.spool = os.path.join(self.tmp, "spool")
             self.mail = os.path.join(self.tmp, "mail")
             self.conf = os.path.join(self.tmp, "dma.conf")
             self.bin = DMARS
-            self.user = None
+            if self.kind == "dma-rs-C":
+                self.user = None
+
+    def cpu(self):
+        """CPU seconds the MTA's processes used so far in this run: the
+        run's cgroup without us and the timer, or (no cgroup) the reaped
+        children without the timer."""
+        if self.cg:
+            return cg_usage(self.cg) - self_cpu() - self.overhead
+        return children_cpu() - self.overhead
 
     def write_conf(self, defer, port=None):
         port = port or self.spec["port"]
@@ -400,7 +470,7 @@ def inner_relay(m, spec, P):
     ctl(sock, "RESET")
     res = dict(expected=expect, messages=n)
     t0 = time.monotonic()
-    c0 = children_cpu()
+    c0 = m.cpu()
     for i in range(n):
         if time.monotonic() - t0 > timeout:
             # a queue-less client (msmtp) delivers while it submits: stop
@@ -412,14 +482,15 @@ def inner_relay(m, spec, P):
               check=m.kind != "msmtp")
     t_sub = time.monotonic()
     res["submit_s"] = t_sub - t0
-    res["submit_window_cpu_s"] = children_cpu() - c0
+    # everything reaped meanwhile, runners included, but the timer's own CPU
+    res["submit_window_cpu_s"] = m.cpu() - c0
     if queued:
         # the clock for the queued workload covers the queue run only
         if m.queued() != (n if m.kind.startswith("dma-rs") else n * r):
             raise RuntimeError(f"expected everything queued, found {m.queued()} files")
         ctl(sock, "RESET")
         wait_quiet(5)
-        res["run_cpu0"] = children_cpu()
+        res["run_cpu0"] = m.cpu()
         t0 = time.monotonic()
         p = m.run(["-q"], check=False, timeout=timeout, root=True)
         if p.killed:  # killed; count what got through
@@ -467,17 +538,17 @@ def inner_local(m, spec, P):
         tokens[u].append(tok)
         plan.append((u, message(tok, size, u)))
     t0 = time.monotonic()
-    c0 = children_cpu()
+    c0 = m.cpu()
     for u, msg in plan:
         m.run(["-f", SENDER] + (["-odq"] if queued else []) + [u], msg)
     res = dict(submit_s=time.monotonic() - t0, expected=n, users=len(users), messages=n,
-               submit_window_cpu_s=children_cpu() - c0)
+               submit_window_cpu_s=m.cpu() - c0)
     if queued:
         # the clock covers the queue run only, as for relay_queued
         if m.queued() != n:
             raise RuntimeError(f"expected {n} messages queued, found {m.queued()}")
         wait_quiet(5)
-        res["run_cpu0"] = children_cpu()
+        res["run_cpu0"] = m.cpu()
         t0 = time.monotonic()
         p = m.run(["-q"], check=False, timeout=P["timeout"], root=True)
         res["q_exit_s"] = time.monotonic() - t0
@@ -647,7 +718,7 @@ def inner(spec_path):
     P = SMOKE if spec["smoke"] else FULL
     m = Mta(spec)
     w = spec["workload"]
-    c0 = children_cpu()
+    c0 = m.cpu()
     if w in RELAY:
         res = inner_relay(m, spec, P)
     elif w in LOCAL:
@@ -664,13 +735,14 @@ def inner(spec_path):
     # children's usage is all of theirs; an unfinished run (dma sleeping
     # in-process against the session limit) is cut short and says so.
     res["lingering"] = wait_quiet(3 if res.get("complete") is False else 15)
-    total = children_cpu() - c0 - m.overhead
+    total = m.cpu() - c0
+    res["cpu_method"] = m.cg["kind"] if m.cg else "rusage"
     res["cpu_s"] = total
     if res.get("lingering"):
         res["cpu_partial"] = True
     run0 = res.pop("run_cpu0", None)
     if run0 is not None:
-        res["run_cpu_s"] = children_cpu() - run0
+        res["run_cpu_s"] = m.cpu() - run0
     if m.sub_s:
         res.update(sub_n=len(m.sub_s), sub_p50_ms=pct(m.sub_s, 50) * 1e3,
                    sub_p99_ms=pct(m.sub_s, 99) * 1e3, sub_cpu_s=sum(m.sub_cpu))
@@ -725,10 +797,11 @@ def run_one(a, workload, mta, rnd, port, ctl_path, closed_port, qs_rounds):
     open(os.path.join(tmp, "aliases"), "w").close()
     os.chmod(os.path.join(tmp, "aliases"), 0o644)
     submitter = "root" if mta == "dma-rs-C" else a.submitter
+    cg = cg_create(os.path.basename(tmp)) if a.cgroup else None
     spec = dict(mta=mta, workload=workload, tmp=tmp, port=port, ctl=ctl_path,
                 smoke=a.smoke, tag=f"{workload}-{mta}-{rnd}",
                 result=os.path.join(tmp, "result.json"), closed_port=closed_port,
-                qs_rounds=qs_rounds, submitter=submitter, timer=a.timer)
+                qs_rounds=qs_rounds, submitter=submitter, timer=a.timer, cgroup=cg)
     sp = os.path.join(tmp, "spec.json")
     json.dump(spec, open(sp, "w"))
     py = f"exec {sys.executable} {os.path.abspath(__file__)} inner {sp}"
@@ -762,8 +835,18 @@ def run_one(a, workload, mta, rnd, port, ctl_path, closed_port, qs_rounds):
         sh = py
     cmd = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
            "--mount-proc", "sh", "-c", sh]
+    def join_cgroup():
+        with open(os.path.join(cg["path"], "cgroup.procs" if cg["kind"] == "cgroup2"
+                               else "tasks"), "w") as f:
+            f.write(str(os.getpid()))
+
     t = time.monotonic()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           preexec_fn=join_cgroup if cg else None)
+    finally:
+        if cg:
+            cg_remove(cg)
     wall = time.monotonic() - t
     try:
         res = json.load(open(spec["result"]))
@@ -944,6 +1027,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     ap.add_argument("--submitter", default=SUBMITTER,
                     help="who submits (default benchsend, an ordinary user; or root)")
+    ap.add_argument("--no-cgroup", dest="cgroup", action="store_false",
+                    help="count CPU with RUSAGE_CHILDREN only (misses dma's SIGCHLD-ignored children)")
     ap.add_argument("--with-C", dest="with_C", action="store_true",
                     help="also run dma-rs-C: the build's dma with -C as root (not set-id)")
     outer(ap.parse_args())

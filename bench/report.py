@@ -288,6 +288,7 @@ def main():
     L.append("sudo bench/run.sh          # all workloads, 3 rounds, writes bench/results/*.jsonl and BENCHMARKS.md")
     L.append("sudo bench/run.sh --rounds 2 --only relay_queued,latency")
     L.append("sudo bench/run.sh --smoke  # tiny sizes, 1 round, report in a temp dir (what tests/bench_smoke.rs runs)")
+    L.append("sudo bench/run.sh --submitter root --with-C  # submit as root; add dma-rs -C as root (not set-id)")
     L.append("```")
     L.append("")
     L.append("Every run gets a fresh temporary directory and its own mount + pid namespace "
@@ -305,8 +306,7 @@ def main():
                     "environment and `/` as working directory" if submitter != "root" else
                     " (`--submitter root`)")
                  + "; **queue runs (`-q`) run as root**, as cron runs them; `mailq` (`-bp`) as the "
-                 "submitter. Each submission is timed from fork to wait4 (Python's spawn included) and "
-                 "its CPU taken from wait4.")
+                 "submitter.")
         L.append("")
         L.append("- **dma-rs** (`" + m0.get("dmars", "?") + "`, helper `" + m0.get("dmars_local", "?")
                  + "`): copied to `$TMP/sbin/dma` root:mail 2755 with `sendmail -> dma`, "
@@ -331,13 +331,27 @@ def main():
                  "`DEFER` for queue-only workloads. dma ignores `-odq`. It forks one detached process per "
                  "recipient (and `-q` returns at once), so completion = no `Q*` file left and the sink "
                  "count complete.")
-        L.append("- **CPU-s per message**: after a run's workload, the run waits until no process but "
+        methods = sorted({r.get("cpu_method") for r in recs if r.get("cpu_method")})
+        L.append("- **CPU per message**: after a run's workload, the run waits until no process but "
                  "its own is left in the namespace (dma-rs's runner lingers about a second; dma's "
-                 "deliverers are detached); the run's driver is pid 1 there and reaps every orphan, so "
-                 "its `RUSAGE_CHILDREN` user + system time is every MTA process's, submissions "
-                 "included, divided by the messages. Submission CPU is the wait4 figure of each "
-                 "`sendmail` call (itself and the children it waited for); queue-run CPU is the "
-                 "children's time from `-q` to the end.")
+                 "deliverers are detached), then takes the CPU time (user + system) of every MTA "
+                 "process of the run, submissions included, and divides it by the messages. Each run "
+                 "has a cgroup of its own for this (`cpu.stat` usage_usec of cgroup v2, or v1 "
+                 "`cpuacct.usage`), less the driver's own time and the timer's: `RUSAGE_CHILDREN` of "
+                 "the namespace's pid 1 would miss every process whose parent ignores SIGCHLD, and dma "
+                 "forks one such process per queue item in a queue run and per extra recipient "
+                 "(measured here: it showed dma's 1000-message queue run at 0.1 ms of CPU per message "
+                 "where its cgroup counted 0.77). Method in these runs: "
+                 + (", ".join(f"`{m}`" for m in methods) or "–")
+                 + (" (**`rusage`: dma's figures are too low**, see above)" if "rusage" in methods else "")
+                 + ". Submission CPU is the wait4 figure of each `sendmail` call (itself and the "
+                 "children it waited for); queue-run CPU is the run's figure from `-q` to the end.")
+        L.append("- **Timing**: each submission is timed by `bench/spawn.c` (built with `cc` at the "
+                 "start), a small program that becomes the submitter, posix_spawns `sendmail` and "
+                 "waits for it with wait4, so Python's fork is not in the figure"
+                 + ("" if m0.get("timer") == "bench/spawn.c" else
+                    " (**not in these runs**: no C compiler, Python timed them, its fork included)")
+                 + ".")
     else:
         L.append("- **dma-rs**: `target/release/dma -C $TMP/dma.conf ...` (root, so `-C` keeps root), "
                  "with `SMARTHOST 127.0.0.1`, `PORT <sink>`, `MAILNAME bench.local`, `SPOOLDIR $TMP/spool`, "
@@ -375,8 +389,11 @@ def main():
     if fl:
         L.append("### Floor (this machine, measured by `bench/bench.py` before the runs)")
         L.append("")
-        L.append(f"p50 over {fl['n']} tries (Python's own overhead included: `os.*` calls, and for exec "
-                 "the same spawn as a submission), in a temporary directory on `" + fl.get("filesystem", "?") + "`:")
+        L.append(f"p50 over {fl['n']} tries, in a temporary directory on `" + fl.get("filesystem", "?")
+                 + "`. Exec is timed as a submission is (" + ("`bench/spawn.c`" if fl.get("timer") == "bench/spawn.c"
+                                                             else "from Python, its fork included")
+                 + "); the file figures are Python `os.*` loops, so Python's call overhead (a few µs "
+                 "per call) is in them.")
         L.append("")
         L.append("| what | p50 ms |")
         L.append("| --- | --- |")
