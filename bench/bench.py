@@ -840,6 +840,7 @@ def run_one(a, workload, mta, rnd, port, ctl_path, closed_port, qs_rounds):
                                else "tasks"), "w") as f:
             f.write(str(os.getpid()))
 
+    load = os.getloadavg()[0]  # other work on the machine skews a run: say how much there was
     t = time.monotonic()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -853,7 +854,8 @@ def run_one(a, workload, mta, rnd, port, ctl_path, closed_port, qs_rounds):
         err = None
     except (OSError, ValueError):
         res, err = {}, p.stderr.decode(errors="replace")[-2000:]
-    rec = dict(workload=workload, mta=mta, round=rnd, wall_s=wall, rc=p.returncode, **res)
+    rec = dict(workload=workload, mta=mta, round=rnd, wall_s=wall, rc=p.returncode,
+               loadavg=load, **res)
     if err or p.returncode != 0:
         rec["error"] = err or p.stderr.decode(errors="replace")[-2000:]
         rec["complete"] = False

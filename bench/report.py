@@ -302,8 +302,9 @@ def main():
                  "compiled-in path (bind-mounted in the run's namespace, on a file system without "
                  "`nosuid`), and no `-C`. **Submissions run as `" + submitter + "`**"
                  + (" (an ordinary user made by `bench/setup.sh`: no home, `nologin`, no group but its "
-                    "own), through `subprocess` with `user=`, `group=`, `extra_groups=[]`, a login "
-                    "environment and `/` as working directory" if submitter != "root" else
+                    "own), switched to with no supplementary groups by `bench/spawn.c` (or Python's "
+                    "`subprocess` `user=`, `group=`, `extra_groups=[]` without a C compiler), with a "
+                    "login environment and `/` as working directory" if submitter != "root" else
                     " (`--submitter root`)")
                  + "; **queue runs (`-q`) run as root**, as cron runs them; `mailq` (`-bp`) as the "
                  "submitter.")
@@ -612,9 +613,13 @@ def main():
         tl.append("")
     i = L.index("## Results")
     L[i:i] = tl
+    loads = [r["loadavg"] for r in recs if r.get("loadavg") is not None]
     L += ["## Caveats", "",
           "- 2-core machine, sink in Python on the same cores: absolute numbers are small-machine numbers; "
-          "round-to-round spread is large (compare the per-round ratios).",
+          "round-to-round spread is large (compare the per-round ratios)."
+          + (f" The 1-minute load average at the start of the runs was {min(loads):.1f} to "
+             f"{max(loads):.1f}: other work on the machine slows both MTAs, not always alike."
+             if loads else ""),
           "- dma delivers each recipient in its own detached process and session (5000 sessions for the relay "
           "workloads, all at once). dma-rs uses at most HOP_SESSIONS (8) connections to the smarthost, each "
           "carrying many messages, pipelined: one round trip per message (MAIL, the RCPTs and `BDAT <n> LAST` "
