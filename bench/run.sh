@@ -1,14 +1,18 @@
 #!/bin/sh
 # dma-rs vs Debian dma benchmark. Usage (as root, after bench/setup.sh):
 #   bench/run.sh [--smoke] [--rounds N] [--only W1,W2] [--out results.jsonl] [--no-report]
-#                [--report FILE] [--keep]
+#                [--report FILE] [--keep] [--submitter USER|root] [--with-C]
 # Full runs append JSON lines to bench/results/results-<date>.jsonl and write BENCHMARKS.md.
 # --smoke: tiny sizes, 1 round, results and report in a temporary directory
 #          (never BENCHMARKS.md) unless --out/--report are given.
+# --submitter: who submits (default benchsend, an ordinary user); queue runs are root's.
+# --with-C: also run dma-rs the old way (`-C` as root, not set-id) as `dma-rs-C`.
+# DMARS (default target/release/dma) and DMARS_LOCAL (default: dma-local next to it)
+# are installed set-id in each run's namespace.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-smoke=0; rounds=3; only=""; out=""; report=""; noreport=0; keep=""
+smoke=0; rounds=3; only=""; out=""; report=""; noreport=0; keep=""; submitter=""; withc=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) smoke=1; rounds=1 ;;
@@ -18,7 +22,9 @@ while [ $# -gt 0 ]; do
         --report) report=$2; shift ;;
         --no-report) noreport=1 ;;
         --keep) keep=--keep ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        --submitter) submitter=$2; shift ;;
+        --with-C) withc=--with-C ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 64 ;;
     esac
     shift
@@ -28,6 +34,10 @@ done
 DMARS=${DMARS:-$REPO/target/release/dma}   # tests/bench_smoke.rs points this at its own build
 export DMARS
 [ -x "$DMARS" ] || { echo "run.sh: $DMARS missing: build dma-rs (cargo build --release)" >&2; exit 1; }
+DMARS_LOCAL=${DMARS_LOCAL:-$(dirname "$DMARS")/dma-local}
+export DMARS_LOCAL
+[ -x "$DMARS_LOCAL" ] || { echo "run.sh: $DMARS_LOCAL missing: build dma-rs" >&2; exit 1; }
+id benchsend >/dev/null 2>&1 || { echo "run.sh: no user benchsend: run bench/setup.sh" >&2; exit 1; }
 if [ $smoke = 1 ]; then
     tmp=$(mktemp -d /tmp/dmabench-smoke.XXXXXX)
     [ -n "$out" ] || out=$tmp/results.jsonl
@@ -41,6 +51,8 @@ else
 fi
 [ -n "$only" ] && set -- "$@" --only "$only"
 [ -n "$keep" ] && set -- "$@" "$keep"
+[ -n "$submitter" ] && set -- "$@" --submitter "$submitter"
+[ -n "$withc" ] && set -- "$@" "$withc"
 python3 "$HERE/bench.py" "$@" --rounds "$rounds" --out "$out"
 if [ $noreport = 0 ]; then
     python3 "$HERE/report.py" "$out" -o "$report"

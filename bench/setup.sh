@@ -4,7 +4,8 @@
 #   dma, postfix and exim4 conflict and the machine's MTA must stay untouched)
 # - checks smtp-sink/smtp-source run from the unpacked tree
 # - installs msmtp (the client only) for the rows where it applies
-# - creates the local test users benchuser, bench01..bench50
+# - creates the local test users benchuser, bench01..bench50 (recipients) and
+#   benchsend (the ordinary user who submits)
 # - builds dma-rs (cargo build --release)
 set -eu
 BENCH_ROOT=${BENCH_ROOT:-/opt/dma-rs-bench}
@@ -54,8 +55,10 @@ command -v msmtp >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y
     || echo "setup.sh: msmtp not installed: its columns are left out" >&2
 command -v unshare >/dev/null || { echo "need unshare (util-linux)" >&2; exit 1; }
 
-# test users (no home, no login)
-id benchuser >/dev/null 2>&1 || useradd -M -d /nonexistent -s /usr/sbin/nologin benchuser
+# test users (no home, no login); benchsend submits, the others receive
+for u in benchuser benchsend; do
+    id "$u" >/dev/null 2>&1 || useradd -M -d /nonexistent -s /usr/sbin/nologin "$u"
+done
 i=1
 while [ $i -le 50 ]; do
     u=$(printf 'bench%02d' $i)

@@ -1,15 +1,19 @@
 //! Runs `bench/run.sh --smoke` (dma-rs and Debian's dma side by side, tiny
-//! sizes) and checks that every workload ran for both MTAs. Needs root and
-//! the unpacked packages under /opt/dma-rs-bench (`bench/setup.sh`); without
-//! them it prints a SKIPPED line, unless DMA_TESTS_REQUIRE_ROOT is set, in
-//! which case it runs `bench/setup.sh` first (and fails if that fails).
-//! Writes only to a temporary directory, never BENCHMARKS.md.
+//! sizes, both installed set-id in the runs' namespaces, submissions as the
+//! ordinary user benchsend) and checks that every workload ran for both
+//! MTAs. Needs root, the unpacked packages under /opt/dma-rs-bench and the
+//! bench users (`bench/setup.sh`); without them it prints a SKIPPED line,
+//! unless DMA_TESTS_REQUIRE_ROOT is set, in which case it runs
+//! `bench/setup.sh` first (and fails if that fails). dma-rs is this test
+//! build's `dma` with the `dma-local` beside it. Writes only to a temporary
+//! directory, never BENCHMARKS.md.
 
 use std::path::Path;
 use std::process::Command;
 
 const WORKLOADS: &[&str] = &[
     "relay_immediate",
+    "relay_immediate_1",
     "relay_queued",
     "relay_immediate_20ms",
     "relay_queued_20ms",
@@ -19,6 +23,8 @@ const WORKLOADS: &[&str] = &[
     "relay_queued_limit10",
     "local_one",
     "local_50",
+    "local_queued",
+    "local_queued_50",
     "latency",
     "memory",
     "queue_scale",
@@ -52,9 +58,15 @@ fn bench_smoke() {
         }
     }
     let dma = Path::new("/opt/dma-rs-bench/dma/usr/sbin/dma");
-    if !dma.exists() {
+    let submitter = nix::unistd::User::from_name("benchsend")
+        .ok()
+        .flatten()
+        .is_some();
+    if !dma.exists() || !submitter {
         if !require {
-            return skip("/opt/dma-rs-bench missing (run bench/setup.sh as root)");
+            return skip(
+                "/opt/dma-rs-bench or user benchsend missing (run bench/setup.sh as root)",
+            );
         }
         let st = Command::new(repo.join("bench/setup.sh"))
             .env("BENCH_SKIP_BUILD", "1") // this test uses cargo's own build of dma
@@ -121,9 +133,31 @@ fn bench_smoke() {
     }
     let md = std::fs::read_to_string(&report).expect("smoke report");
     assert!(
-        md.contains("SMOKE RUN") && md.contains("## Targets"),
+        md.contains("SMOKE RUN")
+            && md.contains("## Targets (issue 11")
+            && md.contains("## Targets (issue 5)"),
         "{md}"
     );
+    // the floor, measured once per run
+    assert!(
+        results.lines().any(|l| l.contains("\"kind\": \"floor\"")),
+        "no floor line:\n{results}"
+    );
+    // installed mode, submissions as the ordinary user, per-run figures
+    assert!(
+        results.contains("\"mode\": \"installed\"")
+            && results.contains("\"submitter\": \"benchsend\""),
+        "{results}"
+    );
+    for l in results
+        .lines()
+        .filter(|l| l.contains("\"mta\": \"dma-rs\""))
+    {
+        assert!(
+            l.contains("\"sub_p50_ms\"") && l.contains("\"cpu_s\""),
+            "no submission or CPU figures: {l}"
+        );
+    }
     if msmtp {
         assert!(md.contains("| msmtp s | msmtp rcpts/s |"), "{md}");
     }
