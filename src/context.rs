@@ -37,6 +37,10 @@ pub struct Ctx {
     aliases_stamp: Stamp,
     /// A runner's record of the files it read: see [`Ctx::refresh`].
     watched: Option<Watched>,
+    /// Processes removing finished messages for this run (see
+    /// [`crate::deliver::run_many`]), to be waited for before the spool
+    /// directory is synced.
+    pub removers: Vec<nix::unistd::Pid>,
     /// The users found so far (name, uid): a queue run routes many
     /// messages to the same few users. Only found ones: a user created
     /// meanwhile is looked up again, never bounced as unknown.
@@ -79,7 +83,21 @@ impl Ctx {
             aliases: None,
             aliases_stamp: Stamp::default(),
             watched: None,
+            removers: Vec::new(),
             users: Default::default(),
+        }
+    }
+
+    /// Waits for this run's [`Ctx::removers`] (all, or all but `keep`).
+    pub fn wait_removers(&mut self, keep: usize) {
+        while self.removers.len() > keep {
+            let pid = self.removers.remove(0);
+            loop {
+                match nix::sys::wait::waitpid(pid, None) {
+                    Err(nix::Error::EINTR) => continue,
+                    _ => break,
+                }
+            }
         }
     }
 

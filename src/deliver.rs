@@ -143,7 +143,7 @@ fn run_for(ctx: &mut Ctx, msg: Locked, force: bool, owner: u32) -> io::Result<()
             req.check_forward,
         ));
     }
-    finish(ctx, w)
+    finish(ctx, w, false).map(drop)
 }
 
 /// The most messages one batch takes ([`run_many`]): one mailbox's share
@@ -207,11 +207,58 @@ pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (St
             }
         }
     }
+    let mut done = Vec::new();
     for w in works {
         let id = w.msg.env.id.clone();
-        finish(ctx, w).map_err(|e| (id, e))?;
+        if let Some(msg) = finish(ctx, w, true).map_err(|e| (id, e))? {
+            done.push(msg);
+        }
     }
+    remove_in_background(ctx, done);
     Ok(())
+}
+
+/// How many processes may be removing finished messages at once.
+const REMOVERS: usize = 2;
+
+/// Removes the finished messages `done` from the queue in a process of
+/// its own, so that the run goes on with the next batch meanwhile:
+/// freeing files is what a local queue run waits for most (with online
+/// discard, each freed file is a request to the disk). That process
+/// inherits the messages' locks (their data files) and lets go of them
+/// only once they are removed, so nobody takes one in between; its
+/// removals are not synced, like ours ([`crate::spool::Spool::remove`]):
+/// the run syncs the directory once they are all done. Without a process
+/// (fork fails), they are removed here.
+fn remove_in_background(ctx: &mut Ctx, done: Vec<Locked>) {
+    if done.is_empty() {
+        return;
+    }
+    ctx.wait_removers(REMOVERS - 1);
+    match crate::privsep::fork() {
+        Ok(crate::privsep::Forked::Child) => {
+            for msg in &done {
+                remove_done(ctx, &msg.env.id);
+            }
+            crate::privsep::exit_now(0);
+        }
+        Ok(crate::privsep::Forked::Parent(pid)) => ctx.removers.push(pid),
+        Err(_) => {
+            for msg in &done {
+                remove_done(ctx, &msg.env.id);
+            }
+        }
+    }
+}
+
+/// Removes a finished message; an error is logged, the message then stays
+/// queued and is delivered again (a duplicate, never a loss).
+fn remove_done(ctx: &Ctx, id: &str) {
+    if let Err(e) = ctx.spool.remove(id) {
+        crate::logging::set_queue_id(Some(id));
+        crate::crit!("can not remove the delivered message from the queue: {e}");
+        crate::logging::set_queue_id(None);
+    }
 }
 
 /// A mailbox delivery that a message's routing asks for ([`Work::step`]).
@@ -554,9 +601,10 @@ impl Work {
 }
 
 /// Once every local recipient of `w` is done: sends the remote ones, queues
-/// the bounces, and removes the message if nothing is left; then delivers
-/// the bounce it queued.
-fn finish(ctx: &mut Ctx, w: Work) -> io::Result<()> {
+/// the bounces, and removes the message if nothing is left (or, with
+/// `hand_back`, returns it, locked, for the caller to remove); then
+/// delivers the bounce it queued.
+fn finish(ctx: &mut Ctx, w: Work, hand_back: bool) -> io::Result<Option<Locked>> {
     about(&w.msg.env, w.owner);
     let Work {
         mut msg,
@@ -602,18 +650,22 @@ fn finish(ctx: &mut Ctx, w: Work) -> io::Result<()> {
             msg.env.rcpts[i].state = State::Failed { bounced: true };
         }
     }
+    let mut finished = None;
     if msg.env.is_done() {
-        ctx.spool.remove(&msg.env.id)?;
+        if !hand_back {
+            ctx.spool.remove(&msg.env.id)?;
+        }
         info!("finished with the message");
+        finished = Some(msg);
     } else if !failed.is_empty() {
         ctx.spool.write_env(&msg.env)?;
     }
-    drop(msg);
+    let finished = finished.filter(|_| hand_back);
     if let Some(b) = bounce_msg {
         run_for(ctx, b, true, owner)?;
     }
     crate::logging::set_queue_id(None);
-    Ok(())
+    Ok(finished)
 }
 
 /// Takes the room for recording the outcome of delivering recipient `i`

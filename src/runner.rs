@@ -449,6 +449,7 @@ fn background(ctx: &mut Ctx) {
         p.close();
     }
     ctx.helper_session.take();
+    ctx.wait_removers(0);
     let _ = ctx.spool.sync();
 }
 
@@ -735,6 +736,7 @@ fn stop_run(id: &str, e: &std::io::Error) {
 /// [`deliver_owned`], then the spool directory synced.
 fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
     deliver_owned(ctx, msg, false);
+    ctx.wait_removers(0);
     let _ = ctx.spool.sync();
 }
 
@@ -890,5 +892,6 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
         p.close();
     }
     ctx.helper_session.take();
+    ctx.wait_removers(0);
     let _ = ctx.spool.sync();
 }
