@@ -92,12 +92,7 @@ impl Ctx {
     pub fn wait_removers(&mut self, keep: usize) {
         while self.removers.len() > keep {
             let pid = self.removers.remove(0);
-            loop {
-                match nix::sys::wait::waitpid(pid, None) {
-                    Err(nix::Error::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(pid, None) {}
         }
     }
 
