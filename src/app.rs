@@ -94,7 +94,7 @@ fn setup_privileges(inv: &Invocation) -> Result<(), Fatal> {
     if (unistd::getuid().is_root() || unistd::geteuid().is_root())
         && let Some(mail) = privsep::mail_user()
     {
-        privsep::become_user(&mail).map_err(oserr)?;
+        privsep::become_mail(&mail).map_err(oserr)?;
     }
     Ok(())
 }

@@ -109,3 +109,43 @@ fn root_becomes_mail_and_queue_files_are_not_users() {
         show(&o)
     );
 }
+
+#[test]
+fn root_submitter_has_exactly_mails_ids_and_group() {
+    if !need_root("installed_root_groups") {
+        return;
+    }
+    let inst = Installed::new();
+    let mail = nix::unistd::User::from_name("mail").unwrap().unwrap();
+    let (uid, gid) = (mail.uid.as_raw(), mail.gid.as_raw());
+    // Root with supplementary groups of its own (adm, cdrom) submits with
+    // stdin on a FIFO: while it waits for the message, its ids are read
+    // from /proc. Neither root's groups nor anything from NSS may be left.
+    let script = format!(
+        "set -e; d=$(mktemp -d); mkfifo $d/in
+         setpriv --groups 4,24 -- '{sendmail}' -odq {CAROL} < $d/in & pid=$!
+         exec 3>$d/in
+         i=0; until grep -Eq '^Uid:[[:space:]]+{uid}[[:space:]]' /proc/$pid/status; do
+           i=$((i+1)); [ $i -lt 400 ] || exit 9; sleep 0.025; done
+         grep -E '^(Uid|Gid|Groups):' /proc/$pid/status
+         printf 'Subject: groups\\n\\nx\\n' >&3; exec 3>&-
+         wait $pid; rm -r $d",
+        sendmail = inst.path("sbin/sendmail"),
+    );
+    let o = inst.run_sh(None, &script, "");
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let field = |name: &str| -> Vec<u32> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(field("Uid:"), vec![uid; 4], "{out}");
+    assert_eq!(field("Gid:"), vec![gid; 4], "{out}");
+    assert_eq!(field("Groups:"), vec![gid], "{out}");
+    // And the message was queued.
+    assert_eq!(inst.spool_files().len(), 2, "{:?}", inst.spool_files());
+}
