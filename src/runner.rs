@@ -211,7 +211,7 @@ pub fn serve(args: &[String]) -> i32 {
         let Some(mail) = privsep::mail_user() else {
             return refuse(EX_OSERR, "no user `mail' to run the queue as");
         };
-        if let Err(e) = privsep::become_user(&mail) {
+        if let Err(e) = privsep::become_mail(&mail) {
             return refuse(EX_OSERR, &format!("can not become mail: {e}"));
         }
     }
