@@ -218,6 +218,11 @@ pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (St
     Ok(())
 }
 
+/// The fewest finished messages worth a process of their own to remove
+/// ([`remove_in_background`]): a fork costs about what removing a few
+/// messages does.
+const BACKGROUND_REMOVAL: usize = 8;
+
 /// How many processes may be removing finished messages at once.
 const REMOVERS: usize = 2;
 
@@ -231,7 +236,11 @@ const REMOVERS: usize = 2;
 /// the run syncs the directory once they are all done. Without a process
 /// (fork fails), they are removed here.
 fn remove_in_background(ctx: &mut Ctx, done: Vec<Locked>) {
-    if done.is_empty() {
+    if done.len() < BACKGROUND_REMOVAL {
+        // A process would cost more than it saves.
+        for msg in &done {
+            remove_done(ctx, &msg.env.id);
+        }
         return;
     }
     ctx.wait_removers(REMOVERS - 1);

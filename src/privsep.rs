@@ -304,6 +304,21 @@ pub fn fork() -> nix::Result<Forked> {
     }
 }
 
+/// A descriptor on the child `pid` (pidfd_open, Linux 5.3 and later) that
+/// polls readable once it has ended, close-on-exec: a wait with a time
+/// limit needs no thread.
+pub fn pidfd(pid: nix::unistd::Pid) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new
+    // descriptor or -1; nothing else is touched.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = std::os::fd::RawFd::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: a new descriptor, ours alone.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// Ends a forked child at once, with `code`: no destructor runs, so
 /// nothing the parent still uses (a socket shut down on drop, a buffered
 /// stream) is touched.

@@ -384,8 +384,35 @@ fn wait_user(pid: Pid, limit: Duration) -> (nix::Result<WaitStatus>, bool) {
             other => break other,
         }
     };
-    // A watchdog thread, so that a delivery costs no polling: we block in
-    // waitid and it kills at the limit.
+    // Where the kernel gives us a pidfd, a poll on it waits until the end
+    // or the limit: no thread (a second thread makes every later memory
+    // unmapping of this process a cross-CPU affair).
+    if let Ok(fd) = privsep::pidfd(pid) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + limit;
+        let killed = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // Not reaped yet: its pid is not anybody else's.
+                let _ = kill(pid, Signal::SIGKILL);
+                break Some(true);
+            }
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, wait) {
+                Ok(0) | Err(nix::Error::EINTR) => continue,
+                Ok(_) => break Some(false),
+                // Whatever this is, the watchdog below still keeps time.
+                Err(_) => break None,
+            }
+        };
+        if let Some(killed) = killed {
+            return (reap(), killed);
+        }
+    }
+    // Else a watchdog thread, so that a delivery costs no polling: we
+    // block in waitid and it kills at the limit.
     let (done, watch) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::Builder::new().spawn(move || {
         let late = watch.recv_timeout(limit) == Err(RecvTimeoutError::Timeout);
@@ -794,6 +821,42 @@ fn authorize(
                 Ok(())
             } else {
                 Err(denied(format!("not in the aliases file under `{name}'")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// The user's process is waited for up to its limit, then killed.
+    #[test]
+    fn a_user_process_past_its_limit_is_killed_and_one_within_is_not() {
+        for (nap, limit, want_killed) in [
+            (30, Duration::from_millis(300), true),
+            (0, Duration::from_secs(20), false),
+        ] {
+            match privsep::fork().unwrap() {
+                // Only async-signal-safe calls: the test harness has threads.
+                Forked::Child => {
+                    if nap > 0 {
+                        nix::unistd::sleep(nap);
+                    }
+                    privsep::exit_now(3);
+                }
+                Forked::Parent(pid) => {
+                    let start = Instant::now();
+                    let (status, killed) = wait_user(pid, limit);
+                    assert_eq!(killed, want_killed, "{status:?}");
+                    match status {
+                        Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) if want_killed => {}
+                        Ok(WaitStatus::Exited(_, 3)) if !want_killed => {}
+                        other => panic!("{other:?}"),
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(10));
+                }
             }
         }
     }
