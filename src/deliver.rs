@@ -246,6 +246,12 @@ fn remove_in_background(ctx: &mut Ctx, done: Vec<Locked>) {
     ctx.wait_removers(REMOVERS - 1);
     match crate::privsep::fork() {
         Ok(crate::privsep::Forked::Child) => {
+            // Only the messages' locks: the runner's own lock files (the
+            // slot, the waiting runner's, its hop's) are let go of when the
+            // runner lets go, whatever we still do.
+            use std::os::fd::AsRawFd;
+            let keep: Vec<_> = done.iter().map(|m| m.data.as_raw_fd()).collect();
+            crate::privsep::close_all_but(&keep);
             for msg in &done {
                 remove_done(ctx, &msg.env.id);
             }

@@ -319,6 +319,26 @@ pub fn pidfd(pid: nix::unistd::Pid) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// In a forked child: closes every descriptor above 2 but those in `keep`
+/// (lock files and sockets its parent holds must not stay held by it).
+pub fn close_all_but(keep: &[std::os::fd::RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().filter(|&k| k >= 3) {
+        if k > from {
+            // SAFETY: closes descriptors of this process only.
+            unsafe { nix::libc::close_range(from, k - 1, 0) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    unsafe { nix::libc::close_range(from, u32::MAX, 0) };
+}
+
 /// Ends a forked child at once, with `code`: no destructor runs, so
 /// nothing the parent still uses (a socket shut down on drop, a buffered
 /// stream) is touched.

@@ -58,10 +58,10 @@ fn a_full_spool_delivers_nothing_twice() {
              {dma} -q5m 2>>{spool}/../q.err; echo \"q5m=$?\"
          done
          printf 'Subject: late\\n\\nx\\n' | {sendmail} -odq {ALICE} 2>{spool}/../submit.err; echo \"submit=$?\"
-         echo \"left: $(ls -A {spool} | grep -v -e '^\\.runner' -e '^\\.intake' | tr '\\n' ' ')\"
+         echo \"left: $(ls -A {spool} | grep -v -e '^\\.runner' -e '^\\.intake' -e '^\\.spare' | tr '\\n' ' ')\"
          rm {spool}/fill
          {dma} -q; echo \"q=$?\"
-         echo \"after: $(ls -A {spool} | grep -v -e '^\\.runner' -e '^\\.intake' | tr '\\n' ' ')\"",
+         echo \"after: $(ls -A {spool} | grep -v -e '^\\.runner' -e '^\\.intake' -e '^\\.spare' | tr '\\n' ' ')\"",
         gid = mail_gid,
         sendmail = inst.path("sbin/sendmail"),
         dma = inst.path("sbin/dma"),

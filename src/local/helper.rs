@@ -557,10 +557,11 @@ fn mbox_mode(args: &Args, config: &Config, extra: Vec<OwnedFd>) -> Result<(), Fa
 
 /// In the user's process: appends a batch's messages (`batch`, their data
 /// files `data`) to the mailbox `f`, open and locked, with one fdatasync
-/// for all, and says on stdout how many are in it (`count N`). If one
-/// fails, the mailbox is cut back to the end of the one before, that much
+/// for all, and says on stdout how many are in it (`count N`). What is in
 /// is synced and reported to the root parent (so that it cuts back no
-/// further), and the count says how many made it, before the error.
+/// further) before it is counted. If one fails, the mailbox is first cut
+/// back to the end of the one before, and the count says how many made
+/// it, before the error.
 fn append_batch(
     f: &mut std::fs::File,
     batch: &[(String, Vec<String>)],
@@ -578,12 +579,16 @@ fn append_batch(
         })
         .collect::<std::io::Result<Vec<_>>>()?;
     let done = mbox::append_many(f, batch.iter().zip(inputs));
-    if done.error.is_some()
-        && done.count > 0
+    if done.count > 0
         && let Some(g) = guard
     {
-        // The first ones are in, synced: not to be cut back if we die now.
-        let _ = g.advance(f);
+        // What is in is synced: not to be cut back if we die from now on
+        // (before we say how many, or before we exit). Said first, then
+        // counted: dying in between costs duplicates, never a loss.
+        if let Err(e) = g.advance(f) {
+            let _ = print_count(0);
+            return Err(e);
+        }
     }
     let said = print_count(done.count);
     match done.error {

@@ -391,23 +391,22 @@ pub fn deliver_mailbox_batch(
         None => (None, ""),
     };
     let malformed = || Outcome::Deferred("4.3.0 dma-local: malformed answer".into());
-    let (count, rest) = match (status, count) {
-        (Ok(0), Some(n)) if n == items.len() => match helper::MboxAnswer::decode(answer) {
-            Some(helper::MboxAnswer::Forward(e)) => {
-                return items.iter().map(|_| Mailbox::Forward(e.clone())).collect();
-            }
-            Some(helper::MboxAnswer::Delivered(note)) => {
-                return items
-                    .iter()
-                    .map(|_| Mailbox::Done(Outcome::Delivered, note.clone()))
-                    .collect();
-            }
-            None => (0, malformed()),
-        },
-        (Ok(0), _) => (0, malformed()),
+    let (count, rest) = match (status, count, helper::MboxAnswer::decode(answer)) {
+        // A `.forward` with entries: nothing was delivered (`count 0`).
+        (Ok(0), Some(0), Some(helper::MboxAnswer::Forward(e))) => {
+            return items.iter().map(|_| Mailbox::Forward(e.clone())).collect();
+        }
+        (Ok(0), Some(n), Some(helper::MboxAnswer::Delivered(note))) if n == items.len() => {
+            return items
+                .iter()
+                .map(|_| Mailbox::Done(Outcome::Delivered, note.clone()))
+                .collect();
+        }
+        (Ok(0), _, _) => (0, malformed()),
         // What it says is durable is, even if it was killed after saying
-        // so: it says it only once it is.
-        (status, n) => (n.unwrap_or(0).min(items.len()), failure(status, &stderr)),
+        // so: it says it only once it is, and once it has told its root
+        // parent not to cut it back.
+        (status, n, _) => (n.unwrap_or(0).min(items.len()), failure(status, &stderr)),
     };
     (0..items.len())
         .map(|k| {

@@ -24,7 +24,7 @@ pub mod envelope;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -207,12 +207,20 @@ impl Spool {
             )
         };
         let f = (|| {
-            // Emptied by the open (should one be left over): free on a
-            // file the open creates, where cutting it to length after the
-            // write, as a state change must to give back its reserved
-            // room, is work for the file system.
+            // A spare envelope file if there is one (written over, then
+            // cut to length: its block is reused); else a new one, emptied
+            // by the open (should one be left over): free on a file the
+            // open creates, where cutting it to length after the write, as
+            // a state change must to give back its reserved room, is work
+            // for the file system.
+            let text = env.serialize();
+            if let Some(mut f) = self.take_spare(&tmp) {
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)?;
+                return Ok(f);
+            }
             let mut f = self.open_tmp(&tmp, true)?;
-            f.write_all(env.serialize().as_bytes())?;
+            f.write_all(text.as_bytes())?;
             Ok(f)
         })()
         .map_err(env_error)?;
@@ -357,15 +365,84 @@ impl Spool {
     /// again (a duplicate, never a loss); [`Spool::sync`] makes a batch of
     /// removals durable at once.
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match fs::remove_file(self.env_path(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        let env = self.env_path(id);
+        if !self.keep_spare(&env) {
+            match fs::remove_file(&env) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         let _ = fs::remove_file(self.data_path(id));
         // The room taken for a state change that was not needed.
         let _ = fs::remove_file(self.tmp_path(id));
         Ok(())
+    }
+
+    /// `SPOOLDIR/.spare.<k>`: an envelope file kept for reuse.
+    fn spare_path(&self, k: usize) -> PathBuf {
+        self.dir.join(format!(".spare.{k}"))
+    }
+
+    /// Keeps the envelope file `env` of a finished message as a spare, for
+    /// a submission to write its envelope into, under the lowest spare name
+    /// that is free (a rename that replaces nothing), unless all are taken.
+    /// Says whether it did. Creating a file and freeing one is
+    /// what a queue's churn costs most on some file systems (ext4 without
+    /// a journal scans past every recently freed inode for a new one;
+    /// with online discard, a freed block is a request to the disk).
+    fn keep_spare(&self, env: &Path) -> bool {
+        // Spares are taken from the lowest name up and kept at the lowest
+        // free one: the last name taken means the pool is full.
+        if self.spare_path(SPARES - 1).exists() {
+            return false;
+        }
+        for k in 0..SPARES {
+            match nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                env,
+                nix::fcntl::AT_FDCWD,
+                &self.spare_path(k),
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => return true,
+                Err(nix::Error::EEXIST) => continue,
+                // Gone already, or a file system without NOREPLACE.
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Takes a spare envelope file ([`Spool::keep_spare`]) as `tmp`, open
+    /// for writing, if one of the lowest spare names holds one (submissions
+    /// at the same time each take another). Only a regular
+    /// file with one link and mode 0660 is taken (a spare is an envelope
+    /// this program wrote; nothing but group mail can put a file in the
+    /// spool); anything else found there is removed.
+    fn take_spare(&self, tmp: &Path) -> Option<File> {
+        for k in 0..SPARE_TRIES {
+            let spare = self.spare_path(k);
+            if fs::rename(&spare, tmp).is_err() {
+                continue;
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(tmp);
+            let ok = f
+                .as_ref()
+                .ok()
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| m.is_file() && m.nlink() == 1 && m.mode() & 0o7777 == 0o660);
+            match f {
+                Ok(f) if ok => return Some(f),
+                _ => {
+                    let _ = fs::remove_file(tmp);
+                }
+            }
+        }
+        None
     }
 
     /// Makes the directory's recent changes (removals) durable.
@@ -555,6 +632,12 @@ impl Spool {
     }
 }
 
+/// How many spare envelope files a spool keeps ([`Spool::keep_spare`]).
+const SPARES: usize = 16;
+
+/// How many spare names a submission tries, from the lowest.
+const SPARE_TRIES: usize = 4;
+
 /// Opens a queue file for reading: never through a symbolic link, never
 /// waiting (a FIFO or a device in its place must not hang a listing or a
 /// queue run), and only a regular file.
@@ -639,5 +722,78 @@ mod tests {
         // Some of any file system is in use or reserved for root.
         let e = spool.check_free(Size::Percent(100)).unwrap_err();
         assert!(e.contains("(SPOOL_MIN_FREE 100%)"), "{e}");
+    }
+
+    /// Queues a message with a long or short envelope; returns its id.
+    fn queue(spool: &Spool, rcpts: usize) -> String {
+        let (id, data) = spool.create().unwrap();
+        (&data).write_all(b"Subject: x\n\nbody\n").unwrap();
+        let mut env = Envelope {
+            id: id.clone(),
+            created: now(),
+            sender: "a@b".into(),
+            user: "u".into(),
+            uid: 1,
+            size: None,
+            double_bounce: false,
+            dsn: Default::default(),
+            rcpts: (0..rcpts)
+                .map(|i| Rcpt::new(format!("r{i}"), None))
+                .collect(),
+        };
+        spool.commit(&data, &mut env).unwrap();
+        id
+    }
+
+    fn spares(spool: &Spool) -> Vec<PathBuf> {
+        (0..SPARES)
+            .map(|k| spool.spare_path(k))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_envelope_file_is_the_next_submissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        // A long envelope, finished: its file is kept, not freed.
+        let first = queue(&spool, 40);
+        let ino = fs::metadata(spool.env_path(&first)).unwrap().ino();
+        spool.remove(&first).unwrap();
+        assert!(!spool.env_path(&first).exists());
+        let kept = spares(&spool);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::metadata(&kept[0]).unwrap().ino(), ino);
+        // The next envelope is written into it, cut to its own length.
+        let next = queue(&spool, 1);
+        assert!(spares(&spool).is_empty());
+        let m = fs::metadata(spool.env_path(&next)).unwrap();
+        assert_eq!(m.ino(), ino);
+        let env = spool.read_env(&next).unwrap();
+        assert_eq!((env.id.as_str(), env.rcpts.len()), (next.as_str(), 1));
+        assert_eq!(m.len() as usize, env.serialize().len());
+        // Only as many spares as there are names; then files are freed.
+        let ids: Vec<String> = (0..SPARES * 2).map(|_| queue(&spool, 1)).collect();
+        for id in &ids {
+            spool.remove(id).unwrap();
+            assert!(!spool.env_path(id).exists());
+        }
+        assert!(spares(&spool).len() <= SPARES);
+        // A spare that is not what we write (another mode) is not taken:
+        // removed, and a new file made.
+        for p in spares(&spool) {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let before: Vec<u64> = spares(&spool)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().ino())
+            .collect();
+        let id = queue(&spool, 1);
+        let ino = fs::metadata(spool.env_path(&id)).unwrap().ino();
+        assert!(!before.contains(&ino));
+        assert_eq!(
+            fs::metadata(spool.env_path(&id)).unwrap().mode() & 0o777,
+            0o660
+        );
     }
 }

@@ -133,12 +133,17 @@ impl Installed {
     }
 
     /// The files in the spool (names), sorted, but for the lock files of
-    /// runners and intakes (`.runner.*`, `.intake.*`).
+    /// runners and intakes (`.runner.*`, `.intake.*`) and the spare
+    /// envelope files kept for reuse (`.spare.*`).
     pub fn spool_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.root.join("spool"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with(".runner.") && !n.starts_with(".intake."))
+            .filter(|n| {
+                !n.starts_with(".runner.")
+                    && !n.starts_with(".intake.")
+                    && !n.starts_with(".spare.")
+            })
             .collect();
         v.sort();
         v
