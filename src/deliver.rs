@@ -157,29 +157,41 @@ pub const MAX_BATCH: usize = 64;
 /// appended in one `dma-local` run, under one lock, with one fdatasync
 /// (see [`crate::local::deliver_mailbox_batch`]), and then each message's
 /// outcome is recorded. An error (the spool can not take a state change)
-/// ends the batch, and comes with the id of the message it is about: what
-/// is not recorded stays queued.
+/// leaves the message it is about as it is (queued), lets the others
+/// finish, and is returned with that message's id: the caller's run
+/// stops.
 pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (String, io::Error)> {
+    // The first error; the batch goes on without the message it is about,
+    // so that what the others had delivered is recorded (a finished one
+    // needs no room: it leaves the queue), and then it ends the run.
+    let mut failed: Option<(String, io::Error)> = None;
     let mut works = Vec::with_capacity(msgs.len());
     for msg in msgs {
         let (id, owner) = (msg.env.id.clone(), msg.env.uid);
-        works.push(Work::start(ctx, msg, force, owner).map_err(|e| (id, e))?);
+        match Work::start(ctx, msg, force, owner) {
+            Ok(w) => works.push(Some(w)),
+            Err(e) => {
+                failed.get_or_insert((id, e));
+            }
+        }
     }
     let mut answers: Vec<Option<crate::local::Mailbox>> = works.iter().map(|_| None).collect();
     let mut routing: Vec<bool> = works.iter().map(|_| true).collect();
     loop {
         // Every message routes on until it needs a mailbox delivery.
         let mut asked: Vec<(usize, MailboxRequest)> = Vec::new();
-        for (k, w) in works.iter_mut().enumerate() {
-            if !routing[k] {
+        for (k, slot) in works.iter_mut().enumerate() {
+            let Some(w) = slot.as_mut().filter(|_| routing[k]) else {
                 continue;
-            }
-            match w
-                .step(ctx, answers[k].take())
-                .map_err(|e| (w.msg.env.id.clone(), e))?
-            {
-                Some(req) => asked.push((k, req)),
-                None => routing[k] = false,
+            };
+            match w.step(ctx, answers[k].take()) {
+                Ok(Some(req)) => asked.push((k, req)),
+                Ok(None) => routing[k] = false,
+                Err(e) => {
+                    // Left as it is (queued, marked in flight).
+                    failed.get_or_insert((w.msg.env.id.clone(), e));
+                    *slot = None;
+                }
             }
         }
         if asked.is_empty() {
@@ -195,10 +207,13 @@ pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (St
             crate::logging::set_queue_id(None);
             let items: Vec<crate::local::BatchItem> = group
                 .iter()
-                .map(|(k, r)| crate::local::BatchItem {
-                    data: &works[*k].msg.data,
-                    sender: &works[*k].msg.env.sender,
-                    prepend: &r.trace,
+                .filter_map(|(k, r)| {
+                    let w = works[*k].as_ref()?;
+                    Some(crate::local::BatchItem {
+                        data: &w.msg.data,
+                        sender: &w.msg.env.sender,
+                        prepend: &r.trace,
+                    })
                 })
                 .collect();
             let results = crate::local::deliver_mailbox_batch(ctx, &user, check, &items);
@@ -208,14 +223,18 @@ pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (St
         }
     }
     let mut done = Vec::new();
-    for w in works {
+    for w in works.into_iter().flatten() {
         let id = w.msg.env.id.clone();
-        if let Some(msg) = finish(ctx, w, true).map_err(|e| (id, e))? {
-            done.push(msg);
+        match finish(ctx, w, true) {
+            Ok(Some(msg)) => done.push(msg),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert((id, e));
+            }
         }
     }
     remove_in_background(ctx, done);
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The fewest finished messages worth a process of their own to remove
