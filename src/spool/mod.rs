@@ -784,10 +784,14 @@ mod tests {
         for p in spares(&spool) {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let before: Vec<u64> = spares(&spool)
+        // Held open, the spares' inodes can not be freed and their numbers
+        // reused by the new file (CI's filesystem did exactly that).
+        let held: Vec<fs::File> = spares(&spool)
             .iter()
-            .map(|p| fs::metadata(p).unwrap().ino())
+            .map(|p| fs::File::open(p).unwrap())
             .collect();
+        let before: Vec<u64> = held.iter().map(|f| f.metadata().unwrap().ino()).collect();
+        assert!(!before.is_empty());
         let id = queue(&spool, 1);
         let ino = fs::metadata(spool.env_path(&id)).unwrap().ino();
         assert!(!before.contains(&ino));
