@@ -367,7 +367,7 @@ class Mta:
             return cg_usage(self.cg) - self_cpu() - self.overhead
         return children_cpu() - self.overhead
 
-    def write_conf(self, defer, port=None):
+    def write_conf(self, defer, port=None, size_limit=None):
         port = port or self.spec["port"]
         if self.kind == "msmtp":
             return  # everything on its command line
@@ -375,6 +375,8 @@ class Mta:
         if self.kind.startswith("dma-rs"):
             lines += [f"SPOOLDIR {self.spool}", f"MAILSPOOL {self.mail}",
                       f"ALIASES {self.tmp}/aliases", "NAMESERVER 127.0.0.1:9"]
+            if size_limit is not None:  # dma has none: ours defaults to 50M
+                lines.append(f"MESSAGE_SIZE_LIMIT {size_limit}")
         if defer:
             lines.append("DEFER")
         with open(self.conf, "w") as f:
@@ -648,7 +650,8 @@ def time_v(m, args, stdin_path, root=False):
     p = m.run(args, check=False, root=root, stdin_path=stdin_path,
               prefix=["/usr/bin/time", "-v"])
     mm = re.search(rb"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    return p.returncode, int(mm.group(1)) if mm else None
+    err = p.stderr.split(b"\tCommand being timed")[0].decode(errors="replace").strip()
+    return p.returncode, int(mm.group(1)) if mm else None, err[-500:]
 
 
 def inner_memory(m, spec, P):
@@ -659,14 +662,16 @@ def inner_memory(m, spec, P):
         line = b"x" * 75 + b"\n"
         f.write(line * (size // len(line)))
     os.chmod(path, 0o644)
-    m.write_conf(defer=True)
+    m.write_conf(defer=True, size_limit="0")
     sock = spec["ctl"]
     res = dict(messages=1)
     s = RssSampler()
     s.start()
     t0 = time.monotonic()
-    rc, kb = time_v(m, ["-f", SENDER, "-odq", f"r@{RDOMAIN}"], path)
+    rc, kb, err = time_v(m, ["-f", SENDER, "-odq", f"r@{RDOMAIN}"], path)
     time.sleep(0.05)
+    if rc != 0:
+        res["intake_error"] = err
     res.update(intake_rc=rc, intake_time_v_kb=kb, intake_s=time.monotonic() - t0,
                intake_peak_kb=max(kb or 0, s.peak_kb))
     s.stop = True
@@ -675,7 +680,9 @@ def inner_memory(m, spec, P):
     s = RssSampler()
     s.start()
     t0 = time.monotonic()
-    rc, kb = time_v(m, ["-q"], "/dev/null", root=True)
+    rc, kb, err = time_v(m, ["-q"], "/dev/null", root=True)
+    if rc != 0:
+        res["relay_error"] = err
     done = wait_for(lambda: ctl(sock, "STAT")["rcpts"] >= 1 and m.queued() == 0,
                     P["timeout"], 0.02)
     s.stop = True

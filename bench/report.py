@@ -596,7 +596,8 @@ def main():
         lim = 32
         T.append((f"memory < {lim} MB peak for the {params.get('mem_mb', '?')} MB message",
                   mark(s["ai"] < lim and (s["ar"] or 0) < lim and s["ok"]),
-                  f"dma-rs intake {f(s['ai'])} MB, relay {f(s['ar'])} MB (dma: {f(s['bi'])} / {f(s['br'])} MB)"))
+                  f"dma-rs intake {f(s['ai'])} MB, relay {f(s['ar'])} MB (dma: {f(s['bi'])} / {f(s['br'])} MB)"
+                  + ("" if s["ok"] else "; dma-rs did not deliver the message")))
     s = summary.get("queue_scale")
     if s and s["mq"] is not None:
         T.append((f"queue scale each < 2 s at {f(s['n'])} queued",
