@@ -246,12 +246,11 @@ pub fn drop_setid() -> nix::Result<()> {
     unistd::setresuid(uid, uid, uid)
 }
 
-/// Becomes `user` entirely: its supplementary groups, gid and uid (real,
+/// Becomes `user` entirely: `groups` (its groups as `getgrouplist` gives
+/// them, asked earlier and remembered by the caller), gid and uid (real,
 /// effective and saved), then checks that there is no way back.
-pub fn become_user(user: &User) -> nix::Result<()> {
-    let name = std::ffi::CString::new(user.name.as_str()).map_err(|_| nix::Error::EINVAL)?;
-    let groups = unistd::getgrouplist(&name, user.gid)?;
-    become_with_groups(user, &groups)
+pub fn become_user_in(user: &User, groups: &[Gid]) -> nix::Result<()> {
+    become_with_groups(user, groups)
 }
 
 /// Becomes the `mail` user ([`mail_user`]) entirely, with its primary

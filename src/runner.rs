@@ -362,6 +362,14 @@ fn beat(f: &std::fs::File) {
 /// older ones wait for a queue run.
 const FRESH: i64 = 300;
 
+/// The least time from one pass of a background runner to its next: a
+/// stream of submissions (a cron burst, a mailing script) is then taken a
+/// few messages at a time, and each mailbox's share of them delivered in
+/// one `dma-local` run (one lock, one fsync, one removal), instead of one
+/// whole delivery per message that the submitter's next message waits
+/// behind on a busy machine. A single message waits at most this long.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How long a runner with nothing left to do waits for more before it
 /// exits: a burst of submissions is then delivered by one process, over one
 /// `dma-local` session and kept connections, instead of by a runner each.
@@ -396,9 +404,15 @@ fn background(ctx: &mut Ctx) {
     let mut waiting = None;
     // Whether the spool must be looked at whatever the watch says.
     let mut look = true;
+    // When the last pass began (see GATHER).
+    let mut last_pass: Option<std::time::Instant> = None;
     while !stopped() {
         if look || st.changed() {
             look = false;
+            if let Some(t) = last_pass {
+                std::thread::sleep(GATHER.saturating_sub(t.elapsed()));
+            }
+            last_pass = Some(std::time::Instant::now());
             // A runner that offers its connections is not the one that
             // local mail waits for (remote mail would make it let go).
             if waiting.is_none() && !st.taken.advertising() {

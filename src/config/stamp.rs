@@ -17,6 +17,9 @@ use std::path::Path;
 pub struct Stamp(Option<[i64; 7]>);
 
 impl Stamp {
+    /// The stamp of a file that is not there (what no look has seen yet).
+    pub const NONE: Stamp = Stamp(None);
+
     /// The stamp of `path` now (following symbolic links: the file that is
     /// read). Take it *before* reading the file: a change made in between is
     /// then seen at the next look, never missed.

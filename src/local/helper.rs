@@ -289,9 +289,36 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Ok(config)
 }
 
-/// The users found so far (in a session: by earlier requests). Only found
-/// ones: a user created meanwhile is looked up again.
-static USERS: std::sync::Mutex<Vec<User>> = std::sync::Mutex::new(Vec::new());
+/// The users found so far (in a session: by earlier requests), each with
+/// its supplementary groups once they were needed. Only found ones: a user
+/// created meanwhile is looked up again. Forgotten whenever `/etc/passwd`
+/// or `/etc/group` changes (a user removed, a group membership given or
+/// taken): what NSS serves from elsewhere (LDAP, systemd's dynamic users)
+/// is then as fresh as the session, which a runner ends within seconds of
+/// its last work.
+struct Known {
+    stamps: [Stamp; 2],
+    users: Vec<(User, Option<Vec<unistd::Gid>>)>,
+}
+
+static USERS: std::sync::Mutex<Known> = std::sync::Mutex::new(Known {
+    stamps: [Stamp::NONE, Stamp::NONE],
+    users: Vec::new(),
+});
+
+/// The cache of [`USERS`], emptied if the user databases changed.
+fn known() -> std::sync::MutexGuard<'static, Known> {
+    let mut k = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    let now = [
+        Stamp::of(Path::new("/etc/passwd")),
+        Stamp::of(Path::new("/etc/group")),
+    ];
+    if k.stamps != now {
+        k.stamps = now;
+        k.users.clear();
+    }
+    k
+}
 
 fn lookup(name: &str) -> Result<User, Failure> {
     if !valid_user_name(name) {
@@ -300,19 +327,47 @@ fn lookup(name: &str) -> Result<User, Failure> {
             format!("5.1.3 invalid user name `{name}'"),
         ));
     }
-    let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(u) = users.iter().find(|u| u.name == name) {
+    let mut k = known();
+    if let Some((u, _)) = k.users.iter().find(|(u, _)| u.name == name) {
         return Ok(u.clone());
     }
     let user = User::from_name(name)
         .map_err(|e| temp(format!("4.3.0 user lookup failed: {e}")))?
         .ok_or_else(|| Failure(EX_NOUSER, format!("5.1.1 {name}: no such user")))?;
     // A few users per session; a bound all the same.
-    if users.len() >= 256 {
-        users.clear();
+    if k.users.len() >= 256 {
+        k.users.clear();
     }
-    users.push(user.clone());
+    k.users.push((user.clone(), None));
     Ok(user)
+}
+
+/// `user`'s groups (its supplementary groups and its gid), asked of NSS
+/// once per session and user: with `group: files systemd`, every
+/// `getgrouplist` walks systemd's userdb directories (about a hundred
+/// system calls), which a session delivering to one mailbox would pay
+/// for every message.
+fn groups_of(user: &User) -> nix::Result<Vec<unistd::Gid>> {
+    let mut k = known();
+    let found = k
+        .users
+        .iter()
+        .position(|(u, _)| u.name == user.name && u.uid == user.uid && u.gid == user.gid);
+    if let Some(Some(g)) = found.map(|i| k.users[i].1.clone()) {
+        return Ok(g);
+    }
+    let name = std::ffi::CString::new(user.name.as_str()).map_err(|_| nix::Error::EINVAL)?;
+    let groups = unistd::getgrouplist(&name, user.gid)?;
+    match found {
+        Some(i) => k.users[i].1 = Some(groups.clone()),
+        None => {
+            if k.users.len() >= 256 {
+                k.users.clear();
+            }
+            k.users.push((user.clone(), Some(groups.clone())));
+        }
+    }
+    Ok(groups)
 }
 
 /// Runs `f` as `user`: in a child that becomes the user when we are root,
@@ -337,10 +392,18 @@ fn as_user<T: AsUserResult>(
         f().map_err(Failure::from)?.emit()?;
         return Ok(T::done());
     }
+    // Found here, in the root process that outlives the request (and in
+    // a session, many of them), not in the child that dies with it.
+    let groups = groups_of(user).map_err(|e| {
+        temp(format!(
+            "4.3.0 can not find the groups of {}: {e}",
+            user.name
+        ))
+    })?;
     match privsep::fork().map_err(|e| temp(format!("4.3.0 fork: {e}")))? {
         Forked::Child => {
             super::session::close_socket();
-            let code = match privsep::become_user(user) {
+            let code = match privsep::become_user_in(user, &groups) {
                 Ok(()) => match f() {
                     Ok(v) => match v.emit() {
                         Ok(()) => EX_OK,
