@@ -3,12 +3,43 @@
 # (scripts/test-setup.sh: bsd-mailx, the test users; scripts/exim-setup.sh: a
 # real exim unpacked from its .deb, as a test smarthost) and makes the tests that
 # need root mandatory; as another user those tests report SKIPPED.
+#
+# Under sudo, cargo is usually not on root's PATH (secure_path) and rustup's
+# toolchain is the invoking user's: the script then takes cargo and rustup
+# from SUDO_USER's home, and builds as that user, so that target/ and
+# ~/.cargo stay theirs; only the test run itself is root's.
 set -eu
 cd "$(dirname "$0")/.."
+
+builder=""
+if ! command -v cargo >/dev/null 2>&1; then
+    home=""
+    if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    fi
+    cargo_home=${CARGO_HOME:-${home:+$home/.cargo}}
+    if [ -n "$cargo_home" ] && [ -x "$cargo_home/bin/cargo" ]; then
+        PATH=$cargo_home/bin:$PATH
+        CARGO_HOME=$cargo_home
+        RUSTUP_HOME=${RUSTUP_HOME:-$home/.rustup}
+        export PATH CARGO_HOME RUSTUP_HOME
+        builder=$SUDO_USER
+    else
+        echo "test.sh: cargo not found on PATH${home:+ nor in $home/.cargo/bin}; install Rust (https://rustup.rs) or run: sudo env PATH=\"\$PATH\" scripts/test.sh" >&2
+        exit 69
+    fi
+fi
+
 if [ "$(id -u)" -eq 0 ]; then
     scripts/test-setup.sh
     scripts/exim-setup.sh
     DMA_TESTS_REQUIRE_ROOT=1
     export DMA_TESTS_REQUIRE_ROOT
+fi
+if [ -n "$builder" ]; then
+    # Build (and fetch crates) as the user who ran sudo; the run below then
+    # finds everything built.
+    runuser -u "$builder" -- env PATH="$PATH" CARGO_HOME="$CARGO_HOME" \
+        RUSTUP_HOME="$RUSTUP_HOME" cargo test --locked --all-targets --no-run "$@"
 fi
 cargo test --locked --all-targets "$@"
