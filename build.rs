@@ -23,8 +23,10 @@ fn main() {
         watch_git();
         git(&["rev-parse", "--short", "HEAD"])
     });
-    if let Some(c) = commit.filter(|c| plain(c)) {
-        println!("cargo:rustc-env=DMA_BUILD_COMMIT={c}");
+    match commit {
+        Some(c) if plain(&c) => println!("cargo:rustc-env=DMA_BUILD_COMMIT={c}"),
+        Some(c) => println!("cargo:warning=commit id `{c}' ignored: not a plain commit id"),
+        None => {}
     }
 }
 

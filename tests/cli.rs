@@ -352,6 +352,32 @@ fn help_and_version_print_and_exit_0_under_every_name() {
         }
         assert_eq!(r.stderr(), "");
     }
+    // With stdin a pipe nobody closes, it still ends: stdin is not read.
+    for flag in ["--help", "--version"] {
+        let mut c = env.cmd("sendmail");
+        let mut child = c
+            .arg(flag)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{flag} with an open stdin"
+        );
+    }
     // -h is sendmail's hop count, not help.
     run(&env, "sendmail", &["-h"], "").expect(64, &env);
     assert!(env.queue_ids().is_empty(), "{}", env.dump());
