@@ -2,6 +2,7 @@
 # Installs what the test suite needs on a Debian machine. Run as root
 # (CI does); it is idempotent.
 #  - bsd-mailx: a real mail client that calls our sendmail;
+#  - groff-base and man-db: tests/manpages.rs renders the man pages;
 #  - the test users dmt-alice, dmt-bob, dmt-carol, with home directories.
 set -eu
 
@@ -12,6 +13,8 @@ fi
 
 need_pkgs=""
 command -v bsd-mailx >/dev/null 2>&1 || need_pkgs="$need_pkgs bsd-mailx"
+command -v groff >/dev/null 2>&1 || need_pkgs="$need_pkgs groff-base"
+command -v man >/dev/null 2>&1 || need_pkgs="$need_pkgs man-db"
 if [ -n "$need_pkgs" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs every test. As root (CI), it first installs what the tests need
-# (scripts/test-setup.sh: bsd-mailx, the test users; scripts/exim-setup.sh: a
-# real exim unpacked from its .deb, as a test smarthost) and makes the tests that
-# need root mandatory; as another user those tests report SKIPPED.
+# (scripts/test-setup.sh: bsd-mailx, groff-base, man-db, the test users;
+# scripts/exim-setup.sh: a real exim unpacked from its .deb, as a test
+# smarthost) and makes the tests that need root mandatory; as another user
+# those tests report SKIPPED.
 #
 # Under sudo, cargo is usually not on root's PATH (secure_path) and rustup's
 # toolchain is the invoking user's: the script then takes cargo and rustup

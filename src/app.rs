@@ -21,6 +21,12 @@ use crate::{crit, info, mailq, privsep, runner};
 /// Runs the program called `progname` with `args`; returns the exit code.
 pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     let inv = cli::parse(progname, args)?;
+    // Before anything else: no configuration, privileges or input needed.
+    match inv.mode {
+        Mode::Help => return print_out(&cli::usage()),
+        Mode::Version => return print_out(&cli::version()),
+        _ => {}
+    }
     // A file size limit must give a clean error, never a half-done kill.
     privsep::ignore_sigxfsz();
     // Who called us, before any change of ids.
@@ -66,7 +72,17 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         }
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
+        Mode::Help | Mode::Version => unreachable!("answered above"),
     }
+}
+
+/// Writes `text` to stdout: exit 0, or 74 if it can not be written.
+fn print_out(text: &str) -> Result<i32, Fatal> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Fatal::new(EX_IOERR, format!("can not write to stdout: {e}")))?;
+    Ok(EX_OK)
 }
 
 /// How this caller's runners should talk back.
@@ -391,13 +407,22 @@ fn explain(
     let route = ctx.route(addr, origin, ancestors, &[]);
     match route {
         Route::Mailbox {
-            user, uid, note, ..
+            user,
+            uid,
+            note,
+            check_forward,
         } => {
             let path = ctx.config.mailspool.join(&user);
             out.push_str(&format!(
                 "{pad}{addr}: mailbox {} (user {user}, uid {uid})\n",
                 path.display()
             ));
+            // Only -bv by another user leaves a .forward unread.
+            if check_forward {
+                out.push_str(&format!(
+                    "{pad}  (unless {user}'s .forward sends it elsewhere: only {user} and root may see that file)\n"
+                ));
+            }
             if let Some(n) = note {
                 out.push_str(&format!("{pad}  ({n})\n"));
             }
@@ -441,11 +466,24 @@ fn explain(
             true
         }
         Route::Remote { addr: a, domain } => {
-            let hop = match &ctx.config.smarthost {
-                Some(h) => format!("smarthost {h} port {}", ctx.config.port),
-                None => format!("MX hosts of {domain}"),
+            let hosts: Vec<String> = ctx
+                .config
+                .smarthosts()
+                .iter()
+                .map(|(h, port)| {
+                    if h.contains(':') {
+                        format!("[{h}]:{port}")
+                    } else {
+                        format!("{h}:{port}")
+                    }
+                })
+                .collect();
+            let hop = match hosts.len() {
+                0 => format!("the MX hosts of {domain} (SMTP, port 25)"),
+                1 => format!("the smarthost {}", hosts[0]),
+                _ => format!("the smarthosts {}, in this order", hosts.join(", ")),
             };
-            out.push_str(&format!("{pad}{a}: remote, via {hop}\n"));
+            out.push_str(&format!("{pad}{a}: remote, to {hop}\n"));
             true
         }
         Route::Fail(why) => {

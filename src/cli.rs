@@ -4,7 +4,10 @@
 //! The flags and their meaning are dma's (`:A:b:B:C:d:Df:F:h:iL:N:no:O:q:r:R:tUV:vX:`)
 //! with these additions: `-C` selects another config file, `-F` names the
 //! sender in the From: header we add, `-od[ibq]` choose the delivery mode,
-//! `-bv` shows routing, `-bi` is newaliases.
+//! `-bv` shows routing, `-bi` is newaliases, and `--help` and `--version`
+//! print what they say. [`FLAGS`] lists every spelling the parser gives a
+//! meaning; the unit tests hold the parser to it and `tests/manpages.rs`
+//! holds `man/dma.8` to it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,6 +31,111 @@ pub enum Mode {
     NewAliases,
     /// `-bv`: show where each recipient would go.
     Verify,
+    /// `--help`: print the usage.
+    Help,
+    /// `--version`: print the version and the compiled-in paths.
+    Version,
+}
+
+/// Every flag the parser accepts, as `dma(8)` documents it: the option
+/// letters (`-b`, `-o` and `-A` take their letters as a value), the values
+/// of `-b`, `-o` and `-A` that mean something of their own (any other
+/// `-b<x>` is `-D`, any other `-o<x>` is ignored, any other `-A<x>` is
+/// `-b<x>`), and the long options.
+pub const FLAGS: &[&str] = &[
+    "-A",
+    "-Ac",
+    "-Am",
+    "-B",
+    "-b",
+    "-bD",
+    "-bd",
+    "-bi",
+    "-bm",
+    "-bp",
+    "-bq",
+    "-bs",
+    "-bv",
+    "-C",
+    "-D",
+    "-d",
+    "-F",
+    "-f",
+    "-h",
+    "-i",
+    "-L",
+    "-m",
+    "-N",
+    "-n",
+    "-O",
+    "-o",
+    "-odb",
+    "-odi",
+    "-odq",
+    "-oi",
+    "-q",
+    "-R",
+    "-r",
+    "-t",
+    "-U",
+    "-V",
+    "-v",
+    "-X",
+    "--",
+    "--help",
+    "--version",
+];
+
+/// What `--help` prints: one screen (fewer than 24 lines of at most 80
+/// columns). `{conf}` is the compiled-in configuration file.
+const USAGE: &str = "\
+usage: sendmail [flags] [--] recipient...  queue a message read from stdin
+       mailq, sendmail -bp                 list the queue
+       sendmail -q                         deliver everything queued, now
+       sendmail -q<duration> (-q5m)        deliver what is due (for cron)
+       newaliases, sendmail -bi            check the aliases file
+       sendmail -bv address...             show where each address would go
+       sendmail --help | --version
+flags:
+  -t            also take recipients from the To:, Cc: and Bcc: headers
+  -i, -oi       a line with only `.' does not end the message
+  -f addr       envelope sender (also -r; -f '<>' is the null sender)
+  -F name       the name in the From: header added to the message
+  -odb          deliver in the background (the default)
+  -odi, -D      deliver before exiting     -odq, -bq   only queue
+  -C file       read another dma.conf (gives up the set-id privilege)
+  -L tag        syslog tag (default dma)   -v          log to stderr too
+  -N never|success,failure,delay, -R full|hdrs, -V envid: DSN requests
+  ignored: -Ac -Am -m -n -U -o<x>, and -B -d -h -O -X with their value
+configuration: {conf}
+manual: dma(8), dma.conf(5), dma-aliases(5), dma-forward(5)
+";
+
+/// The `--help` text.
+pub fn usage() -> String {
+    USAGE.replace("{conf}", crate::config::conf::DEFAULT_PATH)
+}
+
+/// The git commit this binary was built from, if known at build time
+/// (`build.rs`: the `DMA_GIT_COMMIT` variable, else `git rev-parse`).
+pub const GIT_COMMIT: Option<&str> = option_env!("DMA_BUILD_COMMIT");
+
+/// The `--version` text: the version, the commit and the paths compiled
+/// into this binary (packages may build with others).
+pub fn version() -> String {
+    let commit = GIT_COMMIT
+        .map(|c| format!(" (git {c})"))
+        .unwrap_or_default();
+    format!(
+        "dma-rs {}{commit}\n\
+         configuration file:    {}\n\
+         local delivery helper: {}/dma-local\n\
+         spool directory:       {} (unless SPOOLDIR says otherwise)\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::config::conf::DEFAULT_PATH,
+        crate::context::LIBEXEC_DIR,
+        crate::config::Config::default().spooldir.display(),
+    )
 }
 
 /// When to deliver a submitted message.
@@ -190,6 +298,19 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     'n' | 'U' | 'm' => {}
                     _ => return Err(invalid(&flag)),
                 }
+            }
+            Long(l @ ("help" | "version")) => {
+                let flag = format!("--{l}");
+                if p.optional_value().is_some() {
+                    return Err(invalid(&flag));
+                }
+                // The first of them decides; nothing else is looked at.
+                inv.mode = if flag == "--help" {
+                    Mode::Help
+                } else {
+                    Mode::Version
+                };
+                return Ok(inv);
             }
             Long(l) => return Err(invalid(&format!("--{l}"))),
             Value(v) => inv.rcpts.push(text(v, "recipient")?),
@@ -360,6 +481,120 @@ mod tests {
                 .as_deref(),
             Some("tag")
         );
+    }
+
+    /// Letters and punctuation a short option could be.
+    fn option_chars() -> impl Iterator<Item = char> {
+        (b'!'..=b'~').map(char::from).filter(|c| *c != '-')
+    }
+
+    #[test]
+    fn flags_lists_every_option_letter_the_parser_accepts() {
+        for c in option_chars() {
+            let flag = format!("-{c}");
+            // With a value after it, for the letters that need one.
+            let accepted = match p("sendmail", &[&flag, "x"]) {
+                Err(e) => e.msg != format!("invalid argument: `{flag}'"),
+                Ok(_) => true,
+            };
+            assert_eq!(accepted, FLAGS.contains(&flag.as_str()), "{flag}");
+        }
+    }
+
+    #[test]
+    fn flags_lists_every_b_o_and_a_value_with_a_meaning() {
+        let letters: Vec<char> = option_chars().filter(char::is_ascii_alphabetic).collect();
+        // Any other -b<x> is -D (dma's rule): `t' is such a letter.
+        let fallback = p("sendmail", &["-bt"]);
+        assert_eq!(
+            fallback.as_ref().unwrap().delivery,
+            DeliveryMode::Foreground
+        );
+        for c in &letters {
+            let f = format!("-b{c}");
+            let own = p("sendmail", &[&f]) != fallback;
+            assert_eq!(own, FLAGS.contains(&f.as_str()), "{f}");
+        }
+        // Any other -o<x> is ignored: it changes nothing whatever the
+        // delivery mode before it.
+        for f in letters
+            .iter()
+            .flat_map(|c| [format!("-o{c}"), format!("-od{c}")])
+        {
+            let own = ["-odq", "-odi"]
+                .iter()
+                .any(|base| p("sendmail", &[base, &f]) != p("sendmail", &[base]));
+            assert_eq!(own, FLAGS.contains(&f.as_str()), "{f}");
+        }
+        // -A<x> is -b<x> but for the ones listed, which are ignored.
+        for c in &letters {
+            let f = format!("-A{c}");
+            let want = if FLAGS.contains(&f.as_str()) {
+                p("sendmail", &[])
+            } else {
+                p("sendmail", &[&format!("-b{c}")])
+            };
+            assert_eq!(p("sendmail", &[&f]), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_the_only_long_options() {
+        for f in FLAGS.iter().filter(|f| f.starts_with("--") && f.len() > 2) {
+            for prog in ["sendmail", "mailq", "newaliases", "dma"] {
+                let mode = p(prog, &["-v", f, "bob", "-Z"]).unwrap().mode;
+                let want = if *f == "--help" {
+                    Mode::Help
+                } else {
+                    Mode::Version
+                };
+                assert_eq!(mode, want, "{prog} {f}");
+            }
+        }
+        for bad in ["--help=x", "--versio", "--usage", "--HELP"] {
+            assert_eq!(
+                p("sendmail", &[bad]).unwrap_err().msg,
+                format!("invalid argument: `{}'", bad.split('=').next().unwrap()),
+            );
+        }
+        // -h is sendmail's hop count: it takes a value and is ignored.
+        assert_eq!(p("sendmail", &["-h", "17", "bob"]).unwrap().rcpts, ["bob"]);
+    }
+
+    #[test]
+    fn usage_fits_a_screen_and_names_every_option_letter() {
+        let u = usage();
+        assert!(u.lines().count() < 24, "{u}");
+        for l in u.lines() {
+            assert!(l.chars().count() <= 80, "too wide: {l:?}");
+        }
+        for f in FLAGS.iter().filter(|f| f.len() == 2 && **f != "--") {
+            assert!(
+                u.split(|c: char| c.is_whitespace() || c == ',')
+                    .any(|w| w.starts_with(f)),
+                "{f} not in the usage:\n{u}"
+            );
+        }
+        assert!(u.contains(crate::config::conf::DEFAULT_PATH));
+    }
+
+    #[test]
+    fn version_names_the_compiled_in_paths() {
+        let v = version();
+        assert!(
+            v.starts_with(&format!("dma-rs {}", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+        for path in [
+            crate::config::conf::DEFAULT_PATH.to_string(),
+            format!("{}/dma-local", crate::context::LIBEXEC_DIR),
+            "/var/spool/dma".to_string(),
+        ] {
+            assert!(v.contains(&path), "{path} not in\n{v}");
+        }
+        if let Some(c) = GIT_COMMIT {
+            assert!(v.lines().next().unwrap().ends_with(&format!(" (git {c})")));
+        }
     }
 
     #[test]

@@ -216,14 +216,16 @@ impl Ctx {
             Err(e) => Err(e.clone()),
         };
         let this: &Ctx = self;
+        // -bv by anyone but root: another user's .forward is theirs.
+        let hidden =
+            |uid: u32| matches!(this.forwards_visible_to, Some(me) if me != 0 && uid != me);
         let read_forward = |user: &str| {
-            if let Some(me) = this.forwards_visible_to {
-                let theirs = this.user_uid(user);
-                if me != 0 && theirs != Some(me) {
-                    return Ok(ForwardFile::Ignored(
-                        "the .forward of another user, if any (not shown)".into(),
-                    ));
-                }
+            // The router leaves a hidden one to the delivery (see
+            // `lazy_forward` below); this only makes sure it is never read.
+            if this.forwards_visible_to.is_some() && this.user_uid(user).is_none_or(hidden) {
+                return Ok(ForwardFile::Ignored(
+                    "the .forward of another user (not shown)".into(),
+                ));
             }
             crate::local::read_forward(this, user)
         };
@@ -237,7 +239,7 @@ impl Ctx {
             read_forward: &read_forward,
             read_include: &read_include,
             delivered_to,
-            lazy_forward: this.forwards_visible_to.is_none(),
+            lazy_forward: &|uid| this.forwards_visible_to.is_none() || hidden(uid),
         })
     }
 

@@ -1,4 +1,4 @@
-//! The `.forward` format (see `docs/forward.5.md`): a pure parser.
+//! The `.forward` format (see `man/dma-forward.5`): a pure parser.
 //!
 //! Entries are separated by commas or newlines, outside double quotes, and
 //! trimmed of blanks. `#` starts a comment line. An entry is one of:

@@ -122,9 +122,12 @@ pub struct Router<'a> {
     pub read_include: ReadEntries<'a>,
     /// The `Delivered-To:` addresses the message already carries, lower case.
     pub delivered_to: &'a [String],
-    /// Leave the `.forward` to the delivery (one `dma-local` run instead of
-    /// two when there is none): users route to `Mailbox { check_forward }`.
-    pub lazy_forward: bool,
+    /// Whether to leave the `.forward` of the user with this uid to the
+    /// delivery, which routes the user to `Mailbox { check_forward }`: a
+    /// delivery always does (one `dma-local` run instead of two when there
+    /// is none); `-bv` does for the users whose `.forward` the caller may
+    /// not see.
+    pub lazy_forward: &'a dyn Fn(u32) -> bool,
 }
 
 /// The real password database.
@@ -262,7 +265,7 @@ impl Router<'_> {
             Ok(uid) => uid,
             Err(fail) => return fail,
         };
-        if self.lazy_forward {
+        if (self.lazy_forward)(uid) {
             return Route::Mailbox {
                 user: name.to_string(),
                 uid,
@@ -453,7 +456,7 @@ mod tests {
             read_forward: &forwards,
             read_include: &includes,
             delivered_to: &delivered,
-            lazy_forward: false,
+            lazy_forward: &|_| false,
         };
         let anc: Vec<String> = ancestors.iter().map(|s| s.to_string()).collect();
         r.route(addr, origin.as_ref(), &anc)

@@ -268,3 +268,117 @@ fn masquerade_rewrites_the_sender_and_the_from_header_we_add() {
         "{m}"
     );
 }
+
+#[test]
+fn bv_says_where_remote_and_local_addresses_go() {
+    let env = Env::new("");
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap();
+    let r = run(
+        &env,
+        "sendmail",
+        &["-bv", "far@remote.example", &me.name],
+        "not read\n",
+    );
+    r.expect(0, &env);
+    assert_eq!(
+        r.stdout(),
+        format!(
+            "far@remote.example: remote, to the MX hosts of remote.example (SMTP, port 25)\n\
+             {0}: mailbox {1} (user {0}, uid {2})\n",
+            me.name,
+            env.mbox_path(&me.name).display(),
+            me.uid
+        ),
+        "{}",
+        r.show()
+    );
+    // Smarthosts, each with its port, in the order they are tried.
+    env.write_conf("SMARTHOST relay1.example, [2001:db8::1]:2525\nPORT 587\n");
+    let r = run(&env, "sendmail", &["-bv", "far@remote.example"], "");
+    r.expect(0, &env);
+    assert_eq!(
+        r.stdout(),
+        "far@remote.example: remote, to the smarthosts relay1.example:587, \
+         [2001:db8::1]:2525, in this order\n"
+    );
+    env.write_conf("SMARTHOST relay1.example\n");
+    let r = run(&env, "sendmail", &["-bv", "far@remote.example"], "");
+    assert_eq!(
+        r.expect(0, &env).stdout(),
+        "far@remote.example: remote, to the smarthost relay1.example:25\n"
+    );
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
+fn help_and_version_print_and_exit_0_under_every_name() {
+    // Neither the configuration nor stdin is read: a broken config and a
+    // message on stdin change nothing, and nothing is queued.
+    let env = Env::new("FOO broken\n");
+    for prog in ["sendmail", "mailq", "newaliases", "dma"] {
+        let r = run(&env, prog, &["--help"], "Subject: s\n\nx\n");
+        r.expect(0, &env);
+        let out = r.stdout();
+        assert!(
+            out.starts_with("usage: sendmail [flags] [--] recipient...")
+                && out.contains("\n  -t ")
+                && out.contains("configuration: ")
+                && out.contains("manual: dma(8)"),
+            "{}",
+            r.show()
+        );
+        assert!(out.lines().count() < 24 && out.lines().all(|l| l.len() <= 80));
+        assert_eq!(r.stderr(), "");
+        let r = run(&env, prog, &["--version"], "Subject: s\n\nx\n");
+        r.expect(0, &env);
+        let out = r.stdout();
+        let first = out.lines().next().unwrap_or_default();
+        assert!(
+            first == format!("dma-rs {}", env!("CARGO_PKG_VERSION"))
+                || first.starts_with(&format!("dma-rs {} (git ", env!("CARGO_PKG_VERSION"))),
+            "{}",
+            r.show()
+        );
+        for want in [
+            "configuration file:    /",
+            "/dma.conf\n",
+            "local delivery helper: /",
+            "/dma-local\n",
+            "spool directory:       /var/spool/dma",
+        ] {
+            assert!(out.contains(want), "{want:?} in {}", r.show());
+        }
+        assert_eq!(r.stderr(), "");
+    }
+    // With stdin a pipe nobody closes, it still ends: stdin is not read.
+    for flag in ["--help", "--version"] {
+        let mut c = env.cmd("sendmail");
+        let mut child = c
+            .arg(flag)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{flag} with an open stdin"
+        );
+    }
+    // -h is sendmail's hop count, not help.
+    run(&env, "sendmail", &["-h"], "").expect(64, &env);
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}

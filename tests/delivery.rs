@@ -405,7 +405,9 @@ fn bv_shows_the_expansion_tree() {
         "{out}"
     );
     assert!(
-        out.contains("  far@remote.example: remote, via MX hosts of remote.example"),
+        out.contains(
+            "  far@remote.example: remote, to the MX hosts of remote.example (SMTP, port 25)\n"
+        ),
         "{out}"
     );
     assert!(out.contains("nosuchuser: undeliverable: 5.1.1"), "{out}");

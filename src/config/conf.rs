@@ -179,30 +179,78 @@ impl Default for Config {
     }
 }
 
-enum Kind {
-    Flag,
-    Value,
+/// One key of `dma.conf`, as the documentation shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The key, as written in the file (upper case).
+    pub name: &'static str,
+    /// What its value is, for the documentation (`host`, `duration`); `None`
+    /// for a flag key, which takes no value.
+    pub value: Option<&'static str>,
+    /// Its default, written as a value that parses to [`Config::default`]'s;
+    /// `None` when unset by default (or a flag, off by default).
+    pub default: Option<&'static str>,
 }
 
-fn kind(key: &str) -> Option<Kind> {
-    Some(match key {
-        "SECURETRANSFER"
-        | "STARTTLS"
-        | "OPPORTUNISTIC_TLS"
-        | "VERIFYCERT"
-        | "INSECURE"
-        | "DEFER"
-        | "FULLBOUNCE"
-        | "NULLCLIENT"
-        | "ROOT_FORWARD_PROGRAMS"
-        | "TLS_NO_VERIFY" => Kind::Flag,
-        "SMARTHOST" | "PORT" | "ALIASES" | "SPOOLDIR" | "AUTHPATH" | "CERTFILE" | "MAILNAME"
-        | "MASQUERADE" | "FINGERPRINT" | "MAILSPOOL" | "QUEUE_LIFETIME" | "RETRY_MIN"
-        | "RETRY_MAX" | "ALIAS_USER" | "PIPE_TIMEOUT" | "CAFILE" | "NAMESERVER"
-        | "SMTP_TIMEOUT" | "CONNECT_TIMEOUT" | "QUEUE_WORKERS" | "HOP_SESSIONS"
-        | "MESSAGE_SIZE_LIMIT" | "SPOOL_MIN_FREE" => Kind::Value,
-        _ => return None,
-    })
+const fn flag(name: &'static str) -> Key {
+    Key {
+        name,
+        value: None,
+        default: None,
+    }
+}
+
+const fn value(name: &'static str, value: &'static str, default: Option<&'static str>) -> Key {
+    Key {
+        name,
+        value: Some(value),
+        default,
+    }
+}
+
+/// Every key the parser knows, in the order the documentation gives them:
+/// the parser takes a key's kind from here, and the man page, the README
+/// and `examples/dma.conf` are checked against this list
+/// (`tests/manpages.rs`).
+pub const KEYS: &[Key] = &[
+    value("SMARTHOST", "host", None),
+    value("PORT", "n", Some("25")),
+    value("ALIASES", "path", Some("/etc/aliases")),
+    value("SPOOLDIR", "path", Some("/var/spool/dma")),
+    value("AUTHPATH", "path", None),
+    value("CERTFILE", "path", None),
+    value("MAILNAME", "name", None),
+    value("MASQUERADE", "[user@][host]", None),
+    flag("SECURETRANSFER"),
+    flag("STARTTLS"),
+    flag("OPPORTUNISTIC_TLS"),
+    flag("VERIFYCERT"),
+    flag("INSECURE"),
+    value("FINGERPRINT", "hex", None),
+    flag("DEFER"),
+    flag("FULLBOUNCE"),
+    flag("NULLCLIENT"),
+    value("MAILSPOOL", "dir", Some("/var/mail")),
+    value("QUEUE_LIFETIME", "duration", Some("5d")),
+    value("RETRY_MIN", "duration", Some("5m")),
+    value("RETRY_MAX", "duration", Some("4h")),
+    value("ALIAS_USER", "name", Some("nobody")),
+    value("PIPE_TIMEOUT", "duration", Some("10m")),
+    flag("ROOT_FORWARD_PROGRAMS"),
+    value("CAFILE", "path", None),
+    flag("TLS_NO_VERIFY"),
+    value("NAMESERVER", "ip[:port]", None),
+    value("SMTP_TIMEOUT", "duration", None),
+    value("CONNECT_TIMEOUT", "duration", Some("30s")),
+    value("QUEUE_WORKERS", "n", Some("8")),
+    value("HOP_SESSIONS", "n", Some("8")),
+    value("MESSAGE_SIZE_LIMIT", "size", Some("50M")),
+    value("SPOOL_MIN_FREE", "size", Some("100M")),
+];
+
+/// The key called `name` (exactly: keys are upper case, as in dma).
+pub fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
 }
 
 impl Config {
@@ -246,15 +294,17 @@ impl Config {
                 continue;
             }
             let value = value.filter(|v| !v.is_empty());
-            match (kind(key), value) {
-                (None, _) => return Err(err(lineno, Some(format!("unknown key `{key}'")))),
-                (Some(Kind::Flag), Some(_)) => {
+            let Some(known) = self::key(key) else {
+                return Err(err(lineno, Some(format!("unknown key `{key}'"))));
+            };
+            match (known.value, value) {
+                (None, Some(_)) => {
                     return Err(err(lineno, Some(format!("{key} takes no value"))));
                 }
-                (Some(Kind::Value), None) => {
+                (Some(_), None) => {
                     return Err(err(lineno, Some(format!("{key} needs a value"))));
                 }
-                (Some(Kind::Flag), None) => match key {
+                (None, None) => match key {
                     "SECURETRANSFER" => c.securetransfer = true,
                     "STARTTLS" => c.starttls = true,
                     "OPPORTUNISTIC_TLS" => c.opportunistic_tls = true,
@@ -264,9 +314,10 @@ impl Config {
                     "FULLBOUNCE" => c.fullbounce = true,
                     "ROOT_FORWARD_PROGRAMS" => c.root_forward_programs = true,
                     "TLS_NO_VERIFY" => c.tls_no_verify = true,
-                    _ => c.nullclient = true,
+                    "NULLCLIENT" => c.nullclient = true,
+                    _ => unreachable!("every flag key is handled"),
                 },
-                (Some(Kind::Value), Some(v)) => {
+                (Some(_), Some(v)) => {
                     c.set_value(key, v).map_err(|r| err(lineno, Some(r)))?;
                 }
             }
@@ -510,6 +561,33 @@ mod tests {
         assert_eq!(c.queue_lifetime.as_secs(), 90);
         assert_eq!(c.retry_min.as_secs(), 60);
         assert_eq!(c.retry_max.as_secs(), 7200);
+    }
+
+    #[test]
+    fn keys_defaults_are_the_defaults_and_flags_turn_something_on() {
+        let base = parse("SMARTHOST relay.example\n").unwrap();
+        for k in KEYS {
+            assert_eq!(key(k.name), Some(k), "{} twice in KEYS", k.name);
+            assert!(key(&k.name.to_ascii_lowercase()).is_none());
+            match (k.value, k.default) {
+                (None, _) => {
+                    assert!(k.default.is_none(), "{}", k.name);
+                    let c = parse(&format!("SMARTHOST relay.example\n{}\n", k.name)).unwrap();
+                    assert_ne!(c, base, "{} changes nothing", k.name);
+                    let e = parse(&format!("{} on\n", k.name)).unwrap_err();
+                    assert!(e.to_string().ends_with("takes no value"), "{e}");
+                }
+                (Some(_), Some(d)) => {
+                    let c = parse(&format!("{} {d}\n", k.name)).unwrap();
+                    assert_eq!(c, Config::default_at("/etc/dma/dma.conf"), "{}", k.name);
+                }
+                (Some(_), None) => {}
+            }
+            if k.value.is_some() {
+                let e = parse(&format!("{}\n", k.name)).unwrap_err();
+                assert!(e.to_string().ends_with("needs a value"), "{e}");
+            }
+        }
     }
 
     #[test]
