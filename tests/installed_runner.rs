@@ -294,9 +294,18 @@ fn the_invoker_can_neither_stop_nor_kill_a_delivery() {
         "the queue did not empty while alice's sendmail was stopped: {:?}",
         inst.spool_files()
     );
-    assert!(t_file(BOB, "got").contains("carol's"));
-    assert!(inst.mailbox(BOB).contains("carol's"));
-    assert!(inst.mailbox(CAROL).contains("carol's"));
+    let mailboxes = || {
+        format!(
+            "{}\nbob's t.got: {:?}\nbob's mailbox:\n{}\ncarol's mailbox:\n{}",
+            show(&o),
+            t_file(BOB, "got"),
+            inst.mailbox(BOB),
+            inst.mailbox(CAROL)
+        )
+    };
+    assert!(t_file(BOB, "got").contains("carol's"), "{}", mailboxes());
+    assert!(inst.mailbox(BOB).contains("carol's"), "{}", mailboxes());
+    assert!(inst.mailbox(CAROL).contains("carol's"), "{}", mailboxes());
     assert!(!inst.root.join(format!("mail/{BOB}.lock")).exists());
 }
 
