@@ -37,10 +37,27 @@ if [ "$(id -u)" -eq 0 ]; then
     DMA_TESTS_REQUIRE_ROOT=1
     export DMA_TESTS_REQUIRE_ROOT
 fi
+# The tests run the built programs as the test users: a checkout they can
+# not reach (a home of mode 0700, as Debian makes them) builds into a
+# directory of its own below /var/tmp instead, owned by whoever builds.
+if [ "$(id -u)" -eq 0 ] && [ -z "${CARGO_TARGET_DIR:-}" ] &&
+    ! runuser -u nobody -- test -x "$PWD" 2>/dev/null; then
+    owner=${builder:-root}
+    CARGO_TARGET_DIR=/var/tmp/dma-rs-tests.$owner
+    if [ -L "$CARGO_TARGET_DIR" ] || { [ -e "$CARGO_TARGET_DIR" ] &&
+        [ "$(stat -c %U "$CARGO_TARGET_DIR")" != "$owner" ]; }; then
+        echo "test.sh: $CARGO_TARGET_DIR is not a directory of $owner's; remove it" >&2
+        exit 73
+    fi
+    mkdir -p -m 755 "$CARGO_TARGET_DIR"
+    chown "$owner" "$CARGO_TARGET_DIR"
+    export CARGO_TARGET_DIR
+    echo "test.sh: $PWD is out of the test users' reach; building in $CARGO_TARGET_DIR"
+fi
 if [ -n "$builder" ]; then
     # Build (and fetch crates) as the user who ran sudo; the run below then
     # finds everything built.
     runuser -u "$builder" -- env PATH="$PATH" CARGO_HOME="$CARGO_HOME" \
-        RUSTUP_HOME="$RUSTUP_HOME" cargo test --locked --all-targets --no-run "$@"
+        RUSTUP_HOME="$RUSTUP_HOME" ${CARGO_TARGET_DIR:+CARGO_TARGET_DIR="$CARGO_TARGET_DIR"} cargo test --locked --all-targets --no-run "$@"
 fi
 cargo test --locked --all-targets "$@"
