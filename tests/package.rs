@@ -460,10 +460,19 @@ fn a_purge_keeps_a_queue_that_holds_mail() {
     // With the queue empty, a purge removes it. (dma is only removed now:
     // plain dpkg -i installs the package.)
     o.ok("empty the queue", "find /var/spool/dma -mindepth 1 -delete");
+    // An administrator's modes (dpkg-statoverride) are honoured: for the
+    // binaries by dpkg, for the queue by the postinst.
+    o.ok(
+        "dpkg-statoverride",
+        "dpkg-statoverride --add root mail 2750 /usr/sbin/dma && \
+         dpkg-statoverride --add root mail 2775 /var/spool/dma",
+    );
     o.ok(
         "dpkg -i dma-rs",
         &format!("dpkg -i {}", built.deb.display()),
     );
+    assert_eq!(stat(&o, "/usr/sbin/dma"), "2750 root:mail");
+    assert_eq!(stat(&o, "/var/spool/dma"), "2775 root:mail");
     assert_eq!(o.read(CONF).unwrap(), dma_conf);
     o.ok("dpkg --purge", "dpkg --purge --force-depends dma-rs");
     assert!(!o.exists("/var/spool/dma"), "the empty queue after a purge");
