@@ -34,26 +34,7 @@ apt_update() {
 }
 
 # 1. The .deb, downloaded once into the cache.
-mkdir -p "$DEBS"
-latest_deb() {
-    find "$DEBS" -maxdepth 1 -name "${PKG}_*.deb" | sort -V | tail -n 1
-}
-deb=$(latest_deb)
-if [ -z "$deb" ]; then
-    # Empty package lists on a fresh machine: no candidate until an update.
-    if ! apt-cache policy "$PKG" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        apt_update
-    fi
-    # apt-get download saves into the current directory; make it readable by
-    # the _apt sandbox user so that apt does not warn.
-    chown _apt "$DEBS" 2>/dev/null || true
-    # Stale lists may name a version the archive no longer has.
-    if ! (cd "$DEBS" && apt-get download -qq "$PKG"); then
-        apt_update
-        (cd "$DEBS" && apt-get download -qq "$PKG")
-    fi
-    deb=$(latest_deb)
-fi
+deb=$("$(dirname "$0")/fetch-deb.sh" "$PKG" "$DEBS")
 
 # 2. Unpacked into $DEST (again whenever the .deb is newer than the tree).
 stamp="$DEST/.unpacked-from"

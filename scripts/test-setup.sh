@@ -3,7 +3,11 @@
 # (CI does); it is idempotent.
 #  - bsd-mailx: a real mail client that calls our sendmail;
 #  - groff-base and man-db: tests/manpages.rs renders the man pages;
-#  - the test users dmt-alice, dmt-bob, dmt-carol, with home directories.
+#  - the test users dmt-alice, dmt-bob, dmt-carol, with home directories;
+#  - for the package tests (tests/package.rs): Debian's dma .deb, downloaded
+#    into /opt/dma-rs-test/debs (not installed: the tests install it in an
+#    overlay), the libraries it depends on, dpkg-dev and binutils to build
+#    our package, lintian to check it, man-db for `man'.
 set -eu
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,7 +18,17 @@ fi
 need_pkgs=""
 command -v bsd-mailx >/dev/null 2>&1 || need_pkgs="$need_pkgs bsd-mailx"
 command -v groff >/dev/null 2>&1 || need_pkgs="$need_pkgs groff-base"
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need_pkgs="$need_pkgs dpkg-dev"
+command -v strip >/dev/null 2>&1 || need_pkgs="$need_pkgs binutils"
+command -v lintian >/dev/null 2>&1 || need_pkgs="$need_pkgs lintian"
 command -v man >/dev/null 2>&1 || need_pkgs="$need_pkgs man-db"
+# What Debian's dma needs to install (the first of each alternative).
+dma_deb=$("$(dirname "$0")/fetch-deb.sh" dma)
+for dep in $(dpkg-deb -f "$dma_deb" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g'); do
+    if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'ok installed'; then
+        need_pkgs="$need_pkgs $dep"
+    fi
+done
 if [ -n "$need_pkgs" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -184,6 +184,39 @@ fn stages_the_layout_below_destdir() {
     assert!(!service.contains("/usr/local"), "{service}");
     let timer = fs::read_to_string(d.join("lib/systemd/system/dma-rs-queue.timer")).unwrap();
     assert!(timer.contains("[Timer]"), "{timer}");
+    // The cron job yields to the timer where systemd runs.
+    assert!(cron.contains("if [ ! -d /run/systemd/system ]"), "{cron}");
+
+    // The man pages of man/ (once there are some), compressed; a `.so'
+    // stub is a link to the page it includes.
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for page in fs::read_dir(&man).into_iter().flatten().flatten() {
+        let name = page.file_name().to_string_lossy().into_owned();
+        let Some(sec) = name
+            .rsplit('.')
+            .next()
+            .filter(|s| matches!(s.as_bytes(), [b'1'..=b'8']))
+        else {
+            continue;
+        };
+        let staged = d.join(format!("usr/share/man/man{sec}/{name}.gz"));
+        let text = fs::read_to_string(page.path()).unwrap();
+        if let Some(target) = text.trim_end().strip_prefix(".so ") {
+            let included = target.rsplit('/').next().unwrap();
+            assert!(
+                fs::read_link(&staged)
+                    .unwrap()
+                    .ends_with(format!("{included}.gz")),
+                "{name}"
+            );
+        } else {
+            let out = Command::new("zcat").arg(&staged).output().unwrap();
+            assert_eq!(out.stdout, text.as_bytes(), "{name}");
+        }
+    }
+
+    // A staging install keeps no manifest: the package manager does.
+    assert!(!d.join("var/lib/dma-rs").exists());
 
     // The installed programs work, through their links.
     for (prog, bp) in [("usr/sbin/sendmail", true), ("usr/bin/mailq", false)] {
@@ -285,4 +318,16 @@ fn bad_arguments_install_nothing() {
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--destdir"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--uninstall"));
+    // Diversions and uninstalling act on the installed system only.
+    for opt in ["--divert", "--link-system", "--uninstall"] {
+        let out = install_cmd(&d, &[opt]);
+        assert_eq!(out.status.code(), Some(1), "{opt}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not with --destdir"),
+            "{opt}: {}",
+            show(&out)
+        );
+    }
+    assert!(!d.exists());
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod installed;
+pub mod overlay;
 
 use std::fmt::Write as _;
 use std::io::Write;
