@@ -32,7 +32,8 @@ done
 if [ -n "$need_pkgs" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # bsd-mailx recommends an MTA; we are the MTA under test.
+    # bsd-mailx depends on default-mta | mail-transport-agent: where the
+    # machine has no MTA, apt installs exim4 as its MTA (the tests never use it).
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $need_pkgs >/dev/null
 fi
