@@ -366,6 +366,12 @@ cronfile=$crondir/dma-rs
 unitdir=/lib/systemd/system
 wantsdir=/etc/systemd/system/timers.target.wants
 
+# Without owners, dma would be set-group-id root (every user's mail sent
+# with group root) and the queue root's: only a staging install may skip them.
+if [ "$chown" = no ] && [ "$build_only" = no ] && [ -z "$destdir" ]; then
+	die "--no-chown is for a staging install below --destdir DIR; installed into the system, dma would be set-group-id root"
+fi
+
 if [ "$chown" = yes ] && [ "$build_only" = no ]; then
 	[ "$(id -u)" -eq 0 ] ||
 		die "setting owners (root:mail) needs root; for an unprivileged staging install use --destdir DIR --no-chown"

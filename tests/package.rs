@@ -664,3 +664,24 @@ fn the_package_is_lintian_clean() {
         .expect("lintian not found: run scripts/test-setup.sh as root");
     assert!(out.status.success(), "{}", show("lintian", &out));
 }
+
+/// `--no-chown` is for an unprivileged staging install; installed into the
+/// system it would leave /usr/local/sbin/dma set-group-id root (2755
+/// root:root: every user runs it with group root) and the queue root:root.
+/// It must be refused without --destdir.
+#[test]
+fn install_sh_refuses_no_chown_into_the_system() {
+    if !need_root("install_sh_refuses_no_chown_into_the_system") {
+        return;
+    }
+    let bins = Path::new(env!("CARGO_BIN_EXE_dma")).parent().unwrap();
+    let o = Overlay::new(&[repo(), bins]);
+    let install = format!(
+        "{} --no-build --no-chown --bindir-from {}",
+        repo().join("scripts/install.sh").display(),
+        bins.display()
+    );
+    let out = o.sh(&install);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&install, &out));
+    assert!(!o.exists("/usr/local/sbin/dma"), "{}", show(&install, &out));
+}
