@@ -604,14 +604,19 @@ fn changed_files(o: &Overlay) -> String {
     lines.join("\n")
 }
 
+/// An overlay with the repository and the binaries of this test build
+/// (built for the default paths), and where those binaries are.
+fn overlay_with_test_bins() -> (Overlay, &'static Path) {
+    let bins = Path::new(env!("CARGO_BIN_EXE_dma")).parent().unwrap();
+    (Overlay::new(&[repo(), bins]), bins)
+}
+
 #[test]
 fn install_sh_uninstall_leaves_nothing_behind() {
     if !need_root("install_sh_uninstall_leaves_nothing_behind") {
         return;
     }
-    // The binaries of this test build (built for the default paths).
-    let bins = Path::new(env!("CARGO_BIN_EXE_dma")).parent().unwrap();
-    let o = Overlay::new(&[repo(), bins]);
+    let (o, bins) = overlay_with_test_bins();
     let script = repo().join("scripts/install.sh");
     let before = changed_files(&o);
     let out = o.ok(
@@ -674,8 +679,7 @@ fn install_sh_refuses_no_chown_into_the_system() {
     if !need_root("install_sh_refuses_no_chown_into_the_system") {
         return;
     }
-    let bins = Path::new(env!("CARGO_BIN_EXE_dma")).parent().unwrap();
-    let o = Overlay::new(&[repo(), bins]);
+    let (o, bins) = overlay_with_test_bins();
     let install = format!(
         "{} --no-build --no-chown --bindir-from {}",
         repo().join("scripts/install.sh").display(),
