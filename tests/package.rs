@@ -689,3 +689,43 @@ fn install_sh_refuses_no_chown_into_the_system() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&install, &out));
     assert!(!o.exists("/usr/local/sbin/dma"), "{}", show(&install, &out));
 }
+
+/// Debian's dma, removed in favour of dma-rs, keeps its postrm, whose purge
+/// deletes /etc/dma and /var/spool/dma whole. An administrator who installs
+/// dma-rs with `apt-get install --purge` (or later cleans up removed
+/// packages: `apt purge dma`, `apt purge ~c`) must still have a working
+/// dma-rs: its conffile and its queue, with the mail queued in it.
+/// (Fails until the package survives dma's purge: found by the issue 12
+/// attack session, 2026-12-02.)
+#[test]
+#[ignore = "open bug (issue 12): dma's postrm purge deletes /etc/dma and the queue; run with --ignored"]
+fn purging_the_replaced_dma_keeps_dma_rs_and_its_queue() {
+    let Some((built, o)) = start("purging_the_replaced_dma_keeps_dma_rs_and_its_queue") else {
+        return;
+    };
+    install_package(&o, built);
+    let queued = queue_for_later(&o);
+    o.ok("apt-get purge dma", "apt-get purge -y -q dma");
+    assert_eq!(
+        o.ok(
+            "list the queue",
+            "ls /var/spool/dma 2>/dev/null | grep '\\.env$' || true"
+        ),
+        queued,
+        "the queued mail after apt-get purge dma"
+    );
+    assert!(o.exists(CONF), "{CONF} after apt-get purge dma");
+    assert_eq!(verify(&o, "dma-rs"), "");
+    mail_alice_to_bob(&o, "/usr/sbin/sendmail -oi");
+
+    // The same in one step: dma purged while dma-rs replaces it.
+    let o = overlay_with_dma();
+    o.ok(
+        "apt-get install --purge dma-rs",
+        &format!("apt-get install -y -q --purge {}", built.deb.display()),
+    );
+    assert_eq!(status(&o, "dma"), "");
+    assert!(o.exists(CONF), "{CONF} after apt-get install --purge");
+    assert_eq!(stat(&o, "/var/spool/dma"), "2770 root:mail");
+    mail_alice_to_bob(&o, "/usr/sbin/sendmail -oi");
+}
