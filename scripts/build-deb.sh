@@ -129,6 +129,11 @@ rm -r "${stage:?}/var"
 #   a conffile, over to this package (Replaces), so that it no longer runs
 #   the queue a second time once dma-rs is /usr/sbin/dma.
 mv "$stage/etc/cron.d/dma-rs" "$stage/etc/cron.d/dma"
+# - an auth.conf (a template), as Debian's dma ships one: a conffile of
+#   this package, dpkg no longer deletes the administrator's passwords in
+#   it when the removed dma is purged.
+install -m 640 "$srcdir/contrib/debian/auth.conf" "$stage/etc/dma/auth.conf"
+chown root:mail "$stage/etc/dma/auth.conf"
 
 doc=$stage/usr/share/doc/dma-rs
 mkdir -p "$doc" "$stage/usr/share/lintian/overrides"
@@ -147,7 +152,8 @@ chmod 644 "$doc/copyright" "$doc/changelog.Debian.gz" "$stage/usr/share/lintian/
 
 mkdir "$stage/DEBIAN"
 for script in preinst postinst prerm postrm; do
-	cp "$srcdir/contrib/debian/$script" "$stage/DEBIAN/$script"
+	sed -e '/^@AUTH_CONF@$/{' -e "r $srcdir/contrib/debian/auth.conf" -e 'd' -e '}' \
+		"$srcdir/contrib/debian/$script" >"$stage/DEBIAN/$script"
 	chmod 755 "$stage/DEBIAN/$script"
 done
 cp "$srcdir/contrib/debian/conffiles" "$stage/DEBIAN/conffiles"

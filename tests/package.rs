@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::overlay::{Overlay, show};
 use support::{ALICE, BOB, need_root};
 
+const AUTH: &str = "/etc/dma/auth.conf";
 const CONF: &str = "/etc/dma/dma.conf";
 const MAILBOX: &str = "/var/mail/dmt-bob";
 /// Where scripts/test-setup.sh keeps Debian's dma .deb.
@@ -308,6 +309,7 @@ fn the_package_replaces_dma_and_goes_away_cleanly() {
     };
     let dma_conf = o.read(CONF).expect("dma made its dma.conf");
     let dma_conf_stat = stat(&o, CONF);
+    let dma_auth = o.read(AUTH).expect("dma ships an auth.conf");
 
     let out = install_package(&o, built);
     assert!(out.contains("kept the existing /etc/dma/dma.conf"), "{out}");
@@ -317,7 +319,17 @@ fn the_package_replaces_dma_and_goes_away_cleanly() {
     // dma's configuration is kept and read as it was.
     assert_eq!(o.read(CONF).unwrap(), dma_conf, "dma.conf changed");
     assert_eq!(stat(&o, CONF), dma_conf_stat);
-    assert_eq!(verify(&o, "dma-rs"), "??5?????? c /etc/dma/dma.conf\n");
+    // So is its auth.conf (passwords), which is dma-rs's conffile now.
+    assert!(
+        out.contains("kept the existing /etc/dma/auth.conf"),
+        "{out}"
+    );
+    assert_eq!(o.read(AUTH).unwrap(), dma_auth, "auth.conf changed");
+    assert_eq!(stat(&o, AUTH), "640 root:mail");
+    assert_eq!(
+        verify(&o, "dma-rs"),
+        "??5?????? c /etc/dma/auth.conf\n??5?????? c /etc/dma/dma.conf\n"
+    );
 
     // Modes, owners, and the system's names for the program.
     assert_eq!(stat(&o, "/usr/sbin/dma"), "2755 root:mail");
@@ -414,6 +426,7 @@ fn the_package_replaces_dma_and_goes_away_cleanly() {
     assert!(out.contains("put back /etc/dma/dma.conf"), "{out}");
     assert_eq!(status(&o, "dma-rs"), "");
     assert_eq!(o.read(CONF).unwrap(), dma_conf, "dma.conf after the purge");
+    assert_eq!(o.read(AUTH), Some(dma_auth), "auth.conf after the purge");
     assert_eq!(verify(&o, "dma"), "");
     for gone in [
         "/var/lib/dma-rs",
@@ -695,17 +708,29 @@ fn install_sh_refuses_no_chown_into_the_system() {
 /// dma-rs with `apt-get install --purge` (or later cleans up removed
 /// packages: `apt purge dma`, `apt purge ~c`) must still have a working
 /// dma-rs: its conffile and its queue, with the mail queued in it.
-/// (Fails until the package survives dma's purge: found by the issue 12
-/// attack session, 2026-12-02.)
+/// (Found by the issue 12 attack session, 2026-12-02; the preinst guards
+/// dma's postrm.)
 #[test]
-#[ignore = "open bug (issue 12): dma's postrm purge deletes /etc/dma and the queue; run with --ignored"]
 fn purging_the_replaced_dma_keeps_dma_rs_and_its_queue() {
     let Some((built, o)) = start("purging_the_replaced_dma_keeps_dma_rs_and_its_queue") else {
         return;
     };
+    // The smarthost's password, set up while dma was the MTA.
+    o.ok(
+        "a password in auth.conf",
+        "echo 'alice|smarthost.example:secret' >> /etc/dma/auth.conf",
+    );
+    let auth = o.read(AUTH).unwrap();
+    let auth_stat = stat(&o, AUTH);
     install_package(&o, built);
     let queued = queue_for_later(&o);
     o.ok("apt-get purge dma", "apt-get purge -y -q dma");
+    assert!(
+        o.exists("/etc/cron.d/dma"),
+        "/etc/cron.d/dma after apt-get purge dma"
+    );
+    assert_eq!(o.read(AUTH), Some(auth), "{AUTH} after apt-get purge dma");
+    assert_eq!(stat(&o, AUTH), auth_stat);
     assert_eq!(
         o.ok(
             "list the queue",
@@ -715,8 +740,12 @@ fn purging_the_replaced_dma_keeps_dma_rs_and_its_queue() {
         "the queued mail after apt-get purge dma"
     );
     assert!(o.exists(CONF), "{CONF} after apt-get purge dma");
-    assert_eq!(verify(&o, "dma-rs"), "");
-    mail_alice_to_bob(&o, "/usr/sbin/sendmail -oi");
+    // dma's dma.conf, kept, is a changed conffile of dma-rs; nothing else.
+    assert_eq!(
+        verify(&o, "dma-rs"),
+        "??5?????? c /etc/dma/auth.conf\n??5?????? c /etc/dma/dma.conf\n"
+    );
+    mail_alice_to_bob(&o, &format!("/usr/sbin/sendmail -oi {BOB}"));
 
     // The same in one step: dma purged while dma-rs replaces it.
     let o = overlay_with_dma();
@@ -724,8 +753,12 @@ fn purging_the_replaced_dma_keeps_dma_rs_and_its_queue() {
         "apt-get install --purge dma-rs",
         &format!("apt-get install -y -q --purge {}", built.deb.display()),
     );
-    assert_eq!(status(&o, "dma"), "");
+    let purged = status(&o, "dma");
+    assert!(
+        ["", "unknown ok not-installed"].contains(&purged.as_str()),
+        "dma not purged: {purged}"
+    );
     assert!(o.exists(CONF), "{CONF} after apt-get install --purge");
     assert_eq!(stat(&o, "/var/spool/dma"), "2770 root:mail");
-    mail_alice_to_bob(&o, "/usr/sbin/sendmail -oi");
+    mail_alice_to_bob(&o, &format!("/usr/sbin/sendmail -oi {BOB}"));
 }
