@@ -762,3 +762,258 @@ fn purging_the_replaced_dma_keeps_dma_rs_and_its_queue() {
     assert_eq!(stat(&o, "/var/spool/dma"), "2770 root:mail");
     mail_alice_to_bob(&o, &format!("/usr/sbin/sendmail -oi {BOB}"));
 }
+
+// ---------------------------------------------------------------------
+// Attack session (attack12-guard): the dma postrm guard and auth.conf as
+// a conffile. Each test asserts the safe outcome.
+// ---------------------------------------------------------------------
+
+/// The administrator's configuration as dma had it: a smarthost in
+/// dma.conf, a password in auth.conf. Their bytes.
+fn admin_config(o: &Overlay) -> (Vec<u8>, Vec<u8>) {
+    o.ok(
+        "the administrator's configuration",
+        "echo 'SMARTHOST smarthost.example' >> /etc/dma/dma.conf && \
+         echo 'alice|smarthost.example:s3cret-pw' >> /etc/dma/auth.conf",
+    );
+    (o.read(CONF).unwrap(), o.read(AUTH).unwrap())
+}
+
+/// Lines of the guard in dma's postrm (0 when absent).
+fn guard_count(o: &Overlay) -> usize {
+    o.ok(
+        "count the guard",
+        "grep -c '^# dma-rs guard 1:' /var/lib/dpkg/info/dma.postrm || true",
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+/// No *.dma-rs-kept file is left in /etc/dma.
+fn no_kept_files(o: &Overlay, when: &str) {
+    assert_eq!(
+        o.ok("kept files", "ls -a /etc/dma | grep dma-rs-kept || true"),
+        "",
+        "*.dma-rs-kept left in /etc/dma {when}"
+    );
+}
+
+/// `apt-get install --purge dma-rs` in one step: the administrator's
+/// dma.conf (smarthost) and auth.conf (passwords) must survive, as they do
+/// with a plain install followed by `apt-get purge dma`.
+#[test]
+fn attack12_install_purge_in_one_step_keeps_the_configuration() {
+    let Some((built, o)) = start("attack12_install_purge_in_one_step_keeps_the_configuration")
+    else {
+        return;
+    };
+    let (conf, auth) = admin_config(&o);
+    o.ok(
+        "apt-get install --purge dma-rs",
+        &format!("apt-get install -y -q --purge {}", built.deb.display()),
+    );
+    assert_eq!(status(&o, "dma-rs"), "install ok installed");
+    assert_eq!(
+        String::from_utf8_lossy(&o.read(AUTH).unwrap_or_default()),
+        String::from_utf8_lossy(&auth),
+        "auth.conf (passwords) after apt-get install --purge dma-rs"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.read(CONF).unwrap_or_default()),
+        String::from_utf8_lossy(&conf),
+        "dma.conf after apt-get install --purge dma-rs"
+    );
+}
+
+/// The unpack fails after the preinst moved the administrator's files
+/// aside (a directory where the package has a file): postrm abort-install
+/// puts them back.
+#[test]
+fn attack12_failed_unpack_gives_the_configuration_back() {
+    let Some((built, o)) = start("attack12_failed_unpack_gives_the_configuration_back") else {
+        return;
+    };
+    let (conf, auth) = admin_config(&o);
+    let auth_stat = stat(&o, AUTH);
+    // Another package owns a file that dma-rs ships: dpkg refuses to
+    // overwrite it, after the preinst ran.
+    o.ok(
+        "a package in the way",
+        "d=$(mktemp -d) && mkdir -p $d/DEBIAN $d/usr/libexec/dma-rs && \
+         echo x > $d/usr/libexec/dma-rs/dma-local && \
+         printf 'Package: in-the-way\\nVersion: 1\\nArchitecture: all\\nMaintainer: t <t@t>\\nDescription: t\\n' > $d/DEBIAN/control && \
+         dpkg-deb -b $d /tmp/in-the-way.deb >/dev/null && dpkg -i /tmp/in-the-way.deb",
+    );
+    let out = o.sh(&format!("apt-get install -y -q {}", built.deb.display()));
+    assert!(!out.status.success(), "{}", show("install", &out));
+    assert_ne!(status(&o, "dma-rs"), "install ok installed");
+    assert_eq!(o.read(AUTH), Some(auth), "auth.conf after a failed unpack");
+    assert_eq!(stat(&o, AUTH), auth_stat);
+    assert_eq!(o.read(CONF), Some(conf), "dma.conf after a failed unpack");
+    no_kept_files(&o, "after a failed unpack");
+}
+
+/// The preinst itself fails after moving the files aside (its guard can
+/// not write the new postrm: disk full, say; here a directory in the way).
+#[test]
+fn attack12_failed_preinst_gives_the_configuration_back() {
+    let Some((built, o)) = start("attack12_failed_preinst_gives_the_configuration_back") else {
+        return;
+    };
+    let (conf, auth) = admin_config(&o);
+    o.ok(
+        "in the guard's way",
+        "mkdir /var/lib/dpkg/info/dma.postrm.dma-rs-new",
+    );
+    let out = o.sh(&format!("apt-get install -y -q {}", built.deb.display()));
+    assert!(!out.status.success(), "{}", show("install", &out));
+    assert_eq!(o.read(AUTH), Some(auth), "auth.conf after a failed preinst");
+    assert_eq!(o.read(CONF), Some(conf), "dma.conf after a failed preinst");
+    no_kept_files(&o, "after a failed preinst");
+}
+
+/// Unpacked only (dpkg --unpack, never configured): the administrator's
+/// passwords must not be readable by an ordinary user meanwhile, and a
+/// purge of the unconfigured dma-rs must leave them for dma (rc), which
+/// still has auth.conf as its conffile.
+#[test]
+fn attack12_unpacked_then_purged_gives_auth_conf_back() {
+    let Some((built, o)) = start("attack12_unpacked_then_purged_gives_auth_conf_back") else {
+        return;
+    };
+    let (_conf, auth) = admin_config(&o);
+    o.ok("remove dma", "dpkg --remove --force-depends dma");
+    o.ok(
+        "dpkg --unpack dma-rs",
+        &format!("dpkg --unpack {}", built.deb.display()),
+    );
+    let leak = o.sh(&format!(
+        "for f in /etc/dma/*; do runuser -u {ALICE} -- cat \"$f\" 2>/dev/null; done | grep s3cret-pw"
+    ));
+    assert!(
+        !leak.status.success(),
+        "an ordinary user read the password while dma-rs was unpacked: {}",
+        show("read", &leak)
+    );
+    o.ok("dpkg --purge dma-rs", "dpkg --purge --force-depends dma-rs");
+    assert_eq!(
+        String::from_utf8_lossy(&o.read(AUTH).unwrap_or_default()),
+        String::from_utf8_lossy(&auth),
+        "auth.conf after purging an unconfigured dma-rs (dma is rc); /etc/dma:\n{}",
+        o.ok("ls", "ls -la /etc/dma 2>&1 || true")
+    );
+    no_kept_files(&o, "after purging an unconfigured dma-rs");
+}
+
+/// dma-rs installed over itself (dpkg -i twice, apt-get --reinstall): the
+/// guard is in dma's postrm once, the administrator's auth.conf (changed
+/// since) is not touched, and no file is moved aside.
+#[test]
+fn attack12_reinstall_over_itself_is_idempotent() {
+    let Some((built, o)) = start("attack12_reinstall_over_itself_is_idempotent") else {
+        return;
+    };
+    admin_config(&o);
+    install_package(&o, built);
+    assert_eq!(guard_count(&o), 1);
+    o.ok(
+        "a second password",
+        "echo 'bob|smarthost.example:other-pw' >> /etc/dma/auth.conf",
+    );
+    let auth = o.read(AUTH).unwrap();
+    let conf = o.read(CONF).unwrap();
+    let out = o.ok("dpkg -i again", &format!("dpkg -i {}", built.deb.display()));
+    assert!(!out.contains("kept the existing"), "{out}");
+    o.ok(
+        "apt-get --reinstall",
+        &format!("apt-get install -y -q --reinstall {}", built.deb.display()),
+    );
+    assert_eq!(guard_count(&o), 1, "guard inserted twice");
+    assert_eq!(o.read(AUTH), Some(auth));
+    assert_eq!(o.read(CONF), Some(conf));
+    assert_eq!(stat(&o, AUTH), "640 root:mail");
+    no_kept_files(&o, "after a reinstall");
+    // The postrm still runs as a shell script.
+    o.ok("sh -n", "sh -n /var/lib/dpkg/info/dma.postrm");
+}
+
+/// dma-rs removed (rc) with mail queued, then dma purged: dma-rs is still
+/// known to dpkg, so nothing of it goes; installed again, it has its
+/// configuration and delivers the queued mail.
+#[test]
+fn attack12_purge_dma_while_dma_rs_is_rc() {
+    let Some((built, o)) = start("attack12_purge_dma_while_dma_rs_is_rc") else {
+        return;
+    };
+    let (conf, auth) = admin_config(&o);
+    install_package(&o, built);
+    let queued = queue_for_later(&o);
+    o.ok("remove dma-rs", "dpkg --remove --force-depends dma-rs");
+    assert_eq!(status(&o, "dma-rs"), "deinstall ok config-files");
+    o.ok("purge dma", "dpkg --purge --force-depends dma");
+    assert_eq!(o.read(AUTH), Some(auth.clone()), "auth.conf");
+    assert_eq!(o.read(CONF), Some(conf.clone()), "dma.conf");
+    assert_eq!(
+        o.ok(
+            "queue",
+            "ls /var/spool/dma 2>/dev/null | grep '\\.env$' || true"
+        ),
+        queued
+    );
+    o.ok(
+        "dpkg -i dma-rs",
+        &format!("dpkg -i {}", built.deb.display()),
+    );
+    assert_eq!(o.read(AUTH), Some(auth));
+    assert_eq!(o.read(CONF), Some(conf));
+    no_kept_files(&o, "after reinstalling dma-rs");
+}
+
+/// Both purged in one command, dma-rs first (`dpkg --purge dma-rs dma`,
+/// as `apt purge ~c` may order it): dma-rs's purge says it leaves the queue
+/// because it holds mail; that mail must not then go with dma's purge.
+#[test]
+fn attack12_purging_both_keeps_queued_mail() {
+    let Some((built, o)) = start("attack12_purging_both_keeps_queued_mail") else {
+        return;
+    };
+    install_package(&o, built);
+    let queued = queue_for_later(&o);
+    let out = o.ok("purge both", "dpkg --purge --force-depends dma-rs dma 2>&1");
+    assert_eq!(
+        o.ok(
+            "queue",
+            "ls /var/spool/dma 2>/dev/null | grep '\\.env$' || true"
+        ),
+        queued,
+        "queued mail after dpkg --purge dma-rs dma: {out}"
+    );
+}
+
+/// dma-rs purged first, dma purged later: the guard no longer holds, and
+/// dma's purge is dma's own again (/etc/dma gone, debconf purged).
+#[test]
+fn attack12_purge_dma_after_dma_rs_is_dmas_own() {
+    let Some((built, o)) = start("attack12_purge_dma_after_dma_rs_is_dmas_own") else {
+        return;
+    };
+    install_package(&o, built);
+    o.ok("purge dma-rs", "dpkg --purge --force-depends dma-rs");
+    assert_eq!(status(&o, "dma"), "deinstall ok config-files");
+    o.ok("purge dma", "dpkg --purge --force-depends dma");
+    assert!(!o.exists("/etc/dma"), "/etc/dma after dma's purge");
+    assert!(
+        !o.exists("/var/spool/dma"),
+        "/var/spool/dma after dma's purge"
+    );
+    assert_eq!(
+        o.ok(
+            "debconf",
+            "echo 'GET dma/mailname' | debconf-communicate dma 2>&1 || true"
+        )
+        .starts_with("0 "),
+        false,
+        "dma's debconf answers after its purge"
+    );
+}
