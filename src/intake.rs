@@ -4,13 +4,17 @@
 //! is not a header field (then an empty line is inserted before it, so that
 //! `echo test | sendmail bob` still gets a proper header; dma adds nothing
 //! there). We prepend `Received:`, add `Date:`, `Message-ID:` and `From:` when
-//! missing, and drop `Bcc:`. Input may use LF or CRLF; the spool holds LF.
+//! missing, drop `Bcc:`, and qualify bare local names in address fields
+//! (`From: root` becomes `From: root@MAILNAME`). Input may use LF or CRLF;
+//! the spool holds LF.
 //! The header section is held in memory (bounded); the body is streamed.
 
 use std::io::{self, BufRead, Write};
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use thiserror::Error;
+
+mod qualify;
 
 /// A header section larger than this is refused.
 pub const MAX_HEADER: usize = 1 << 20;
@@ -222,6 +226,7 @@ pub fn read_message(
         read.header_rcpts = header_rcpts(&fields)?;
     }
     fields.retain(|f| !field_name(f).eq_ignore_ascii_case(b"bcc"));
+    qualify_fields(&mut fields, &stamp.hostname);
 
     let mut w = Counter {
         inner: out,
@@ -265,6 +270,22 @@ pub fn read_message(
     w.flush()?;
     read.size = w.n;
     Ok(read)
+}
+
+/// Qualifies the bare local names in the address fields (From, To, Cc, ...)
+/// with our mail name (see [`qualify`]).
+fn qualify_fields(fields: &mut [Vec<u8>], domain: &str) {
+    for f in fields {
+        let name = field_name(f);
+        if !qualify::is_address_field(name) {
+            continue;
+        }
+        let value = name.len() + 1;
+        if let Some(v) = qualify::qualify_value(&f[value..], domain) {
+            f.truncate(value);
+            f.extend_from_slice(&v);
+        }
+    }
 }
 
 /// Counts what goes to the spool and refuses to pass `limit` (unless 0).
@@ -412,6 +433,24 @@ mod tests {
         assert!(
             rest.ends_with("@host.example>\nFrom: <alice@host.example>\n\ntest\n"),
             "{rest}"
+        );
+    }
+
+    #[test]
+    fn qualifies_cron_and_anacron_headers() {
+        let input = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@h> ls\nX-Cron-Env: <MAILTO=bob>\nCc: team: bob,\n  carol (C);\nReply-To: \"Admin\" <admin>, x@y.example\n\nbody: root\n";
+        let (out, _) = run(input, &Options::default());
+        let rest = after_received(&out);
+        assert!(
+            rest.starts_with("From: root@host.example (Cron Daemon)\nTo: root@host.example\nSubject: Cron <root@h> ls\nX-Cron-Env: <MAILTO=bob>\nCc: team: bob@host.example,\n  carol@host.example (C);\nReply-To: \"Admin\" <admin@host.example>, x@y.example\n"),
+            "{rest}"
+        );
+        assert!(rest.ends_with("\n\nbody: root\n"), "{rest}");
+        let (out, _) = run("From: Anacron <root>\nTo: root\n\nx\n", &Options::default());
+        assert!(
+            after_received(&out)
+                .starts_with("From: Anacron <root@host.example>\nTo: root@host.example\n"),
+            "{out}"
         );
     }
 

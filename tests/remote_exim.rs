@@ -163,3 +163,45 @@ fn implicit_tls_and_a_wrong_password() {
     assert_eq!(exim.messages().len(), 1, "{}", exim.log());
     assert!(exim.log().contains("X=TLS"));
 }
+
+/// A cron job's mail (Debian cron: `sendmail -FCronDaemon -i -B8BITMIME
+/// -oem USER`, headers with bare local names) reaches the smarthost with
+/// those names qualified with our mail name, not left for exim to qualify
+/// with its own; the comment is kept byte for byte.
+#[test]
+fn a_cron_message_reaches_the_smarthost_with_qualified_headers() {
+    if !need_exim("exim_qualified_headers") {
+        return;
+    }
+    let exim = Exim::start(EximOptions::default());
+    let env = Env::new(&format!("SMARTHOST 127.0.0.1\nPORT {}\n", exim.port()));
+    let cron = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@h> /usr/bin/backup\n\
+                MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n\
+                X-Cron-Env: <MAILTO=ops@example.org>\n\nbackup done\n";
+    env.send(
+        &[
+            "-FCronDaemon",
+            "-i",
+            "-B8BITMIME",
+            "-oem",
+            "ops@example.org",
+        ],
+        cron,
+    )
+    .expect(0, &env);
+    let m = exim.messages();
+    assert_eq!(m.len(), 1, "{}", exim.log());
+    let data = &m[0].data;
+    assert!(
+        data.contains(
+            "\nFrom: root@test.example (Cron Daemon)\nTo: root@test.example\n\
+             Subject: Cron <root@h> /usr/bin/backup\n"
+        ),
+        "{data}"
+    );
+    assert!(
+        data.contains("\nX-Cron-Env: <MAILTO=ops@example.org>\n"),
+        "{data}"
+    );
+    assert!(data.ends_with("\n\nbackup done\n"), "{data}");
+}
