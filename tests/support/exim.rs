@@ -104,17 +104,9 @@ impl Exim {
     /// temporary directory; returns once it accepts connections. Panics with
     /// exim's log and stderr if it does not come up.
     pub fn start(opts: EximOptions) -> Exim {
-        // A port picked as free may be taken by someone else before exim
-        // binds it: then exim stops at once (daemon_startup_retries = 0), and
-        // we try again with new ports.
-        let mut tries = 0;
-        loop {
-            match Exim::try_start(&opts) {
-                Ok(exim) => return exim,
-                Err(e) if e.contains("Address already in use") && tries < 5 => tries += 1,
-                Err(e) => panic!("exim did not start:\n{e}"),
-            }
-        }
+        // A port taken before exim binds it: exim stops at once
+        // (daemon_startup_retries = 0), and we try again with new ports.
+        peer::start_on_free_ports("exim", || Exim::try_start(&opts))
     }
 
     fn try_start(opts: &EximOptions) -> Result<Exim, String> {

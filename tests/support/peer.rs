@@ -43,6 +43,21 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
+/// Runs `start` (which picks free ports and starts a daemon on them) until
+/// it succeeds, again when another process took a port between the pick and
+/// the daemon's bind (the error says "Address already in use"), up to 5
+/// times; panics with the last error otherwise.
+pub fn start_on_free_ports<T>(peer: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut tries = 0;
+    loop {
+        match start() {
+            Ok(daemon) => return daemon,
+            Err(e) if e.contains("Address already in use") && tries < 5 => tries += 1,
+            Err(e) => panic!("{peer} did not start:\n{e}"),
+        }
+    }
+}
+
 /// Whether an SMTP server on 127.0.0.1:`port` greets with 220; the
 /// connection is then ended with QUIT, so that the server's process for it
 /// ends at once.
