@@ -384,15 +384,25 @@ impl Drop for Postfix {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SIGTERM is `postfix stop`: master passes it on to its process
-        // group (its daemons) and exits. What is still there a second later
-        // is killed.
+        // SIGTERM to master is `postfix stop`, but master then leaves its
+        // daemons, which it signals, to init, slow to reap them (zombies for
+        // a minute here). So the daemons go first, while master is there to
+        // reap them (it starts no new one unless asked to), then master.
+        // What is still there a second later is killed.
         let master = child.id() as i32;
-        let _ = kill(Pid::from_raw(master), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline
-            && (child.try_wait().ok().flatten().is_none() || !group_members(master).is_empty())
-        {
+        loop {
+            let daemons = group_members(master);
+            if daemons.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for (pid, _) in daemons {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = kill(Pid::from_raw(master), Signal::SIGTERM);
+        while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = killpg(Pid::from_raw(master), Signal::SIGKILL);
