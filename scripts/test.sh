@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs every test. As root (CI), it first installs what the tests need
 # (scripts/test-setup.sh: bsd-mailx, groff-base, man-db, the test users;
-# scripts/exim-setup.sh: a real exim unpacked from its .deb, as a test
-# smarthost) and makes the tests that need root mandatory; as another user
+# scripts/exim-setup.sh and scripts/postfix-setup.sh: a real exim and a
+# real postfix unpacked from their .debs, as test smarthosts) and makes the tests that need root mandatory; as another user
 # those tests report SKIPPED.
 #
 # Under sudo, cargo is usually not on root's PATH (secure_path) and rustup's
@@ -34,6 +34,7 @@ fi
 if [ "$(id -u)" -eq 0 ]; then
     scripts/test-setup.sh
     scripts/exim-setup.sh
+    scripts/postfix-setup.sh
     DMA_TESTS_REQUIRE_ROOT=1
     export DMA_TESTS_REQUIRE_ROOT
 fi

@@ -20,15 +20,18 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+#[path = "peer.rs"]
+mod peer;
+
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use peer::{free_ports, greets, group_members, write_file};
 
 /// The unpacked exim binary.
 pub const EXIM_BIN: &str = "/opt/dma-rs-test/exim/usr/sbin/exim4";
@@ -80,19 +83,13 @@ pub struct Exim {
 /// Whether the exim tests can run here; if not, says so on stderr
 /// (`SKIPPED test: ...`) or, when DMA_TESTS_REQUIRE_ROOT is set, panics.
 pub fn need_exim(test: &str) -> bool {
-    if Exim::available() {
-        return true;
-    }
-    let why = if !nix::unistd::geteuid().is_root() {
-        "needs root".to_string()
-    } else {
-        format!("{EXIM_BIN} or the user {EXIM_USER} is missing: run scripts/exim-setup.sh as root")
-    };
-    if std::env::var_os("DMA_TESTS_REQUIRE_ROOT").is_some() {
-        panic!("{test}: {why}, and DMA_TESTS_REQUIRE_ROOT is set");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    peer::need_peer(
+        test,
+        Exim::available(),
+        &format!(
+            "{EXIM_BIN} or the user {EXIM_USER} is missing: run scripts/exim-setup.sh as root"
+        ),
+    )
 }
 
 impl Exim {
@@ -107,17 +104,9 @@ impl Exim {
     /// temporary directory; returns once it accepts connections. Panics with
     /// exim's log and stderr if it does not come up.
     pub fn start(opts: EximOptions) -> Exim {
-        // A port picked as free may be taken by someone else before exim
-        // binds it: then exim stops at once (daemon_startup_retries = 0), and
-        // we try again with new ports.
-        let mut tries = 0;
-        loop {
-            match Exim::try_start(&opts) {
-                Ok(exim) => return exim,
-                Err(e) if e.contains("Address already in use") && tries < 5 => tries += 1,
-                Err(e) => panic!("exim did not start:\n{e}"),
-            }
-        }
+        // A port taken before exim binds it: exim stops at once
+        // (daemon_startup_retries = 0), and we try again with new ports.
+        peer::start_on_free_ports("exim", || Exim::try_start(&opts))
     }
 
     fn try_start(opts: &EximOptions) -> Result<Exim, String> {
@@ -350,83 +339,6 @@ impl Drop for Exim {
         let _ = killpg(Pid::from_raw(daemon), Signal::SIGKILL);
         let _ = child.wait();
     }
-}
-
-/// The live processes (pid, parent pid) in process group `pgid`, but for
-/// its leader.
-fn group_members(pgid: i32) -> Vec<(i32, i32)> {
-    let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == pgid {
-            continue;
-        }
-        // "pid (comm) state ppid pgrp ...": comm may hold anything, so the
-        // fields are counted from its closing parenthesis.
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
-            found.push((pid, fields[1].parse().unwrap_or(0)));
-        }
-    }
-    found
-}
-
-/// Whether an SMTP server on 127.0.0.1:`port` greets with 220; the
-/// connection is then ended with QUIT, so that exim's process for it ends
-/// at once.
-fn greets(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut greeting = Vec::new();
-    let mut byte = [0u8; 1];
-    while !greeting.ends_with(b"\n") {
-        match s.read(&mut byte) {
-            Ok(1) => greeting.push(byte[0]),
-            _ => return false,
-        }
-    }
-    if !greeting.starts_with(b"220") {
-        return false;
-    }
-    // No wait for the 221: exim holds it back for 200 ms, waiting for the
-    // client to close first.
-    let _ = s.write_all(b"QUIT\r\n");
-    true
-}
-
-/// Two distinct ports that are free on 127.0.0.1 right now.
-fn free_ports() -> [u16; 2] {
-    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    [
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    ]
-}
-
-/// Writes a file owned by root and `gid`.
-fn write_file(path: &Path, text: &str, mode: u32, gid: u32) {
-    fs::write(path, text).unwrap();
-    std::os::unix::fs::chown(path, Some(0), Some(gid)).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A fresh CA, and a certificate for `localhost` and 127.0.0.1 that it
