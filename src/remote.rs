@@ -8,6 +8,7 @@
 //! failure, a 4xx/5xx greeting, a failed EHLO or a TLS failure. Once a
 //! transaction has run, its replies are final for that attempt.
 
+use std::cell::OnceCell;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -17,7 +18,7 @@ use crate::context::Ctx;
 use crate::smtp::auth::Credentials;
 use crate::smtp::dns::{DnsError, Resolver};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{Envelope, RcptResult, Session, SessionError, Timeouts};
+use crate::smtp::session::{Caps, Envelope, RcptResult, Session, SessionError, Timeouts};
 use crate::smtp::stream::Stream;
 use crate::smtp::{body, tls};
 use crate::spool::Dsn;
@@ -89,7 +90,7 @@ pub fn deliver(
     dsn: &Dsn,
     targets: &[Target],
 ) -> Vec<Result1> {
-    let (eightbit, size) = {
+    let scan = {
         let mut r = match reader(data) {
             Ok(r) => r,
             Err(e) => {
@@ -99,8 +100,9 @@ pub fn deliver(
                 );
             }
         };
-        body::scan(&mut r).unwrap_or((false, 0))
+        body::scan(&mut r).unwrap_or_default()
     };
+    let downgraded = OnceCell::new();
     // Resolve each next hop once, then group the recipients whose hosts are
     // the same (and who get the same added header lines): one transaction
     // per host carries all of the message's recipients there.
@@ -150,8 +152,8 @@ pub fn deliver(
             data,
             sender,
             dsn,
-            eightbit,
-            size,
+            scan,
+            downgraded: &downgraded,
         };
         out.extend(deliver_group(ctx, &msg, &g.targets, &g.prepend, &g.hops));
     }
@@ -338,8 +340,41 @@ struct Msg<'a> {
     data: &'a File,
     sender: &'a str,
     dsn: &'a Dsn,
-    eightbit: bool,
-    size: u64,
+    /// Its 8-bit octets and size.
+    scan: body::Scan,
+    /// The message with its 8-bit parts quoted-printable, for a server
+    /// without 8BITMIME: made when first needed, then shared by the hosts
+    /// and transactions that need it.
+    downgraded: &'a OnceCell<Result<(File, u64), String>>,
+}
+
+impl Msg<'_> {
+    /// What to send to a server with `caps`: the spooled message, or its
+    /// 7-bit conversion (RFC 6152). The data, whether it is 8-bit, its size.
+    fn for_server(&self, caps: &Caps) -> Result<(&File, bool, u64), String> {
+        if !self.scan.eightbit || caps.eightbit {
+            return Ok((self.data, self.scan.eightbit, self.scan.size));
+        }
+        let (f, size) = self
+            .downgraded
+            .get_or_init(|| downgrade(self.data))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        Ok((f, false, *size))
+    }
+}
+
+/// The message in `data` converted to 7 bit, in a temporary file (removed
+/// already: it goes when closed), and its size as sent.
+fn downgrade(data: &File) -> Result<(File, u64), String> {
+    let convert = || -> std::io::Result<(File, u64)> {
+        let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
+        crate::smtp::downgrade::to_7bit(&mut reader(data)?, &mut out)?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        let size = body::scan(&mut reader(&f)?)?.size;
+        Ok((f, size))
+    };
+    convert().map_err(|e| format!("4.3.0 can not convert the message to 7 bit: {e}"))
 }
 
 fn deliver_group(
@@ -520,15 +555,23 @@ fn run_transactions(
     let mut out = Vec::new();
     let mut pending: Vec<&Target> = group.to_vec();
     while !pending.is_empty() {
+        let (data, eightbit, size) = match msg.for_server(&s.caps) {
+            Ok(d) => d,
+            Err(why) => {
+                out.extend(group_deferred(&pending, &why, None));
+                break;
+            }
+        };
         let env = Envelope {
             sender: msg.sender,
             rcpts: pending.iter().map(|t| t.addr.as_str()).collect(),
-            eightbit: msg.eightbit,
-            size: msg.size,
+            eightbit,
+            header_8bit: msg.scan.header_8bit,
+            size,
             dsn: msg.dsn,
             orcpts: pending.iter().map(|t| t.orcpt.as_str()).collect(),
         };
-        let mut r = match reader(msg.data) {
+        let mut r = match reader(data) {
             Ok(r) => r,
             Err(e) => {
                 out.extend(group_deferred(
@@ -583,6 +626,17 @@ fn run_transactions(
                 }
                 RcptResult::TooMany(_) => {
                     again.push(*t);
+                    continue;
+                }
+                RcptResult::Refused { status, why } => {
+                    // Nothing was sent: no reply of the server's to quote.
+                    progress = true;
+                    out.push(Result1 {
+                        index: t.index,
+                        outcome: Outcome::Failed(format!("{status} dma-rs refused: {why}")),
+                        mta: None,
+                        smtp: None,
+                    });
                     continue;
                 }
             };

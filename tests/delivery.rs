@@ -33,7 +33,9 @@ fn user_to_user_lands_byte_exact_owned_by_recipient() {
     );
     assert_eq!(
         strip_trace(m),
-        "From: Alice <alice@example.org>\nTo: bob\nSubject: hello\nDate: Sun, 29 Nov 2026 10:00:00 +0000\nMessage-ID: <m1@example.org>\n\n>From the start\n>>From quoted\nline two\n\n"
+        format!(
+            "From: Alice <alice@example.org>\nTo: bob@{HOST}\nSubject: hello\nDate: Sun, 29 Nov 2026 10:00:00 +0000\nMessage-ID: <m1@example.org>\n\n>From the start\n>>From quoted\nline two\n\n"
+        )
     );
     let bob = user(BOB);
     assert_eq!(owner_mode(&env.mbox_path(BOB)), (bob.uid, 0o600));
@@ -132,7 +134,8 @@ fn headers_added_without_blank_line_and_bcc_removed() {
         !m.lines().any(|l| l.to_lowercase().starts_with("bcc:")) && !m.contains("secret@"),
         "{m}"
     );
-    assert!(m.contains("\nSubject: s\nTo: x\n"), "{m}");
+    // A bare name is qualified with our mail name.
+    assert!(m.contains(&format!("\nSubject: s\nTo: x@{HOST}\n")), "{m}");
 }
 
 #[test]

@@ -94,18 +94,50 @@ fn emit_line(mut line: &[u8], out: &mut impl Write, stuff: bool) -> io::Result<u
     }
 }
 
-/// Whether the message has any octet above 127 (BODY=8BITMIME), and its
-/// size as sent (for SIZE=): LF counts as CRLF.
-pub fn scan(input: &mut impl BufRead) -> io::Result<(bool, u64)> {
-    let mut eight = false;
-    let mut size = 0u64;
+/// What [`scan`] learns about a spooled message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Some octet above 127 anywhere (BODY=8BITMIME).
+    pub eightbit: bool,
+    /// Some octet above 127 in the header section (raw UTF-8 header text:
+    /// SMTPUTF8, RFC 6532).
+    pub header_8bit: bool,
+    /// The size as sent (for SIZE=): LF counts as CRLF.
+    pub size: u64,
+}
+
+/// Reads the whole message once: its 8-bit octets and its size as sent.
+pub fn scan(input: &mut impl BufRead) -> io::Result<Scan> {
+    let mut s = Scan::default();
+    // In the header section until an empty line; `at_start`: at a line's
+    // start there.
+    let mut in_header = true;
+    let mut at_start = true;
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
-            return Ok((eight, size));
+            return Ok(s);
         }
-        eight |= buf.iter().any(|&b| b >= 0x80);
-        size += buf.len() as u64 + buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut body = buf;
+        if in_header {
+            let mut end = buf.len();
+            for (i, &b) in buf.iter().enumerate() {
+                if b == b'\n' {
+                    if at_start {
+                        in_header = false;
+                        end = i + 1;
+                        break;
+                    }
+                    at_start = true;
+                } else {
+                    at_start = false;
+                    s.header_8bit |= b >= 0x80;
+                }
+            }
+            body = &buf[end..];
+        }
+        s.eightbit |= s.header_8bit || body.iter().any(|&b| b >= 0x80);
+        s.size += buf.len() as u64 + buf.iter().filter(|&&b| b == b'\n').count() as u64;
         let l = buf.len();
         input.consume(l);
     }
@@ -187,7 +219,15 @@ mod tests {
 
     #[test]
     fn scan_finds_8bit_and_size() {
-        assert_eq!(scan(&mut &b"a\nb\n"[..]).unwrap(), (false, 6));
-        assert_eq!(scan(&mut "é\n".as_bytes()).unwrap(), (true, 4));
+        let s = |m: &str| {
+            let r = scan(&mut m.as_bytes()).unwrap();
+            (r.eightbit, r.header_8bit, r.size)
+        };
+        assert_eq!(s("a\nb\n"), (false, false, 6));
+        assert_eq!(s("é\n"), (true, true, 4));
+        assert_eq!(s("Subject: x\n\né\n"), (true, false, 18));
+        assert_eq!(s("Subject: é\n\nx\n"), (true, true, 18));
+        // A message of one line has only a header section.
+        assert_eq!(s("\n\né"), (true, false, 6));
     }
 }

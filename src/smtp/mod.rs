@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod deadline;
 pub mod dns;
+pub mod downgrade;
 pub mod reply;
 pub mod session;
 pub mod stream;

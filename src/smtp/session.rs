@@ -148,6 +148,14 @@ pub enum RcptResult {
     },
     /// 452 too many recipients: try again in another transaction, now.
     TooMany(Reply),
+    /// Not sent at all: refused by us, for a limit of the server's (SIZE)
+    /// or an extension it lacks (SMTPUTF8).
+    Refused {
+        /// The enhanced status code (`5.3.4`).
+        status: String,
+        /// Why, naming the limit.
+        why: String,
+    },
 }
 
 /// The envelope of one transaction.
@@ -157,8 +165,10 @@ pub struct Envelope<'a> {
     pub sender: &'a str,
     /// RCPT TO addresses, in order.
     pub rcpts: Vec<&'a str>,
-    /// The message has octets above 127.
+    /// The message (as sent) has octets above 127.
     pub eightbit: bool,
+    /// Its header section has octets above 127 (UTF-8 header text).
+    pub header_8bit: bool,
     /// Its size as sent.
     pub size: u64,
     /// DSN requests (sent when the server offers DSN).
@@ -203,22 +213,50 @@ pub struct Session<T: Transport> {
     pub broken: bool,
 }
 
-/// Whether an address of the envelope needs SMTPUTF8.
+/// Whether an address of the envelope is non-ASCII: it can go only with
+/// SMTPUTF8.
 fn needs_utf8(env: &Envelope) -> bool {
     !env.sender.is_ascii() || env.rcpts.iter().any(|r| !r.is_ascii())
 }
 
-/// Every recipient refused with one reply of ours, before anything is sent.
-fn refuse_all(env: &Envelope, code: u16, text: String) -> Vec<RcptResult> {
-    let reply = Reply {
-        code,
-        lines: vec![text],
-    };
+/// Whether the transaction asks for SMTPUTF8 (RFC 6531 §3.4): a non-ASCII
+/// address, original recipient or header text, and a server that offers it.
+fn wants_utf8(env: &Envelope, caps: &Caps) -> bool {
+    caps.smtputf8
+        && (needs_utf8(env) || env.header_8bit || env.orcpts.iter().any(|o| !o.is_ascii()))
+}
+
+/// RFC 6533 §3: the ORCPT value of `addr`: `rfc822;` xtext when it is
+/// ASCII, else `utf-8;` with characters that may not stand for themselves
+/// as `\x{HEX}`; non-ASCII characters stand for themselves only in an
+/// SMTPUTF8 transaction (`unitext`).
+pub fn orcpt(addr: &str, unitext: bool) -> String {
+    if addr.is_ascii() {
+        return format!("rfc822;{}", xtext(addr));
+    }
+    let mut out = String::from("utf-8;");
+    for c in addr.chars() {
+        let plain = if c.is_ascii() {
+            ('!'..='~').contains(&c) && !matches!(c, '+' | '=' | '\\')
+        } else {
+            unitext
+        };
+        if plain {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", c as u32));
+        }
+    }
+    out
+}
+
+/// Every recipient refused by us, before anything is sent.
+fn refuse_all(env: &Envelope, status: &str, why: String) -> Vec<RcptResult> {
     env.rcpts
         .iter()
-        .map(|_| RcptResult::Rejected {
-            cmd: "MAIL FROM".into(),
-            reply: reply.clone(),
+        .map(|_| RcptResult::Refused {
+            status: status.into(),
+            why: why.clone(),
         })
         .collect()
 }
@@ -396,7 +434,7 @@ impl<T: Transport> Session<T> {
         if env.eightbit && self.caps.eightbit {
             p.push_str(" BODY=8BITMIME");
         }
-        if needs_utf8(env) && self.caps.smtputf8 {
+        if wants_utf8(env, &self.caps) {
             p.push_str(" SMTPUTF8");
         }
         if self.caps.dsn {
@@ -417,7 +455,7 @@ impl<T: Transport> Session<T> {
                 p.push_str(&format!(" NOTIFY={n}"));
             }
             if let Some(o) = env.orcpts.get(i) {
-                p.push_str(&format!(" ORCPT=rfc822;{}", xtext(o)));
+                p.push_str(&format!(" ORCPT={}", orcpt(o, wants_utf8(env, &self.caps))));
             }
         }
         p
@@ -438,18 +476,33 @@ impl<T: Transport> Session<T> {
         {
             return Ok(refuse_all(
                 env,
-                552,
+                "5.3.4",
                 format!(
-                    "5.3.4 message size {} exceeds the server's limit {limit}",
-                    env.size
+                    "message size {} exceeds the limit of {limit} that {} advertised (SIZE)",
+                    env.size, self.host
                 ),
             ));
         }
         if needs_utf8(env) && !self.caps.smtputf8 {
             return Ok(refuse_all(
                 env,
-                553,
-                "5.6.7 non-ASCII address and the server does not offer SMTPUTF8".into(),
+                "5.6.7",
+                format!(
+                    "non-ASCII address, and {} does not offer SMTPUTF8",
+                    self.host
+                ),
+            ));
+        }
+        if env.header_8bit && !self.caps.smtputf8 && !self.caps.eightbit {
+            // 8-bit body parts are converted for such a server; 8-bit
+            // header text can not be.
+            return Ok(refuse_all(
+                env,
+                "5.6.3",
+                format!(
+                    "the header holds 8-bit (UTF-8) text, and {} offers neither SMTPUTF8 nor 8BITMIME",
+                    self.host
+                ),
             ));
         }
         let mail = format!("MAIL FROM:<{}>{}\r\n", env.sender, self.mail_params(env));
@@ -865,6 +918,7 @@ pub(crate) mod tests {
             sender: "alice@example.org",
             rcpts: rcpts.to_vec(),
             eightbit: false,
+            header_8bit: false,
             size: 20,
             dsn: &NO_DSN,
             orcpts: rcpts.to_vec(),
@@ -902,11 +956,20 @@ pub(crate) mod tests {
     }
 
     fn run(replies: &str, rcpts: &[&str]) -> (Vec<RcptResult>, String, usize) {
+        run_groups(replies, &env(rcpts))
+    }
+
+    fn run_env(replies: &str, e: &Envelope) -> (Vec<RcptResult>, String) {
+        let (r, sent, _) = run_groups(replies, e);
+        (r, sent)
+    }
+
+    fn run_groups(replies: &str, e: &Envelope) -> (Vec<RcptResult>, String, usize) {
         let mut s = Session::new(Script::new(replies), "mx.test", Timeouts::default());
         s.greeting().unwrap();
         s.hello("me.test").unwrap();
         let r = s
-            .transaction(&env(rcpts), &mut &b"Subject: x\n\n.dot\n"[..], &[])
+            .transaction(e, &mut &b"Subject: x\n\n.dot\n"[..], &[])
             .unwrap();
         let script = s.into_stream();
         let groups = script.writes.iter().filter(|w| !w.is_empty()).count();
@@ -1146,7 +1209,13 @@ pub(crate) mod tests {
         let replies = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
         let (r, sent, _) = run(replies, &["jörg@x"]);
         assert!(!sent.contains("MAIL"), "{sent}");
-        assert!(matches!(&r[0], RcptResult::Rejected { reply, .. } if reply.status() == "5.6.7"));
+        assert_eq!(
+            r[0],
+            RcptResult::Refused {
+                status: "5.6.7".into(),
+                why: "non-ASCII address, and mx.test does not offer SMTPUTF8".into()
+            }
+        );
         let replies = "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
         let (r, sent, _) = run(replies, &["jörg@x"]);
         assert!(
@@ -1161,6 +1230,49 @@ pub(crate) mod tests {
         let replies = "220 mx\r\n250-mx\r\n250 SIZE 10\r\n";
         let (r, sent, _) = run(replies, &["a@x"]);
         assert!(!sent.contains("MAIL"), "{sent}");
-        assert!(matches!(&r[0], RcptResult::Rejected { reply, .. } if reply.status() == "5.3.4"));
+        assert_eq!(
+            r[0],
+            RcptResult::Refused {
+                status: "5.3.4".into(),
+                why: "message size 20 exceeds the limit of 10 that mx.test advertised (SIZE)"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn utf8_header_text_asks_for_smtputf8_and_a_utf8_orcpt() {
+        let dsn = crate::spool::Dsn {
+            notify: Some("FAILURE".into()),
+            ret: None,
+            envid: None,
+        };
+        let mut e = env(&["bob@x"]);
+        e.header_8bit = true;
+        e.eightbit = true;
+        e.dsn = &dsn;
+        e.orcpts = vec!["jörg+1=2@x"];
+        let replies = "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-DSN\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
+        let (_, sent) = run_env(replies, &e);
+        assert!(
+            sent.contains(
+                "MAIL FROM:<alice@example.org> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<bob@x> NOTIFY=FAILURE ORCPT=utf-8;jörg\\x{2B}1\\x{3D}2@x\r\n"
+            ),
+            "{sent}"
+        );
+        // Without SMTPUTF8: 8BITMIME carries the header; the ORCPT is ASCII.
+        let replies = "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-DSN\r\n250 8BITMIME\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
+        let (r, sent) = run_env(replies, &e);
+        assert!(
+            sent.contains(
+                "MAIL FROM:<alice@example.org> BODY=8BITMIME\r\nRCPT TO:<bob@x> NOTIFY=FAILURE ORCPT=utf-8;j\\x{F6}rg\\x{2B}1\\x{3D}2@x\r\n"
+            ),
+            "{sent}"
+        );
+        assert!(matches!(&r[0], RcptResult::Delivered(_)));
+        // Neither: nothing is sent.
+        let (r, sent) = run_env("220 mx\r\n250 mx\r\n", &e);
+        assert!(!sent.contains("MAIL"), "{sent}");
+        assert!(matches!(&r[0], RcptResult::Refused { status, .. } if status == "5.6.3"));
     }
 }
