@@ -65,8 +65,14 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
                 .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
             Ok(EX_OK)
         }
-        Mode::RunQueue { due_only } => {
-            let job = runner::Job::Queue { due_only };
+        Mode::RunQueue {
+            due_only,
+            ref select,
+        } => {
+            let job = runner::Job::Queue {
+                due_only,
+                select: select.clone(),
+            };
             runner::request(&ctx, &job, &runner_request(&inv, &caller), None)
                 .map_err(|e| Fatal::new(EX_OSERR, format!("can not run the queue: {e}")))
         }

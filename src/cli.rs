@@ -26,6 +26,8 @@ pub enum Mode {
     RunQueue {
         /// Honour each recipient's next-try time.
         due_only: bool,
+        /// Only these messages (`-qI`, `-qR`, `-qS`).
+        select: Vec<crate::runner::Select>,
     },
     /// `newaliases`, `-bi`: check the aliases file.
     NewAliases,
@@ -218,6 +220,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
     };
     let mut list = false;
     let mut run: Option<bool> = None;
+    let mut select = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     p.set_short_equals(false);
     loop {
@@ -261,10 +264,27 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     },
                     'q' => {
                         let arg = p.optional_value().map(|v| v.to_string_lossy().into_owned());
-                        let due = arg
-                            .as_deref()
-                            .is_some_and(|a| crate::config::duration::parse(a).is_some());
-                        run = Some(due);
+                        match arg.as_deref() {
+                            None => run = Some(run.unwrap_or(false)),
+                            Some(a) if crate::config::duration::parse(a).is_some() => {
+                                run = Some(true)
+                            }
+                            Some(a) => match crate::runner::Select::parse(a) {
+                                Some(s) => {
+                                    select.push(s);
+                                    run = Some(run.unwrap_or(false));
+                                }
+                                None => {
+                                    return Err(Fatal::new(
+                                        EX_USAGE,
+                                        format!(
+                                            "invalid -q{}: a duration (-q5m), or -qI, -qR, -qS (optionally -q!I ...) with a substring",
+                                            crate::escape::escape(a)
+                                        ),
+                                    ));
+                                }
+                            },
+                        }
                     }
                     // Accepted and ignored, with an argument, as in dma.
                     'N' => inv.dsn.notify = Some(dsn_notify(&value(&mut p)?)?),
@@ -326,6 +346,14 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         "newaliases" => inv.mode = Mode::NewAliases,
         _ => {}
     }
+    // `-q 5m`: the interval as a word of its own.
+    if run.is_some()
+        && inv.rcpts.len() == 1
+        && crate::config::duration::parse(&inv.rcpts[0]).is_some()
+    {
+        inv.rcpts.clear();
+        run = Some(true);
+    }
     if inv.mode == Mode::Submit {
         if list || run.is_some() {
             if !inv.rcpts.is_empty() {
@@ -341,7 +369,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         if list {
             inv.mode = Mode::ListQueue;
         } else if let Some(due_only) = run {
-            inv.mode = Mode::RunQueue { due_only };
+            inv.mode = Mode::RunQueue { due_only, select };
         }
     }
     Ok(inv)
@@ -455,11 +483,17 @@ mod tests {
         assert_eq!(p("newaliases", &[]).unwrap().mode, Mode::NewAliases);
         assert_eq!(
             p("sendmail", &["-q"]).unwrap().mode,
-            Mode::RunQueue { due_only: false }
+            Mode::RunQueue {
+                due_only: false,
+                select: vec![]
+            }
         );
         assert_eq!(
             p("sendmail", &["-q5m"]).unwrap().mode,
-            Mode::RunQueue { due_only: true }
+            Mode::RunQueue {
+                due_only: true,
+                select: vec![]
+            }
         );
         assert_eq!(
             p("sendmail", &["-bt", "root"]).unwrap().delivery,

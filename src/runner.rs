@@ -51,7 +51,90 @@ pub enum Job {
     Queue {
         /// Honour backoff.
         due_only: bool,
+        /// Only the messages these select (`-qI`, `-qR`, `-qS`).
+        select: Vec<Select>,
     },
+}
+
+/// What a `-q` selection looks at: sendmail's `-qI`, `-qR`, `-qS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectBy {
+    /// The queue id (`I`).
+    Id,
+    /// A recipient address (`R`).
+    Rcpt,
+    /// The envelope sender (`S`).
+    Sender,
+}
+
+/// One `-q[!]X<substring>` selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Select {
+    /// What it looks at.
+    pub by: SelectBy,
+    /// `-q!X`: the messages that do not match.
+    pub negate: bool,
+    /// The substring (matched without regard to ASCII case, as sendmail
+    /// does for addresses; exactly for ids).
+    pub pattern: String,
+}
+
+impl Select {
+    /// Parses the value of `-q` after `I`, `R`, `S` (optionally `!`-led):
+    /// `None` if it is not a selection.
+    pub fn parse(v: &str) -> Option<Select> {
+        let (negate, v) = match v.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, v),
+        };
+        let by = match v.chars().next()? {
+            'I' => SelectBy::Id,
+            'R' => SelectBy::Rcpt,
+            'S' => SelectBy::Sender,
+            _ => return None,
+        };
+        let pattern = v[1..].to_string();
+        // Empty selects everything: sendmail refuses it, and so do we.
+        (!pattern.is_empty() && !pattern.contains(char::is_control)).then_some(Select {
+            by,
+            negate,
+            pattern,
+        })
+    }
+
+    /// The `-q` value that [`Select::parse`] reads back.
+    fn arg(&self) -> String {
+        let by = match self.by {
+            SelectBy::Id => 'I',
+            SelectBy::Rcpt => 'R',
+            SelectBy::Sender => 'S',
+        };
+        format!("{}{by}{}", if self.negate { "!" } else { "" }, self.pattern)
+    }
+
+    fn hit(&self, env: &crate::spool::Envelope) -> bool {
+        let has = |s: &str| {
+            s.to_ascii_lowercase()
+                .contains(&self.pattern.to_ascii_lowercase())
+        };
+        let hit = match self.by {
+            SelectBy::Id => env.id.contains(&self.pattern),
+            SelectBy::Rcpt => env.rcpts.iter().any(|r| has(&r.addr)),
+            SelectBy::Sender => has(&env.sender),
+        };
+        hit != self.negate
+    }
+}
+
+/// Whether `env` is selected: by one of the selections of each kind given
+/// (sendmail: the same letter twice is either, different letters both).
+pub fn selected(select: &[Select], env: &crate::spool::Envelope) -> bool {
+    [SelectBy::Id, SelectBy::Rcpt, SelectBy::Sender]
+        .iter()
+        .all(|by| {
+            let of: Vec<&Select> = select.iter().filter(|s| s.by == *by).collect();
+            of.is_empty() || of.iter().any(|s| s.hit(env))
+        })
 }
 
 impl Job {
@@ -59,8 +142,16 @@ impl Job {
         match self {
             Job::Background => vec!["--job".into(), "background".into()],
             Job::Message(id) => vec!["--job".into(), "message".into(), "--id".into(), id.clone()],
-            Job::Queue { due_only: false } => vec!["--job".into(), "queue".into()],
-            Job::Queue { due_only: true } => vec!["--job".into(), "queue-due".into()],
+            Job::Queue { due_only, select } => {
+                let mut w = vec![
+                    "--job".into(),
+                    if *due_only { "queue-due" } else { "queue" }.into(),
+                ];
+                for s in select {
+                    w.extend(["--select".into(), s.arg()]);
+                }
+                w
+            }
         }
     }
 
@@ -148,6 +239,7 @@ impl Args {
     fn parse(args: &[String]) -> Option<Args> {
         let mut job = None;
         let mut id = None;
+        let mut select = Vec::new();
         let mut out = Args {
             job: Job::Background,
             caller_uid: 0,
@@ -166,14 +258,21 @@ impl Args {
                 "--tag" if crate::logging::valid_tag(v) => out.tag = v.clone(),
                 "--name" if crate::logging::valid_tag(v) => crate::set_progname(v),
                 "--config" => out.config = Some(PathBuf::from(v)),
+                "--select" => select.push(Select::parse(v)?),
                 _ => return None,
             }
         }
         out.job = match (job?.as_str(), id) {
             ("background", None) => Job::Background,
             ("message", Some(id)) => Job::Message(id),
-            ("queue", None) => Job::Queue { due_only: false },
-            ("queue-due", None) => Job::Queue { due_only: true },
+            ("queue", None) => Job::Queue {
+                due_only: false,
+                select,
+            },
+            ("queue-due", None) => Job::Queue {
+                due_only: true,
+                select,
+            },
             _ => return None,
         };
         Some(out)
@@ -304,7 +403,7 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             EX_OK if stopped() => EX_CANTCREAT,
             code => code,
         },
-        Job::Queue { due_only } => match run_queue(&mut ctx, *due_only) {
+        Job::Queue { due_only, select } => match run_queue(&mut ctx, *due_only, select) {
             Ok(()) if stopped() => EX_CANTCREAT,
             Ok(()) => EX_OK,
             Err(e) => {
@@ -755,7 +854,7 @@ fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
 }
 
 /// `-q`: every message, shared out among QUEUE_WORKERS processes.
-fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
+fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<(), String> {
     let dir = ctx.spool.dir().to_path_buf();
     let ids = ctx
         .spool
@@ -776,10 +875,16 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for id in ids {
         let Ok(env) = ctx.spool.read_env(&id) else {
-            // Busy or broken: the worker that locks it will say which.
-            buckets[0].push((String::new(), id));
+            // Busy or broken: the worker that locks it will say which
+            // (unless a selection is given: it can not tell).
+            if select.is_empty() {
+                buckets[0].push((String::new(), id));
+            }
             continue;
         };
+        if !selected(select, &env) {
+            continue;
+        }
         if due_only && !deliver::has_due(&env, now, lifetime, retry_max) {
             continue;
         }
