@@ -73,7 +73,10 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
                 due_only,
                 select: select.clone(),
             };
-            runner::request(&ctx, &job, &runner_request(&inv, &caller), None)
+            let mut req = runner_request(&inv, &caller);
+            // A summary line for whoever watches: a terminal, or -v.
+            req.summary = inv.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
+            runner::request(&ctx, &job, &req, None)
                 .map_err(|e| Fatal::new(EX_OSERR, format!("can not run the queue: {e}")))
         }
         Mode::Verify => verify(&mut ctx, &inv),
@@ -97,6 +100,7 @@ fn runner_request<'a>(inv: &'a Invocation, caller: &Caller) -> runner::Request<'
         caller_uid: caller.uid,
         verbose: inv.verbose,
         tag: inv.log_tag.as_deref(),
+        summary: false,
     }
 }
 

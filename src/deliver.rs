@@ -65,6 +65,74 @@ pub fn backoff(min: Duration, max: Duration, age: Duration) -> Duration {
     base.mul_f64(jitter).clamp(min, max)
 }
 
+/// What this process delivered: the counts for a queue run's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages locked and worked on.
+    pub messages: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipients deferred.
+    pub deferred: u64,
+    /// Recipients failed (bounced).
+    pub failed: u64,
+    /// Messages left in the queue (set by whoever sums up).
+    pub left: u64,
+}
+
+impl Tally {
+    /// One line, for a worker to hand its tally to its parent.
+    pub fn to_line(self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.messages, self.delivered, self.deferred, self.failed
+        )
+    }
+
+    /// Reads [`Tally::to_line`] (zeros for what is not there).
+    pub fn from_line(line: &str) -> Tally {
+        let mut n = line.split(' ').map(|w| w.parse().unwrap_or(0));
+        let mut next = || n.next().unwrap_or(0);
+        Tally {
+            messages: next(),
+            delivered: next(),
+            deferred: next(),
+            failed: next(),
+            left: 0,
+        }
+    }
+
+    /// Adds `o`'s counts.
+    pub fn add(&mut self, o: &Tally) {
+        self.messages += o.messages;
+        self.delivered += o.delivered;
+        self.deferred += o.deferred;
+        self.failed += o.failed;
+    }
+}
+
+static TALLY: std::sync::Mutex<Tally> = std::sync::Mutex::new(Tally {
+    messages: 0,
+    delivered: 0,
+    deferred: 0,
+    failed: 0,
+    left: 0,
+});
+
+fn tally_mut() -> std::sync::MutexGuard<'static, Tally> {
+    TALLY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This process's tally so far.
+pub fn tally() -> Tally {
+    *tally_mut()
+}
+
+/// Counts a message taken up for delivery.
+pub fn count_message() {
+    tally_mut().messages += 1;
+}
+
 /// The fewest failed attempts after which a recipient may expire: the
 /// message's age alone (a clock stepped forward) never bounces it.
 pub const MIN_ATTEMPTS: u32 = 3;
@@ -808,11 +876,13 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
     let at = now();
     match outcome {
         Outcome::Delivered => {
+            tally_mut().delivered += 1;
             info!("<{}> delivery successful", r.addr);
             r.state = State::Delivered;
             r.reply = None;
         }
         Outcome::Deferred(why) if expired(r, created, lifetime, at) => {
+            tally_mut().failed += 1;
             error!(
                 "<{}> delivery failed: giving up after {}: {why}",
                 r.addr,
@@ -825,6 +895,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
             ));
         }
         Outcome::Deferred(why) => {
+            tally_mut().deferred += 1;
             let age = Duration::from_secs(at.saturating_sub(created).max(0) as u64);
             let wait = backoff(ctx.config.retry_min, ctx.config.retry_max, age);
             notice!(
@@ -837,6 +908,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
             r.reply = Some(why);
         }
         Outcome::Failed(why) => {
+            tally_mut().failed += 1;
             error!("<{}> delivery failed: {why}", r.addr);
             r.state = State::Failed { bounced: false };
             r.reply = Some(why);

@@ -20,6 +20,8 @@ struct State {
     /// The lines are about what aliases and `.forward` files made of a
     /// recipient: not mirrored to a non-root caller.
     private: bool,
+    /// The queue id of the message being worked on, for `-v` lines.
+    id: Option<String>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -77,6 +79,7 @@ pub fn init(tag: &str, verbose: bool) {
         only_for: None,
         owner: None,
         private: false,
+        id: None,
     });
     open(tag);
 }
@@ -112,12 +115,13 @@ pub fn set_private(private: bool) -> bool {
 
 /// Switches the syslog tag to `tag[id]` for the message being worked on.
 pub fn set_queue_id(id: Option<&str>) {
-    let base = STATE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|s| s.base.clone())
-        .unwrap_or_else(|| "dma".to_string());
+    let base = match STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        Some(s) => {
+            s.id = id.map(str::to_string);
+            s.base.clone()
+        }
+        None => "dma".to_string(),
+    };
     match id {
         Some(id) => open(&format!("{base}[{id}]")),
         None => open(&base),
@@ -151,15 +155,21 @@ pub fn syslog_only(level: Level, msg: &str) {
 pub fn log(level: Level, msg: &str) {
     let msg = clean(msg);
     let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
-    let verbose = STATE
+    // `-v`: `dma[queue id]: ...` while a message is worked on, as in the log.
+    let mirror = STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .is_some_and(|s| {
-            s.verbose && (s.only_for.is_none() || (s.owner == s.only_for && !s.private))
+        .filter(|s| s.verbose && (s.only_for.is_none() || (s.owner == s.only_for && !s.private)))
+        .map(|s| {
+            s.id.as_ref()
+                .map(|id| format!("[{id}]"))
+                .unwrap_or_default()
         });
-    if verbose && level != Level::Debug {
-        let _ = writeln!(std::io::stderr(), "{}: {msg}", crate::progname());
+    if let Some(id) = mirror
+        && level != Level::Debug
+    {
+        let _ = writeln!(std::io::stderr(), "{}{id}: {msg}", crate::progname());
     }
 }
 

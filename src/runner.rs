@@ -171,6 +171,8 @@ pub struct Request<'a> {
     pub verbose: bool,
     /// `-L`.
     pub tag: Option<&'a str>,
+    /// A queue run ends with a summary line on our stderr.
+    pub summary: bool,
 }
 
 /// The submitter's side: asks `dma-local` for a runner doing `job`. For a
@@ -192,6 +194,9 @@ pub fn request(
     }
     if let Some(t) = req.tag {
         cmd.arg("--tag").arg(t);
+    }
+    if req.summary {
+        cmd.args(["--summary", "yes"]);
     }
     // Our name, for its `-v` lines, when it may be one (argv[0] is the
     // caller's to choose).
@@ -233,6 +238,7 @@ struct Args {
     verbose: bool,
     tag: String,
     config: Option<PathBuf>,
+    summary: bool,
 }
 
 impl Args {
@@ -246,6 +252,7 @@ impl Args {
             verbose: false,
             tag: "dma".into(),
             config: None,
+            summary: false,
         };
         let mut it = args.iter();
         while let Some(k) = it.next() {
@@ -255,6 +262,7 @@ impl Args {
                 "--id" if crate::spool::is_id(v) => id = Some(v.clone()),
                 "--caller-uid" => out.caller_uid = v.parse().ok()?,
                 "--verbose" => out.verbose = v == "yes",
+                "--summary" => out.summary = v == "yes",
                 "--tag" if crate::logging::valid_tag(v) => out.tag = v.clone(),
                 "--name" if crate::logging::valid_tag(v) => crate::set_progname(v),
                 "--config" => out.config = Some(PathBuf::from(v)),
@@ -404,8 +412,23 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             code => code,
         },
         Job::Queue { due_only, select } => match run_queue(&mut ctx, *due_only, select) {
-            Ok(()) if stopped() => EX_CANTCREAT,
-            Ok(()) => EX_OK,
+            Ok(tally) => {
+                let line = format!(
+                    "queue run: {} message{} tried; recipients: {} delivered, {} deferred, {} bounced; {} message{} left in the queue",
+                    tally.messages,
+                    plural(tally.messages),
+                    tally.delivered,
+                    tally.deferred,
+                    tally.failed,
+                    tally.left,
+                    plural(tally.left),
+                );
+                crate::logging::syslog_only(crate::logging::Level::Info, &line);
+                if args.summary {
+                    let _ = writeln!(std::io::stderr(), "{}: {line}", crate::progname());
+                }
+                if stopped() { EX_CANTCREAT } else { EX_OK }
+            }
             Err(e) => {
                 crit!("{e}");
                 EX_NOINPUT
@@ -854,7 +877,11 @@ fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
 }
 
 /// `-q`: every message, shared out among QUEUE_WORKERS processes.
-fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<(), String> {
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<deliver::Tally, String> {
     let dir = ctx.spool.dir().to_path_buf();
     let ids = ctx
         .spool
@@ -918,10 +945,15 @@ fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<(), Str
         .collect();
     let mut children = Vec::new();
     let last = buckets.pop().unwrap_or_default();
+    // Each worker tells its tally through this pipe as it ends (one short
+    // write: atomic).
+    let tallies = unistd::pipe().map_err(|e| format!("can not make a pipe: {e}"))?;
     for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
         match privsep::fork() {
             Ok(privsep::Forked::Child) => {
+                drop(tallies.0);
                 run_bucket(ctx, &bucket, due_only);
+                let _ = unistd::write(&tallies.1, deliver::tally().to_line().as_bytes());
                 std::process::exit(if stopped() { EX_CANTCREAT } else { EX_OK });
             }
             Ok(privsep::Forked::Parent(pid)) => children.push(pid),
@@ -939,7 +971,15 @@ fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<(), Str
             STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    Ok(())
+    drop(tallies.1);
+    let mut tally = deliver::tally();
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(tallies.0), &mut text);
+    for line in text.lines() {
+        tally.add(&deliver::Tally::from_line(line));
+    }
+    tally.left = ctx.spool.ids().map_or(0, |ids| ids.len() as u64);
+    Ok(tally)
 }
 
 /// Where a queued message goes first, for sharing out a queue run: the
@@ -996,6 +1036,7 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
         }
         match ctx.spool.open_locked(id) {
             Ok(msg) => {
+                deliver::count_message();
                 batch.push(msg);
                 if batch.len() == deliver::MAX_BATCH {
                     deliver_batch(ctx, std::mem::take(&mut batch), !due_only);

@@ -201,14 +201,46 @@ fn verbose_mirrors_dma_log_lines() {
     let e = r.stderr();
     let id = &env.messages("root")[0];
     assert!(id.contains("\n\tid "));
+    let queued = e
+        .split("queued as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no queue id in\n{e}"));
+    // The lines about a message carry its queue id, as in the log.
     for want in [
-        format!("sendmail: new mail from user=root uid=0 envelope_from=<root@{HOST}>"),
-        "sendmail: mail to=<root> queued as ".to_string(),
-        "sendmail: <root> trying delivery".to_string(),
-        "sendmail: <root> delivery successful".to_string(),
+        format!("sendmail[{queued}]: new mail from user=root uid=0 envelope_from=<root@{HOST}>"),
+        format!("sendmail[{queued}]: mail to=<root> queued as {queued}"),
+        format!("sendmail[{queued}]: <root> trying delivery"),
+        format!("sendmail[{queued}]: <root> delivery successful"),
     ] {
         assert!(e.contains(&want), "missing {want:?} in\n{e}");
     }
+}
+
+/// `dma -q` says what it did in one line, with -v (or on a terminal); not
+/// otherwise (cron mails whatever a job prints).
+#[test]
+fn a_queue_run_ends_with_a_summary() {
+    if !need_root("queue_summary") {
+        return;
+    }
+    let env = Env::new("");
+    for to in ["root", "nosuchuser-here"] {
+        run(&env, "sendmail", &["-odq", to], "Subject: s\n\nx\n").expect(0, &env);
+    }
+    let r = run(&env, "dma", &["-q"], "");
+    r.expect(0, &env);
+    assert!(!r.stderr().contains("queue run"), "{}", r.show());
+    run(&env, "sendmail", &["-odq", "root"], "Subject: s\n\nx\n").expect(0, &env);
+    let r = run(&env, "dma", &["-v", "-q"], "");
+    r.expect(0, &env);
+    assert!(
+        r.stderr().contains(
+            "dma: queue run: 1 message tried; recipients: 1 delivered, 0 deferred, 0 bounced; 0 messages left in the queue\n"
+        ),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
