@@ -38,6 +38,13 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(conf::DEFAULT_PATH));
     let config = Config::load(&path).map_err(|e| Fatal::new(EX_CONFIG, e.to_string()))?;
+    // LOGFILE: created only by a process no ordinary user is (root, mail,
+    // or a private -C run), never by a user's set-group-id dma.
+    let euid = nix::unistd::geteuid();
+    let create = inv.config.is_some()
+        || euid.is_root()
+        || privsep::mail_user().is_some_and(|m| m.uid == euid);
+    crate::logging::configure(config.logfile.clone(), config.log_syslog, create);
     if let Some(auth) = &config.authpath {
         // Read at every start, as dma does, so a broken file is noticed early.
         AuthFile::load(auth).map_err(|e| match e.kind() {

@@ -318,6 +318,14 @@ pub fn serve(args: &[String]) -> i32 {
         let Some(mail) = privsep::mail_user() else {
             return refuse(EX_OSERR, "no user `mail' to run the queue as");
         };
+        // LOGFILE is made here, as root, for mail: a log directory (such
+        // as /var/log) is not mail's to write in.
+        if let Ok(Config {
+            logfile: Some(log), ..
+        }) = Config::load(Path::new(conf::DEFAULT_PATH))
+        {
+            crate::logging::precreate(&log, mail.uid.as_raw(), mail.gid.as_raw());
+        }
         if let Err(e) = privsep::become_mail(&mail) {
             return refuse(EX_OSERR, &format!("can not become mail: {e}"));
         }
@@ -400,6 +408,8 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             return EX_CONFIG;
         }
     };
+    // A runner is user mail, root, or a private -C run's: it may create it.
+    crate::logging::configure(config.logfile.clone(), config.log_syslog, true);
     let mut ctx = Ctx::new(config, config_override);
     ctx.watch(stamp);
     match &args.job {

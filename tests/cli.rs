@@ -414,3 +414,23 @@ fn help_and_version_print_and_exit_0_under_every_name() {
     run(&env, "sendmail", &["-h"], "").expect(64, &env);
     assert!(env.queue_ids().is_empty(), "{}", env.dump());
 }
+
+#[test]
+fn log_syslog_off_needs_a_logfile() {
+    let env = Env::new("LOG_SYSLOG off\n");
+    let r = run(&env, "sendmail", &["-odq", "root"], "x\n");
+    r.expect(78, &env);
+    assert!(
+        r.stderr().contains("LOG_SYSLOG off needs a LOGFILE"),
+        "{}",
+        r.show()
+    );
+    env.write_conf("LOGFILE relative.log\n");
+    let r = run(&env, "sendmail", &["-odq", "root"], "x\n");
+    r.expect(78, &env);
+    assert!(
+        r.stderr().contains("LOGFILE needs an absolute path"),
+        "{}",
+        r.show()
+    );
+}
