@@ -3,14 +3,34 @@
 //! the server's leaf certificate (SHA-256) instead; TLS_NO_VERIFY turns
 //! verification off (insecure, logged at every use); CERTFILE is a client
 //! certificate (chain and key in one PEM file, as in dma).
+//!
+//! A server certificate byte-identical to one in CAFILE is trusted whatever
+//! its basic constraints, as OpenSSL trusts a self-signed anchor (OpenSSL 3's
+//! `openssl req -x509` marks such a certificate CA:TRUE, which webpki
+//! refuses as an end entity); its host name and its validity dates are still
+//! checked.
+//!
+//! Under OPPORTUNISTIC_TLS (with STARTTLS) a certificate that fails
+//! verification is accepted all the same: the connection is encrypted but
+//! unverified, and [`Client::unverified`] says why. A FINGERPRINT mismatch
+//! is never accepted.
+//!
+//! Every failure is described in words ([`Client::why`]): what is wrong, and
+//! the certificate's subject, never a rustls enum name.
 
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error,
+    PeerIncompatible, RootCertStore, SignatureScheme,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
@@ -41,29 +61,75 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-/// The rustls client configuration for `config`. Errors name the file.
-pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
+/// A rustls client configuration for one connection, with what its
+/// certificate check found.
+pub struct Client {
+    /// The configuration for the handshake.
+    pub config: Arc<ClientConfig>,
+    /// The verifier's finding, in words: why the certificate was refused (or,
+    /// when lenient, accepted unverified). Empty when it verified.
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl Client {
+    /// Why the handshake that ended in `err` failed, in words.
+    pub fn why(&self, err: &io::Error) -> String {
+        if let Some(v) = self
+            .verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return v;
+        }
+        describe_io(err)
+    }
+
+    /// After a handshake that succeeded: why the certificate could not be
+    /// verified (OPPORTUNISTIC_TLS accepted it all the same), or `None` when
+    /// it was verified (or TLS_NO_VERIFY asked for no check).
+    pub fn unverified(&self) -> Option<String> {
+        self.verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// The rustls client configuration for `config`, for one connection.
+/// `lenient` (OPPORTUNISTIC_TLS with STARTTLS): accept a certificate that
+/// fails verification, and record why. Errors name the file.
+pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match Policy::of(config) {
+    let check = match Policy::of(config) {
         Policy::Verify => {
-            let roots = roots(config)?;
-            builder.with_root_certificates(roots)
+            let (roots, anchors) = roots(config)?;
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("certificate verifier: {e}"))?;
+            Check::Chain {
+                inner,
+                anchors,
+                source: match &config.cafile {
+                    Some(p) => format!("CAFILE {}", p.display()),
+                    None => "the system's trusted CAs".to_string(),
+                },
+            }
         }
-        Policy::Pin(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fp: Some(fp),
-                provider: provider(),
-            })),
-        Policy::None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fp: None,
-                provider: provider(),
-            })),
+        Policy::Pin(fp) => Check::Pin(fp),
+        Policy::None => Check::Nothing,
     };
+    let verdict = Arc::new(Mutex::new(None));
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            check,
+            lenient,
+            verdict: verdict.clone(),
+            provider: provider(),
+        }));
     let cfg = match &config.certfile {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -79,12 +145,22 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
                 .map_err(|e| format!("CERTFILE {shown}: {e}"))?
         }
     };
-    Ok(Arc::new(cfg))
+    Ok(Client {
+        config: Arc::new(cfg),
+        verdict,
+    })
 }
 
-/// CAFILE's certificates, or the system's.
-fn roots(config: &Config) -> Result<RootCertStore, String> {
+/// The rustls client configuration for `config` (strict: no leniency).
+pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
+    client(config, false).map(|c| c.config)
+}
+
+/// CAFILE's certificates (also returned as they are, for the exact-match
+/// rule), or the system's.
+fn roots(config: &Config) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
+    let mut anchors = Vec::new();
     match &config.cafile {
         Some(path) => {
             for c in CertificateDer::pem_file_iter(path)
@@ -92,8 +168,9 @@ fn roots(config: &Config) -> Result<RootCertStore, String> {
             {
                 let c = c.map_err(|e| format!("CAFILE {}: {e}", path.display()))?;
                 roots
-                    .add(c)
+                    .add(c.clone())
                     .map_err(|e| format!("CAFILE {}: {e}", path.display()))?;
+                anchors.push(c);
             }
         }
         None => {
@@ -106,21 +183,13 @@ fn roots(config: &Config) -> Result<RootCertStore, String> {
     if roots.is_empty() {
         return Err("no trusted CA certificates (install ca-certificates, or set CAFILE)".into());
     }
-    Ok(roots)
+    Ok((roots, anchors))
 }
 
 /// The name to check the certificate against (and send as SNI).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(h.to_string()).map_err(|e| format!("{host}: {e}"))
-}
-
-/// Checks the leaf certificate's SHA-256 (`fp`), or nothing at all (`None`,
-/// TLS_NO_VERIFY). Handshake signatures are always checked.
-#[derive(Debug)]
-struct Pinned {
-    fp: Option<[u8; 32]>,
-    provider: Arc<CryptoProvider>,
 }
 
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
@@ -131,23 +200,90 @@ pub fn fingerprint(cert: &[u8]) -> String {
         .collect()
 }
 
-impl ServerCertVerifier for Pinned {
+/// What the verifier checks.
+#[derive(Debug)]
+enum Check {
+    /// The chain to a trusted CA and the name; or, for a certificate that is
+    /// itself in CAFILE, the name and the dates.
+    Chain {
+        inner: Arc<WebPkiServerVerifier>,
+        anchors: Vec<CertificateDer<'static>>,
+        /// Where the trusted CAs come from, for messages.
+        source: String,
+    },
+    /// The leaf's SHA-256.
+    Pin([u8; 32]),
+    /// Nothing (TLS_NO_VERIFY). Handshake signatures are still checked.
+    Nothing,
+}
+
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
+    lenient: bool,
+    verdict: Arc<Mutex<Option<String>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Verifier {
+    fn record(&self, words: String) {
+        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(words);
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if self.fp.is_none_or(|fp| fp == got) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(Error::General(format!(
-                "fingerprints do not match: the server's certificate is {}",
-                fingerprint(end_entity.as_ref())
-            )))
+        let host = name.to_str();
+        match &self.check {
+            Check::Nothing => Ok(ServerCertVerified::assertion()),
+            Check::Pin(fp) => {
+                let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                if got == *fp {
+                    return Ok(ServerCertVerified::assertion());
+                }
+                // A pin is the administrator's explicit choice: never
+                // accepted unverified, even when lenient.
+                self.record(format!(
+                    "fingerprints do not match: the certificate of {host} ({}) has SHA-256 {}, FINGERPRINT is {}",
+                    subject_of(end_entity.as_ref()),
+                    fingerprint(end_entity.as_ref()),
+                    fp.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ));
+                Err(Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            Check::Chain {
+                inner,
+                anchors,
+                source,
+            } => {
+                let r = if anchors.iter().any(|a| a.as_ref() == end_entity.as_ref()) {
+                    trusted_as_is(end_entity, name, now)
+                } else {
+                    inner
+                        .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    Err(e) => {
+                        self.record(describe_cert(&e, end_entity.as_ref(), &host, source));
+                        if self.lenient {
+                            Ok(ServerCertVerified::assertion())
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -183,5 +319,301 @@ impl ServerCertVerifier for Pinned {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// A certificate found byte for byte in CAFILE: trusted as it is (no chain,
+/// no basic constraints), but it must name the host and be valid now, as
+/// OpenSSL checks a self-signed trust anchor.
+fn trusted_as_is(
+    end_entity: &CertificateDer<'_>,
+    name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), Error> {
+    let parsed = ParsedCertificate::try_from(end_entity)?;
+    verify_server_name(&parsed, name)?;
+    let info = CertInfo::parse(end_entity.as_ref())
+        .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let t = now.as_secs() as i64;
+    if t < info.not_before {
+        return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
+    }
+    if t > info.not_after {
+        return Err(Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
+}
+
+/// What a certificate says about itself, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CertInfo {
+    subject: String,
+    issuer: String,
+    self_issued: bool,
+    /// Seconds since the epoch.
+    not_before: i64,
+    not_after: i64,
+    /// Its DNS names and IP addresses (subjectAltName).
+    names: Vec<String>,
+}
+
+impl CertInfo {
+    fn parse(der: &[u8]) -> Option<CertInfo> {
+        use x509_parser::extensions::GeneralName;
+        let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = c.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    GeneralName::DNSName(d) => names.push(clean(d)),
+                    GeneralName::IPAddress(b) => names.push(ip_text(b)),
+                    _ => {}
+                }
+            }
+        }
+        Some(CertInfo {
+            subject: clean(&c.subject().to_string()),
+            issuer: clean(&c.issuer().to_string()),
+            self_issued: c.subject().as_raw() == c.issuer().as_raw(),
+            not_before: c.validity().not_before.timestamp(),
+            not_after: c.validity().not_after.timestamp(),
+            names,
+        })
+    }
+}
+
+fn ip_text(b: &[u8]) -> String {
+    match b.len() {
+        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(b).unwrap()).to_string(),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap()).to_string(),
+        _ => "(a malformed IP address)".to_string(),
+    }
+}
+
+/// Text from a certificate, safe for a log line and a queue file: no
+/// control characters, at most 200 characters.
+fn clean(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(200)
+        .collect();
+    if s.chars().count() > 200 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `subject CN=...` of a certificate, or a note that it could not be read.
+fn subject_of(der: &[u8]) -> String {
+    match CertInfo::parse(der) {
+        Some(i) if i.subject.is_empty() => "empty subject".to_string(),
+        Some(i) => format!("subject {}", i.subject),
+        None => "a certificate that could not be parsed".to_string(),
+    }
+}
+
+/// A time as `2002-01-01 00:00:00 UTC`.
+fn date(secs: i64) -> String {
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{secs} seconds after 1970"),
+    }
+}
+
+/// A refused certificate in words: what is wrong, with its subject.
+fn describe_cert(err: &Error, der: &[u8], host: &str, source: &str) -> String {
+    let info = CertInfo::parse(der);
+    let subject = subject_of(der);
+    let cert = format!("the certificate of {host} ({subject})");
+    let Error::InvalidCertificate(ce) = err else {
+        return format!("{cert} was refused: {}", describe(err));
+    };
+    match ce {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => match &info {
+            Some(i) => format!("{cert} expired on {}", date(i.not_after)),
+            None => format!("{cert} has expired"),
+        },
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            match &info {
+                Some(i) => format!("{cert} is not valid before {}", date(i.not_before)),
+                None => format!("{cert} is not valid yet"),
+            }
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            let names = info.as_ref().map(|i| i.names.clone()).unwrap_or_default();
+            if names.is_empty() {
+                format!("wrong name: {cert} names no host (no DNS name or IP address), not {host}")
+            } else {
+                format!(
+                    "wrong name: {cert} is for {}, not for {host}",
+                    names.join(", ")
+                )
+            }
+        }
+        CertificateError::UnknownIssuer => match &info {
+            Some(i) if i.self_issued => {
+                format!("unknown issuer: {cert} is self-signed and not in {source}")
+            }
+            Some(i) => format!(
+                "unknown issuer: {cert} is issued by {}, which is not in {source}",
+                if i.issuer.is_empty() {
+                    "an empty name"
+                } else {
+                    &i.issuer
+                }
+            ),
+            None => format!("unknown issuer: {cert} is not issued by a CA in {source}"),
+        },
+        CertificateError::BadSignature => format!("{cert} has a bad signature"),
+        CertificateError::Revoked => format!("{cert} has been revoked"),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!("{cert} is not for TLS servers (its extended key usage)")
+        }
+        CertificateError::BadEncoding => format!("the certificate of {host} is malformed"),
+        CertificateError::UnhandledCriticalExtension => {
+            format!("{cert} has a critical extension that dma-rs does not know")
+        }
+        CertificateError::Other(other) => {
+            let text = other.to_string();
+            if text.contains("CaUsedAsEndEntity") {
+                format!(
+                    "CA certificate used as server certificate: {cert} is a CA certificate (CA:TRUE), and it is not in {source} byte for byte (put this very certificate in CAFILE to trust it)"
+                )
+            } else {
+                format!("{cert} was refused: {}", words(&text))
+            }
+        }
+        other => format!("{cert} was refused: {}", words(&format!("{other:?}"))),
+    }
+}
+
+/// A failed handshake (no certificate finding recorded) in words.
+fn describe_io(err: &io::Error) -> String {
+    match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(e) => describe(e),
+        None => format!("the connection failed during the TLS handshake: {err}"),
+    }
+}
+
+/// A rustls error in words.
+fn describe(e: &Error) -> String {
+    match e {
+        Error::AlertReceived(AlertDescription::HandshakeFailure) => {
+            "handshake failure: the server found no TLS parameters in common with dma-rs (cipher suite, key exchange or signature scheme)".into()
+        }
+        Error::AlertReceived(AlertDescription::ProtocolVersion) => {
+            "protocol version: the server does not speak TLS 1.2 or 1.3, which dma-rs needs".into()
+        }
+        Error::AlertReceived(a) => format!(
+            "the server ended the TLS handshake with the alert \"{}\"",
+            words(&format!("{a:?}"))
+        ),
+        Error::PeerIncompatible(
+            PeerIncompatible::ServerDoesNotSupportTls12Or13
+            | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig,
+        ) => "protocol version: the server does not speak TLS 1.2 or 1.3, which dma-rs needs".into(),
+        Error::PeerIncompatible(p) => format!(
+            "handshake failure: the server's TLS is incompatible with dma-rs ({})",
+            words(&format!("{p:?}"))
+        ),
+        Error::PeerMisbehaved(p) => format!(
+            "the server broke the TLS protocol ({})",
+            words(&format!("{p:?}"))
+        ),
+        Error::NoCertificatesPresented => "the server presented no certificate".into(),
+        Error::InvalidCertificate(c) => {
+            format!("the server's certificate was refused ({})", words(&format!("{c:?}")))
+        }
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } | Error::InappropriateHandshakeMessage { .. } => {
+            "the server sent something that is not TLS (is this port for TLS?)".into()
+        }
+        other => words(&other.to_string()),
+    }
+}
+
+/// An enum name made readable: `CaUsedAsEndEntity` -> `ca used as end
+/// entity`; parentheses, braces and quotes dropped. For the rare failures
+/// without words of their own.
+fn words(debug: &str) -> String {
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in debug.chars() {
+        match c {
+            '(' | ')' | '{' | '}' | '"' | '[' | ']' => {
+                if !out.ends_with(' ') && !out.is_empty() {
+                    out.push(' ');
+                }
+                prev_lower = false;
+            }
+            c if c.is_ascii_uppercase() => {
+                if prev_lower {
+                    out.push(' ');
+                }
+                out.push(c.to_ascii_lowercase());
+                prev_lower = false;
+            }
+            c => {
+                out.push(c);
+                prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            }
+        }
+    }
+    clean(out.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_become_words() {
+        for (given, want) in [
+            ("CaUsedAsEndEntity", "ca used as end entity"),
+            (
+                "Other(OtherError(CaUsedAsEndEntity))",
+                "other other error ca used as end entity",
+            ),
+            ("BadCertificate", "bad certificate"),
+            ("plain words", "plain words"),
+        ] {
+            assert_eq!(words(given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn handshake_failures_in_words() {
+        for (e, want) in [
+            (
+                Error::AlertReceived(AlertDescription::HandshakeFailure),
+                "handshake failure: the server found no TLS parameters in common",
+            ),
+            (
+                Error::AlertReceived(AlertDescription::ProtocolVersion),
+                "protocol version: the server does not speak TLS 1.2 or 1.3",
+            ),
+            (
+                Error::PeerIncompatible(PeerIncompatible::ServerDoesNotSupportTls12Or13),
+                "protocol version: the server does not speak TLS 1.2 or 1.3",
+            ),
+            (
+                Error::AlertReceived(AlertDescription::BadCertificate),
+                "the server ended the TLS handshake with the alert \"bad certificate\"",
+            ),
+        ] {
+            let got = describe_io(&io::Error::new(io::ErrorKind::InvalidData, e));
+            assert!(got.starts_with(want), "{got}");
+        }
+    }
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(date(1009843200), "2002-01-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn certificate_text_is_made_safe() {
+        assert_eq!(clean("CN=a\nb\r"), "CN=a?b?");
+        assert!(clean(&"x".repeat(500)).ends_with("..."));
     }
 }
