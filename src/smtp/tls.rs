@@ -72,17 +72,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Why the handshake that ended in `err` failed, in words.
-    pub fn why(&self, err: &io::Error) -> String {
-        if let Some(v) = self
+    /// Why the handshake that ended in `err` failed, in words; and whether
+    /// it was our refusal of the certificate (`true`) rather than a failed
+    /// handshake (no protocol in common, an alert, a lost connection).
+    pub fn why(&self, err: &io::Error) -> (String, bool) {
+        match self
             .verdict
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            return v;
+            Some(v) => (v, true),
+            None => (describe_io(err), false),
         }
-        describe_io(err)
     }
 
     /// After a handshake that succeeded: why the certificate could not be
@@ -149,11 +151,6 @@ pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
         config: Arc::new(cfg),
         verdict,
     })
-}
-
-/// The rustls client configuration for `config` (strict: no leniency).
-pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
-    client(config, false).map(|c| c.config)
 }
 
 /// CAFILE's certificates (also returned as they are, for the exact-match
