@@ -497,7 +497,7 @@ fn describe_io(err: &io::Error) -> String {
 fn describe(e: &Error) -> String {
     match e {
         Error::AlertReceived(AlertDescription::HandshakeFailure) => {
-            "handshake failure: the server found no TLS parameters in common with dma-rs (cipher suite, key exchange or signature scheme)".into()
+            "handshake failure: the server found nothing in common with dma-rs (TLS version: dma-rs needs 1.2 or 1.3; cipher suite, key exchange or signature scheme)".into()
         }
         Error::AlertReceived(AlertDescription::ProtocolVersion) => {
             "protocol version: the server does not speak TLS 1.2 or 1.3, which dma-rs needs".into()
@@ -583,7 +583,7 @@ mod tests {
         for (e, want) in [
             (
                 Error::AlertReceived(AlertDescription::HandshakeFailure),
-                "handshake failure: the server found no TLS parameters in common",
+                "handshake failure: the server found nothing in common",
             ),
             (
                 Error::AlertReceived(AlertDescription::ProtocolVersion),
