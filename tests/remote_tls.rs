@@ -80,9 +80,20 @@ impl Ca {
         signer: Signer,
         dates: Dates,
     ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        self.leaf_named("leaf.test", names, signer, dates)
+    }
+
+    /// A leaf for `names` with the subject `CN=<cn>`.
+    fn leaf_named(
+        &self,
+        cn: &str,
+        names: &[&str],
+        signer: Signer,
+        dates: Dates,
+    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
-        p.distinguished_name.push(DnType::CommonName, "leaf.test");
+        p.distinguished_name.push(DnType::CommonName, cn);
         match dates {
             Dates::Now => {}
             Dates::Expired => {
@@ -274,8 +285,12 @@ fn a_ca_certificate_as_server_certificate_not_in_cafile_defers() {
 /// A server whose certificate (CA:TRUE, self-signed, as `openssl req -x509`
 /// makes it) is itself in CAFILE, valid at `dates`, for `names`.
 fn env_trusting_the_very_certificate(names: &[&str], dates: Dates) -> (Env, FakeSmtp) {
+    env_trusting_the_very_certificate_of("leaf.test", names, dates)
+}
+
+fn env_trusting_the_very_certificate_of(cn: &str, names: &[&str], dates: Dates) -> (Env, FakeSmtp) {
     let ca = Ca::new();
-    let (c, k) = ca.leaf_with(names, Signer::ItselfAsCa, dates);
+    let (c, k) = ca.leaf_named(cn, names, Signer::ItselfAsCa, dates);
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
         base64_lines(c.as_ref())
@@ -302,6 +317,40 @@ fn a_ca_certificate_that_is_itself_in_cafile_delivers() {
     let (env, fake) = env_trusting_the_very_certificate(&["localhost", "127.0.0.1"], Dates::Now);
     env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
         .expect(0, &env);
+    assert_eq!(fake.messages().len(), 1, "{}", env.mailq().stdout());
+    assert!(env.queue_ids().is_empty());
+}
+
+#[test]
+fn a_certificate_in_cafile_without_subject_alt_name_is_matched_by_its_cn() {
+    // `openssl req -x509 -subj /CN=localhost` without -addext: no
+    // subjectAltName. OpenSSL then takes the CN for the host name; so do we,
+    // for a certificate trusted as it is.
+    let (env, fake) = env_trusting_the_very_certificate_of("localhost", &[], Dates::Now);
+    let cafile = env.dir.path().join("ca.pem");
+    let conf = |host: &str| {
+        format!(
+            "SMARTHOST {host}\nPORT {}\nSECURETRANSFER\nCAFILE {}\nSMTP_TIMEOUT 3s\n",
+            fake.port(),
+            cafile.display()
+        )
+    };
+    // An IP address is never matched against a CN (nor by OpenSSL).
+    env.write_conf(&conf("127.0.0.1"));
+    env.send(&["-f", "s@example.org", "a@remote.example"], MSG)
+        .expect(0, &env);
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains(
+            "wrong name: the certificate of 127.0.0.1 (subject CN=localhost) names no host \
+             (no DNS name or IP address in subjectAltName), not 127.0.0.1"
+        ),
+        "{q}"
+    );
+    assert!(fake.messages().is_empty());
+    // The CN names localhost.
+    env.write_conf(&conf("localhost"));
+    env.flush().expect(0, &env);
     assert_eq!(fake.messages().len(), 1, "{}", env.mailq().stdout());
     assert!(env.queue_ids().is_empty());
 }

@@ -328,9 +328,21 @@ fn trusted_as_is(
     now: UnixTime,
 ) -> Result<(), Error> {
     let parsed = ParsedCertificate::try_from(end_entity)?;
-    verify_server_name(&parsed, name)?;
     let info = CertInfo::parse(end_entity.as_ref())
         .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if let Err(e) = verify_server_name(&parsed, name) {
+        // OpenSSL's X509_check_host: without a DNS name or IP address in
+        // subjectAltName, the subject's CN names the host (`openssl req
+        // -x509 -subj /CN=host` has none). Only for a certificate trusted
+        // as it is; a CA-issued one needs subjectAltName, as with rustls.
+        let host = match name {
+            ServerName::DnsName(d) => d.as_ref(),
+            _ => return Err(e),
+        };
+        if !(info.names.is_empty() && info.cns.iter().any(|cn| cn.eq_ignore_ascii_case(host))) {
+            return Err(e);
+        }
+    }
     let t = now.as_secs() as i64;
     if t < info.not_before {
         return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
@@ -352,6 +364,8 @@ struct CertInfo {
     not_after: i64,
     /// Its DNS names and IP addresses (subjectAltName).
     names: Vec<String>,
+    /// The subject's common names.
+    cns: Vec<String>,
 }
 
 impl CertInfo {
@@ -375,6 +389,11 @@ impl CertInfo {
             not_before: c.validity().not_before.timestamp(),
             not_after: c.validity().not_after.timestamp(),
             names,
+            cns: c
+                .subject()
+                .iter_common_name()
+                .filter_map(|a| a.as_str().ok().map(clean))
+                .collect(),
         })
     }
 }
@@ -440,7 +459,9 @@ fn describe_cert(err: &Error, der: &[u8], host: &str, source: &str) -> String {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             let names = info.as_ref().map(|i| i.names.clone()).unwrap_or_default();
             if names.is_empty() {
-                format!("wrong name: {cert} names no host (no DNS name or IP address), not {host}")
+                format!(
+                    "wrong name: {cert} names no host (no DNS name or IP address in subjectAltName), not {host}"
+                )
             } else {
                 format!(
                     "wrong name: {cert} is for {}, not for {host}",
