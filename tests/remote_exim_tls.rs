@@ -256,3 +256,36 @@ fn a_failed_handshake_defers_in_words_or_under_opportunistic_tls_goes_plain() {
     arrived_whole(&exim, 1);
     assert!(!exim.log().contains(" X=TLS"), "{}", exim.log());
 }
+
+#[test]
+fn a_fingerprint_mismatch_is_never_downgraded_by_opportunistic_tls() {
+    if !need_exim("exim_opportunistic_pin") {
+        return;
+    }
+    let exim = Exim::start(EximOptions {
+        tls: true,
+        ..EximOptions::default()
+    });
+    let env = Env::new("");
+    env.write_conf(&conf(
+        &exim,
+        &exim.ca_path(),
+        &format!("OPPORTUNISTIC_TLS\nFINGERPRINT {}\n", "00".repeat(32)),
+    ));
+    let r = env.send(&["-v", "-f", "s@example.net", "ok@example.org"], MSG);
+    r.expect(0, &env);
+    assert!(exim.messages().is_empty(), "{}", exim.log());
+    assert!(
+        !r.stderr().contains("trying again in plain text"),
+        "{}",
+        r.show()
+    );
+    let q = env.mailq().stdout();
+    assert!(
+        q.contains(
+            "4.4.1 TLS with 127.0.0.1 [127.0.0.1] failed: fingerprints do not match: the \
+             certificate of 127.0.0.1 (subject CN=localhost) has SHA-256 "
+        ),
+        "{q}"
+    );
+}
