@@ -492,6 +492,15 @@ fn describe_cert(err: &Error, der: &[u8], host: &str, source: &str) -> String {
         CertificateError::UnhandledCriticalExtension => {
             format!("{cert} has a critical extension that dma-rs does not know")
         }
+        CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            format!("{cert} is signed with an algorithm that dma-rs does not support")
+        }
+        CertificateError::UnknownRevocationStatus
+        | CertificateError::ExpiredRevocationList
+        | CertificateError::ExpiredRevocationListContext { .. } => {
+            format!("{cert} has an unknown revocation status")
+        }
         CertificateError::Other(other) => {
             let text = other.to_string();
             if text.contains("CaUsedAsEndEntity") {
@@ -551,9 +560,10 @@ fn describe(e: &Error) -> String {
 }
 
 /// An enum name made readable: `CaUsedAsEndEntity` -> `ca used as end
-/// entity`; parentheses, braces and quotes dropped. For the rare failures
-/// without words of their own.
+/// entity`; parentheses and quotes dropped, struct fields (from `{`) too.
+/// For the rare failures without words of their own.
 fn words(debug: &str) -> String {
+    let debug = debug.split('{').next().unwrap_or("");
     let mut out = String::new();
     let mut prev_lower = false;
     for c in debug.chars() {
@@ -593,6 +603,7 @@ mod tests {
                 "other other error ca used as end entity",
             ),
             ("BadCertificate", "bad certificate"),
+            ("SomeContext { id: [1, 2] }", "some context"),
             ("plain words", "plain words"),
         ] {
             assert_eq!(words(given), want, "{given}");
