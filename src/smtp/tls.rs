@@ -76,14 +76,20 @@ impl Client {
     /// it was our refusal of the certificate (`true`) rather than a failed
     /// handshake (no protocol in common, an alert, a lost connection).
     pub fn why(&self, err: &io::Error) -> (String, bool) {
-        match self
+        let verdict = self
             .verdict
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            Some(v) => (v, true),
-            None => (describe_io(err), false),
+            .take();
+        // A finding the verifier accepted (lenient) is not why a later step
+        // of the handshake failed.
+        let refused = matches!(
+            err.get_ref().and_then(|e| e.downcast_ref::<Error>()),
+            Some(Error::InvalidCertificate(_))
+        );
+        match verdict {
+            Some(v) if refused => (v, true),
+            _ => (describe_io(err), false),
         }
     }
 
