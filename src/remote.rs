@@ -275,7 +275,7 @@ fn timeouts(ctx: &Ctx) -> Timeouts {
 fn open(ctx: &Ctx, hop: &Hop) -> Result<Session<Stream>, String> {
     match open_with(ctx, hop, true) {
         Err(Open::HandshakeFailed(e)) => {
-            notice!("in opportunistic TLS mode, {e}: trying again in plain text");
+            notice!("in opportunistic TLS mode, {e}; trying again in plain text");
             open_with(ctx, hop, false).map_err(Open::into_text)
         }
         r => r.map_err(Open::into_text),

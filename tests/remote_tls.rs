@@ -469,3 +469,38 @@ fn certfile_presents_a_client_certificate() {
     env.flush().expect(0, &env);
     assert_eq!(fake.messages().len(), 1, "{}", env.mailq().stdout());
 }
+
+#[test]
+fn a_starttls_handshake_that_times_out_under_opportunistic_tls_is_retried_in_plain_text() {
+    // The server answers STARTTLS, then trickles its handshake: cut off at
+    // SMTP_TIMEOUT; OPPORTUNISTIC_TLS then delivers on a new plain-text
+    // connection (Postfix's "may"), and says why.
+    let fake = FakeSmtp::start(Behavior {
+        ehlo: vec!["PIPELINING".into(), "STARTTLS".into()],
+        trickle: Some(smtpd::Trickle::StartTls),
+        ..Behavior::default()
+    });
+    let ca = Ca::new();
+    let env = env_for(&fake, &ca, "STARTTLS\nOPPORTUNISTIC_TLS\n");
+    let r = env.send(&["-v", "-f", "s@example.org", "a@remote.example"], MSG);
+    r.expect(0, &env);
+    assert_eq!(fake.messages().len(), 1, "{}", env.mailq().stdout());
+    assert_eq!(fake.connections(), 2);
+    assert_eq!(
+        fake.commands()
+            .iter()
+            .filter(|c| c.starts_with("STARTTLS"))
+            .count(),
+        1,
+        "{:?}",
+        fake.commands()
+    );
+    assert!(
+        r.stderr().contains(
+            "in opportunistic TLS mode, TLS with 127.0.0.1 [127.0.0.1] failed: the connection \
+             failed during the TLS handshake: timeout after 3s; trying again in plain text"
+        ),
+        "{}",
+        r.show()
+    );
+}
