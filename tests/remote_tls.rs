@@ -504,3 +504,56 @@ fn a_starttls_handshake_that_times_out_under_opportunistic_tls_is_retried_in_pla
         r.show()
     );
 }
+
+#[test]
+fn a_530_after_our_own_refusal_to_send_a_password_in_plain_text_defers() {
+    // A plain-text server that wants AUTH; auth.conf has a password, but
+    // INSECURE is not set: nothing is sent, and the 530 defers (it is our
+    // doing, not the recipient's). Without a password to withhold, the same
+    // 530 bounces as any 5xx.
+    for with_password in [true, false] {
+        let fake = FakeSmtp::start(Behavior {
+            ehlo: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+            mail_reply_raw: Some("530 5.7.0 Authentication required\r\n".into()),
+            ..Behavior::default()
+        });
+        let env = Env::new("");
+        let auth = env.dir.path().join("auth.conf");
+        std::fs::write(&auth, "user|127.0.0.1:secret\n").unwrap();
+        let authpath = if with_password {
+            format!("AUTHPATH {}\n", auth.display())
+        } else {
+            String::new()
+        };
+        env.write_conf(&format!(
+            "SMARTHOST 127.0.0.1\nPORT {}\nSMTP_TIMEOUT 3s\n{authpath}",
+            fake.port()
+        ));
+        env.send(&["-f", "root", "a@remote.example"], MSG)
+            .expect(0, &env);
+        assert!(
+            !fake.commands().iter().any(|c| c.starts_with("AUTH")),
+            "{:?}",
+            fake.commands()
+        );
+        let q = env.mailq().stdout();
+        if with_password {
+            let want = "Status\t: deferred, 1 attempt";
+            assert!(q.contains(want), "{q}");
+            let want = "4.7.0 no password sent to 127.0.0.1 [127.0.0.1]: the connection is not \
+                        encrypted, and INSECURE is not set; 127.0.0.1 [127.0.0.1] said 530 5.7.0 \
+                        Authentication required (in reply to MAIL FROM)";
+            assert!(q.contains(want), "want {want:?} in\n{q}");
+            assert!(env.messages("root").is_empty(), "{}", env.dump());
+        } else {
+            assert!(env.queue_ids().is_empty(), "{q}");
+            let b = env.messages("root");
+            assert_eq!(b.len(), 1, "{}", env.dump());
+            assert!(
+                b[0].contains("530 5.7.0 Authentication required"),
+                "{}",
+                b[0]
+            );
+        }
+    }
+}
