@@ -103,6 +103,7 @@ fn starttls_with_each_sasl_mechanism() {
             users: vec![("user".into(), "s3cret pass".into())],
             tls: true,
             mechanisms: vec![mech.into()],
+            ..EximOptions::default()
         });
         let env = Env::new("");
         let auth = auth_file(&env, "user|127.0.0.1:s3cret pass\n");
@@ -139,6 +140,7 @@ fn implicit_tls_and_a_wrong_password() {
         users: vec![("user".into(), "right".into())],
         tls: true,
         mechanisms: vec![],
+        ..EximOptions::default()
     });
     let env = Env::new("");
     let auth = auth_file(&env, "user|127.0.0.1:wrong\n");
