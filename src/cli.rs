@@ -4,8 +4,10 @@
 //! The flags and their meaning are dma's (`:A:b:B:C:d:Df:F:h:iL:N:no:O:q:r:R:tUV:vX:`)
 //! with these additions: `-C` selects another config file, `-F` names the
 //! sender in the From: header we add, `-od[ibq]` choose the delivery mode,
-//! `-bv` shows routing, `-bi` is newaliases, and `--help` and `--version`
-//! print what they say. [`FLAGS`] lists every spelling the parser gives a
+//! `-bv` shows routing, `-bi` is newaliases, `-bs` holds an SMTP dialogue on
+//! stdin and stdout, and `--help` and `--version` print what they say. Any
+//! other `-b<x>` is refused (dma treats it as `-D`, which sent stdin as a
+//! message where the caller asked for something else). [`FLAGS`] lists every spelling the parser gives a
 //! meaning; the unit tests hold the parser to it and `tests/manpages.rs`
 //! holds `man/dma.8` to it.
 
@@ -33,6 +35,9 @@ pub enum Mode {
     NewAliases,
     /// `-bv`: show where each recipient would go.
     Verify,
+    /// `-bs`: an SMTP dialogue on stdin and stdout, each message queued as
+    /// a command-line submission of the caller's.
+    Smtp,
     /// `--help`: print the usage.
     Help,
     /// `--version`: print the version and the compiled-in paths.
@@ -42,7 +47,7 @@ pub enum Mode {
 /// Every flag the parser accepts, as `dma(8)` documents it: the option
 /// letters (`-b`, `-o` and `-A` take their letters as a value), the values
 /// of `-b`, `-o` and `-A` that mean something of their own (any other
-/// `-b<x>` is `-D`, any other `-o<x>` is ignored, any other `-A<x>` is
+/// `-b<x>` is refused, any other `-o<x>` is ignored, any other `-A<x>` is
 /// `-b<x>`), and the long options.
 pub const FLAGS: &[&str] = &[
     "-A",
@@ -50,8 +55,6 @@ pub const FLAGS: &[&str] = &[
     "-Am",
     "-B",
     "-b",
-    "-bD",
-    "-bd",
     "-bi",
     "-bm",
     "-bp",
@@ -97,6 +100,7 @@ usage: sendmail [flags] [--] recipient...  queue a message read from stdin
        sendmail -q<duration> (-q5m)        deliver what is due (for cron)
        newaliases, sendmail -bi            check the aliases file
        sendmail -bv address...             show where each address would go
+       sendmail -bs                        SMTP on stdin/stdout (alpine, PHP)
        sendmail --help | --version
 flags:
   -t            also take recipients from the To:, Cc: and Bcc: headers
@@ -354,6 +358,20 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         inv.rcpts.clear();
         run = Some(true);
     }
+    if inv.mode == Mode::Smtp {
+        if list || run.is_some() {
+            return Err(Fatal::new(
+                EX_USAGE,
+                "conflicting operations: -bs and a queue operation",
+            ));
+        }
+        if !inv.rcpts.is_empty() {
+            return Err(Fatal::new(
+                EX_USAGE,
+                "-bs takes its recipients from RCPT commands, not from the command line",
+            ));
+        }
+    }
     if inv.mode == Mode::Submit {
         if list || run.is_some() {
             if !inv.rcpts.is_empty() {
@@ -399,22 +417,31 @@ fn dsn_notify(v: &str) -> Result<String, Fatal> {
 }
 
 /// `-bX`: dma lists the queue for `p`, queues only for `q`, and treats every
-/// other letter as `-D`. We add `v` (verify) and `i` (newaliases) as sendmail
-/// has them, and refuse `s` and `d`, which promise an SMTP dialogue.
+/// other letter as `-D`. We add `v` (verify), `i` (newaliases) and `s` (SMTP
+/// on stdin) as sendmail has them, keep `m` (the default), and refuse every
+/// other mode with 64 before anything is read: `-bt`, `-bh` or `-bP` asked
+/// for something else than sending stdin as a message.
 fn b_flag(v: &str, inv: &mut Invocation, list: &mut bool) -> Result<(), Fatal> {
     match v {
         "p" => *list = true,
         "q" => inv.delivery = DeliveryMode::Queue,
         "v" => inv.mode = Mode::Verify,
         "i" => inv.mode = Mode::NewAliases,
+        "s" => inv.mode = Mode::Smtp,
         "m" => {}
-        "s" | "d" | "D" => {
+        "d" | "D" => {
             return Err(Fatal::new(
                 EX_USAGE,
-                format!("-b{v} is not supported: dma-rs does not speak SMTP on stdin or listen"),
+                format!("-b{v} is not supported: dma-rs never listens on a port"),
             ));
         }
-        _ => inv.delivery = DeliveryMode::Foreground,
+        _ => {
+            let shown = crate::escape::escape(&v.chars().take(20).collect::<String>()).into_owned();
+            return Err(Fatal::new(
+                EX_USAGE,
+                format!("-b{shown} is not supported (modes: -bm -bp -bq -bs -bv -bi)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -496,8 +523,8 @@ mod tests {
             }
         );
         assert_eq!(
-            p("sendmail", &["-bt", "root"]).unwrap().delivery,
-            DeliveryMode::Foreground
+            p("sendmail", &["-bs", "-odb", "-oem"]).unwrap().mode,
+            Mode::Smtp
         );
         assert_eq!(
             p(
@@ -538,15 +565,20 @@ mod tests {
     #[test]
     fn flags_lists_every_b_o_and_a_value_with_a_meaning() {
         let letters: Vec<char> = option_chars().filter(char::is_ascii_alphabetic).collect();
-        // Any other -b<x> is -D (dma's rule): `t' is such a letter.
-        let fallback = p("sendmail", &["-bt"]);
-        assert_eq!(
-            fallback.as_ref().unwrap().delivery,
-            DeliveryMode::Foreground
-        );
+        // Any other -b<x> is refused, naming itself.
         for c in &letters {
             let f = format!("-b{c}");
-            let own = p("sendmail", &[&f]) != fallback;
+            let own = match p("sendmail", &[&f]) {
+                Ok(_) => true,
+                Err(e) => {
+                    assert_eq!(e.code, EX_USAGE, "{f}");
+                    assert!(
+                        e.msg.starts_with(&format!("{f} is not supported")),
+                        "{f}: {e}"
+                    );
+                    false
+                }
+            };
             assert_eq!(own, FLAGS.contains(&f.as_str()), "{f}");
         }
         // Any other -o<x> is ignored: it changes nothing whatever the
@@ -657,6 +689,52 @@ mod tests {
             let e = p(prog, args).unwrap_err();
             assert_eq!((e.code, e.msg.as_str()), (EX_USAGE, msg), "{args:?}");
         }
-        assert_eq!(p("sendmail", &["-bs"]).unwrap_err().code, EX_USAGE);
+        for args in [&["-bs", "bob"][..], &["-bs", "-q"], &["-bp", "-bs"]] {
+            assert_eq!(p("sendmail", args).unwrap_err().code, EX_USAGE, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_b_modes_are_refused_naming_the_mode() {
+        for (args, msg) in [
+            (
+                &["-bt", "root"][..],
+                "-bt is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bh"][..],
+                "-bh is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bH"][..],
+                "-bH is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bP", "x"][..],
+                "-bP is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bpx"][..],
+                "-bpx is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-At"][..],
+                "-bt is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bd"][..],
+                "-bd is not supported: dma-rs never listens on a port",
+            ),
+            (
+                &["-bD"][..],
+                "-bD is not supported: dma-rs never listens on a port",
+            ),
+        ] {
+            let e = p("sendmail", args).unwrap_err();
+            assert_eq!((e.code, e.msg.as_str()), (EX_USAGE, msg), "{args:?}");
+        }
+        for kept in ["-bm", "-bq", "-bv", "-bi", "-bp", "-bs"] {
+            assert!(p("sendmail", &[kept]).is_ok(), "{kept}");
+        }
     }
 }

@@ -32,6 +32,7 @@ pub mod remote;
 pub mod route;
 pub mod runner;
 pub mod smtp;
+pub mod smtp_stdin;
 pub mod spool;
 
 use std::sync::OnceLock;

@@ -91,6 +91,37 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
+fn unimplemented_b_modes_exit_64_and_read_nothing() {
+    use std::io::{Read, Write};
+    let env = Env::new("");
+    for mode in ["-bt", "-bh", "-bH", "-bP", "-bd", "-bD", "-bz", "-At"] {
+        // stdin is a pipe holding a message; it must stay unread.
+        let (mut rx, mut tx) = std::io::pipe().unwrap();
+        tx.write_all(b"Subject: must not be sent\n\nbody\n")
+            .unwrap();
+        drop(tx);
+        let mut c = env.cmd("sendmail");
+        c.args([mode, "root"]).stdin(rx.try_clone().unwrap());
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{mode}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown = mode.replace("-A", "-b");
+        assert!(
+            err.starts_with(&format!("sendmail: {shown} is not supported"))
+                && err.lines().count() == 1,
+            "{mode}: {err}"
+        );
+        let mut left = String::new();
+        rx.read_to_string(&mut left).unwrap();
+        assert_eq!(
+            left, "Subject: must not be sent\n\nbody\n",
+            "{mode} read stdin"
+        );
+    }
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
 fn bad_addresses_exit_65_and_queue_nothing() {
     let env = Env::new("");
     for args in [
