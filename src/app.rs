@@ -45,6 +45,12 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         || euid.is_root()
         || privsep::mail_user().is_some_and(|m| m.uid == euid);
     crate::logging::configure(config.logfile.clone(), config.log_syslog, create);
+    if inv.mode == Mode::Check {
+        let helper = crate::context::Ctx::new(config.clone(), inv.config.clone()).helper;
+        let r = crate::check::check(&path, &config, inv.config.is_some(), &helper);
+        print_out(&r.text)?;
+        return Ok(if r.warnings == 0 { EX_OK } else { EX_CONFIG });
+    }
     if let Some(auth) = &config.authpath {
         // Read at every start, as dma does, so a broken file is noticed early.
         AuthFile::load(auth).map_err(|e| match e.kind() {
@@ -89,7 +95,7 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
         Mode::Smtp => crate::smtp_stdin::serve(&mut ctx, &inv, &caller),
-        Mode::Help | Mode::Version => unreachable!("answered above"),
+        Mode::Help | Mode::Version | Mode::Check => unreachable!("answered above"),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Mode {
     /// `-bs`: an SMTP dialogue on stdin and stdout, each message queued as
     /// a command-line submission of the caller's.
     Smtp,
+    /// `--check`: print the settings and what is wrong with them.
+    Check,
     /// `--help`: print the usage.
     Help,
     /// `--version`: print the version and the compiled-in paths.
@@ -101,6 +103,7 @@ usage: sendmail [flags] [--] recipient...  queue a message read from stdin
        newaliases, sendmail -bi            check the aliases file
        sendmail -bv address...             show where each address would go
        sendmail -bs                        SMTP on stdin/stdout (alpine, PHP)
+       sendmail --check                    settings and what is wrong
        sendmail --help | --version
 flags:
   -t            also take recipients from the To:, Cc: and Bcc: headers
@@ -336,6 +339,12 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                 };
                 return Ok(inv);
             }
+            Long("check") => {
+                if p.optional_value().is_some() {
+                    return Err(invalid("--check"));
+                }
+                inv.mode = Mode::Check;
+            }
             Long(l) => return Err(invalid(&format!("--{l}"))),
             Value(v) => inv.rcpts.push(text(v, "recipient")?),
         }
@@ -349,6 +358,9 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         }
         "newaliases" => inv.mode = Mode::NewAliases,
         _ => {}
+    }
+    if inv.mode == Mode::Check && (list || run.is_some() || !inv.rcpts.is_empty()) {
+        return Err(Fatal::new(EX_USAGE, "--check takes no other operation"));
     }
     // `-q 5m`: the interval as a word of its own.
     if run.is_some()

@@ -15,6 +15,7 @@
 pub mod address;
 pub mod app;
 pub mod bounce;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

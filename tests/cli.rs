@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use support::*;
 
 fn run(env: &Env, prog: &str, args: &[&str], stdin: &str) -> Run {
@@ -464,4 +465,105 @@ fn log_syslog_off_needs_a_logfile() {
         "{}",
         r.show()
     );
+}
+
+/// `dma --check` as root with `extra` config lines, in a mount namespace
+/// where host names come from /etc/hosts only: a name that does not
+/// resolve never leaves the machine as a DNS query.
+fn check(env: &Env, extra: &str) -> Run {
+    env.write_conf(extra);
+    let nss = env.dir.path().join("nsswitch.conf");
+    std::fs::write(&nss, "passwd: files\ngroup: files\nhosts: files\n").unwrap();
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/nsswitch.conf && exec \"$0\" \"$@\"",
+            nss.display()
+        ))
+        .arg(bin())
+        .arg("-C")
+        .arg(&env.conf)
+        .arg("--check");
+    env.run(c, b"", None)
+}
+
+#[test]
+fn check_prints_the_settings_and_warns_of_what_is_wrong() {
+    if !need_root("check") {
+        return;
+    }
+    let env = Env::new("");
+    // The test configuration: its settings, no warning.
+    let r = check(&env, "PORT 25\nQUEUE_WORKERS 2\n");
+    r.expect(0, &env);
+    let out = r.stdout();
+    assert!(out.contains(&format!("\nMAILNAME {HOST}\n")), "{out}");
+    assert!(out.contains("\nQUEUE_WORKERS 2\n"), "{out}");
+    assert!(
+        !out.contains("PORT"),
+        "a default is not a difference: {out}"
+    );
+    assert!(out.ends_with("# no warnings\n"), "{out}");
+
+    let auth = env.dir.path().join("auth.conf");
+    std::fs::write(&auth, "alice|smarthost.test:secret\n").unwrap();
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let aliases = env.dir.path().join("bad-aliases");
+    std::fs::write(&aliases, "postmaster root\n").unwrap();
+    for (extra, want) in [
+        (
+            "STARTTLS\n",
+            "warning: STARTTLS does nothing without SECURETRANSFER",
+        ),
+        (
+            "SECURETRANSFER\nOPPORTUNISTIC_TLS\n",
+            "warning: OPPORTUNISTIC_TLS does nothing without SECURETRANSFER and STARTTLS",
+        ),
+        (
+            &format!("AUTHPATH {}\n", auth.display()),
+            "is readable by every user (644 root:root): it holds passwords",
+        ),
+        (
+            "AUTHPATH /nonexistent/auth.conf\n",
+            "warning: AUTHPATH /nonexistent/auth.conf: No such file or directory",
+        ),
+        (
+            "SMARTHOST no-such-host.test\n",
+            "warning: SMARTHOST no-such-host.test does not resolve",
+        ),
+        (
+            &format!("ALIASES {}\n", aliases.display()),
+            &format!("warning: ALIASES: {}:1", aliases.display()),
+        ),
+        (
+            "MAILNAME myhost\n",
+            "warning: the mail name `myhost' is not a fully qualified domain name",
+        ),
+    ] {
+        let r = check(&env, extra);
+        r.expect(78, &env);
+        assert!(
+            r.stdout().contains(want),
+            "{extra:?}: missing {want:?} in\n{}",
+            r.show()
+        );
+        assert!(
+            r.stdout().ends_with("# 1 warning\n"),
+            "{extra:?}: {}",
+            r.show()
+        );
+    }
+    // A queue and mailbox directory anyone may write in (no sticky bit).
+    std::fs::set_permissions(&env.spool, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&env.mail, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = check(&env, "");
+    r.expect(78, &env);
+    assert!(r.stdout().contains("warning: SPOOLDIR "), "{}", r.show());
+    assert!(
+        r.stdout()
+            .contains("any user may remove or replace another's mailbox"),
+        "{}",
+        r.show()
+    );
+    assert!(r.stdout().ends_with("# 2 warnings\n"), "{}", r.show());
 }

@@ -227,3 +227,36 @@ fn installed_logfile_is_never_a_users_and_follows_logrotate() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
     assert!(inst.mailbox(BOB).contains("\nfour\n"));
 }
+
+/// `dma --check` on an installed system: clean as installed; a dma-local
+/// that lost its set-user-id bit is named.
+#[test]
+fn installed_check_names_a_helper_that_is_not_set_user_id() {
+    if !need_root("installed_check") {
+        return;
+    }
+    let inst = Installed::new();
+    let dma = inst.path("sbin/dma");
+    let o = inst.run(None, &[&dma, "--check"], "");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).ends_with("# no warnings\n"),
+        "{}",
+        show(&o)
+    );
+    let mail_gid = nix::unistd::Group::from_name("mail")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    chown_mode(&inst.root.join("libexec/dma-local"), 0, mail_gid, 0o755);
+    let o = inst.run(None, &[&dma, "--check"], "");
+    assert_eq!(o.status.code(), Some(78), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "dma-local is 755 root:mail; it must be 4750 root:mail (set-user-id root, for group mail only)"
+        ),
+        "{}",
+        show(&o)
+    );
+}
