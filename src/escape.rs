@@ -30,10 +30,18 @@ pub fn controls(s: &str) -> Cow<'_, str> {
     encode(s, false)
 }
 
+/// Characters that are no control characters but move or reorder what a
+/// terminal or log viewer shows: the Unicode line and paragraph separators
+/// and the bidirectional overrides, embeddings and isolates (a line that
+/// reads other than it is).
+fn is_format(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
 fn encode(s: &str, backslash: bool) -> Cow<'_, str> {
     if !s
         .chars()
-        .any(|c| c.is_control() || (backslash && c == '\\'))
+        .any(|c| c.is_control() || is_format(c) || (backslash && c == '\\'))
     {
         return Cow::Borrowed(s);
     }
@@ -47,7 +55,7 @@ fn encode(s: &str, backslash: bool) -> Cow<'_, str> {
             c if (c as u32) < 0x80 && c.is_control() => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() || is_format(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -71,6 +79,11 @@ mod tests {
             ),
             ("nul\0del\x7f", "nul\\x00del\\x7f", "nul\\x00del\\x7f"),
             ("csi\u{9b}31m", "csi\\u{9b}31m", "csi\\u{9b}31m"),
+            (
+                "ls\u{2028}rlo\u{202e}x",
+                "ls\\u{2028}rlo\\u{202e}x",
+                "ls\\u{2028}rlo\\u{202e}x",
+            ),
             ("back\\slash", "back\\\\slash", "back\\slash"),
             ("\\x1b", "\\\\x1b", "\\x1b"),
         ] {

@@ -337,7 +337,8 @@ impl<'a, R: BufRead, W: Write> BdatReader<'a, R, W> {
                     Some((size, last)) => {
                         self.left = size;
                         self.last = last;
-                        self.received += size;
+                        // A hostile size must not overflow the count.
+                        self.received = self.received.saturating_add(size);
                         return Ok(());
                     }
                     None => self.reply(&Reply::new(501, "5.5.4 syntax: BDAT size [LAST]"))?,

@@ -117,10 +117,19 @@ pub(super) fn describe_cert(err: &Error, der: &[u8], host: &str, source: &str) -
                     "wrong name: {cert} names no host (no DNS name or IP address in subjectAltName), not {host}"
                 )
             } else {
-                format!(
-                    "wrong name: {cert} is for {}, not for {host}",
-                    names.join(", ")
-                )
+                // A certificate may carry thousands of names: the first
+                // few say enough, and a mailq line stays a line.
+                const SHOWN: usize = 5;
+                let mut list = names
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if names.len() > SHOWN {
+                    list.push_str(&format!(" and {} more", names.len() - SHOWN));
+                }
+                format!("wrong name: {cert} is for {list}, not for {host}")
             }
         }
         CertificateError::UnknownIssuer => match &info {
