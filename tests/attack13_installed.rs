@@ -68,11 +68,7 @@ fn attack13_logfile_precreate_does_not_follow_a_users_directory_symlink() {
     let sendmail = inst.path("sbin/sendmail");
     let o = inst.run_sh(
         Some(ALICE),
-        &format!(
-            "ln -s {} {}",
-            victim.display(),
-            tmp.join("logs").display()
-        ),
+        &format!("ln -s {} {}", victim.display(), tmp.join("logs").display()),
         "",
     );
     assert!(o.status.success(), "{}", show(&o));
@@ -82,7 +78,9 @@ fn attack13_logfile_precreate_does_not_follow_a_users_directory_symlink() {
         !victim.join("dma.log").exists(),
         "root created {} (owner {}) through Alice's symlink",
         victim.join("dma.log").display(),
-        std::fs::metadata(victim.join("dma.log")).map(|m| m.uid()).unwrap_or(0)
+        std::fs::metadata(victim.join("dma.log"))
+            .map(|m| m.uid())
+            .unwrap_or(0)
     );
 }
 
@@ -123,7 +121,7 @@ fn attack13_bs_message_is_the_callers_whatever_it_claims() {
         .collect();
     assert!(
         format!("{first_received}{block}").contains(&format!("uid {alice_uid}"))
-            || mbox.contains(&format!("{ALICE}")),
+            || mbox.contains(ALICE),
         "Alice's -bs message does not name her:\n{mbox}"
     );
 }

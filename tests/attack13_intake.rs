@@ -54,7 +54,11 @@ fn attack13_qualified_header_over_the_limit_still_delivers() {
     env.send(&[&me], &format!("{h}Subject: big-cc\n\nbody-end\n"))
         .expect(0, &env);
     let m = env.mbox(&me);
-    assert!(m.contains("Subject: big-cc") && m.contains("body-end"), "{}", env.dump());
+    assert!(
+        m.contains("Subject: big-cc") && m.contains("body-end"),
+        "{}",
+        env.dump()
+    );
 }
 
 fn no8bit() -> FakeSmtp {
@@ -123,7 +127,10 @@ fn attack13_downgrade_keeps_every_part_and_sends_7bit_only() {
     let got = fake.messages();
     assert_eq!(got.len(), 1, "{}", env.dump());
     let data = &got[0].data;
-    assert!(data.is_ascii(), "8-bit octets sent to a server without 8BITMIME:\n{data}");
+    assert!(
+        data.is_ascii(),
+        "8-bit octets sent to a server without 8BITMIME:\n{data}"
+    );
     let decoded = String::from_utf8_lossy(&unqp(data)).into_owned();
     for want in ["--bogus line with \u{fc}", "caf\u{e9}", "w6k="] {
         assert!(decoded.contains(want), "{want:?} lost:\n{data}");
