@@ -49,6 +49,22 @@ struct LogFile {
     open: Option<(File, u64, u64)>,
     /// Whether this process may create it.
     create: bool,
+    /// Whose file it may be (root, mail, and this process's user when it
+    /// is trusted): never written when another user owns it.
+    owners: Vec<u32>,
+}
+
+/// Whether a log file may be made in `path`'s directory: named without a
+/// symlink anywhere on the way (a user's link must not send root's or
+/// mail's file elsewhere), and a directory no other user may write in.
+fn safe_parent(path: &std::path::Path) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    match (std::fs::canonicalize(dir), std::fs::metadata(dir)) {
+        (Ok(real), Ok(m)) => real == dir && m.mode() & 0o002 == 0,
+        _ => false,
+    }
 }
 
 impl LogFile {
@@ -67,12 +83,18 @@ impl LogFile {
             self.open = None;
             let mut o = std::fs::OpenOptions::new();
             o.append(true)
-                .create(self.create)
+                .create(self.create && safe_parent(&self.path))
                 .mode(0o660)
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC);
             let f = o.open(&self.path).ok()?;
             let m = f.metadata().ok()?;
-            if !m.file_type().is_file() {
+            // A regular file of ours, with no other name (a hard link to
+            // someone's file) and no write access for everyone.
+            if !m.file_type().is_file()
+                || m.nlink() != 1
+                || m.mode() & 0o002 != 0
+                || !self.owners.contains(&m.uid())
+            {
                 return None;
             }
             self.open = Some((f, m.dev(), m.ino()));
@@ -159,6 +181,9 @@ pub fn init(tag: &str, verbose: bool) {
 /// Makes LOGFILE (as root, before becoming `uid`) when it does not exist:
 /// mode 0660, owned by `uid` and `gid`, never through a symlink.
 pub fn precreate(path: &std::path::Path, uid: u32, gid: u32) {
+    if !safe_parent(path) {
+        return;
+    }
     let made = std::fs::OpenOptions::new()
         .append(true)
         .create_new(true)
@@ -177,10 +202,16 @@ pub fn precreate(path: &std::path::Path, uid: u32, gid: u32) {
 pub fn configure(file: Option<PathBuf>, syslog: bool, create: bool) {
     if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         s.syslog = syslog || file.is_none();
+        let mut owners = vec![0];
+        owners.extend(crate::privsep::mail_user().map(|m| m.uid.as_raw()));
+        if create {
+            owners.push(nix::unistd::geteuid().as_raw());
+        }
         s.file = file.map(|path| LogFile {
             path,
             open: None,
             create,
+            owners,
         });
     }
 }
