@@ -13,7 +13,7 @@
 //! SMTPUTF8, and the caller refuses to send it where that is not offered.
 //! Input and output have LF line ends, as in the spool.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Seek, SeekFrom, Write};
 
 /// Quoted-printable lines are at most this long, soft break included.
 const QP_LINE: usize = 76;
@@ -21,24 +21,91 @@ const QP_LINE: usize = 76;
 /// How deep multiparts and messages are followed.
 const MAX_DEPTH: usize = 40;
 
-/// Lines of the message, with one line of lookahead.
+/// Lines are read in pieces of at most this many bytes: a message of one
+/// enormous line never sits in memory whole.
+const PIECE: usize = 64 * 1024;
+
+/// A part's header section larger than this is not converted (an error:
+/// the message is not sent to such a server).
+const MAX_HEAD: usize = 256 * 1024;
+
+/// A leaf part's body is held in memory up to this size while it is read
+/// to see whether it has 8-bit octets; a larger one goes to a temporary
+/// file.
+const IN_MEMORY: usize = 256 * 1024;
+
+/// One piece of a line: at most [`PIECE`] bytes, with its LF if it ends
+/// the line.
+struct Piece {
+    bytes: Vec<u8>,
+    /// It begins a line.
+    starts: bool,
+}
+
+impl Piece {
+    /// It ends its line (or the input).
+    fn ends(&self) -> bool {
+        self.bytes.ends_with(b"\n")
+    }
+}
+
+/// The message in [`Piece`]s, with one of lookahead.
 struct Lines<R> {
     r: R,
-    peeked: Option<Vec<u8>>,
+    peeked: Option<Piece>,
+    /// The next piece begins a line.
+    at_start: bool,
 }
 
 impl<R: BufRead> Lines<R> {
-    fn peek(&mut self) -> io::Result<Option<&[u8]>> {
-        if self.peeked.is_none() {
-            let mut l = Vec::new();
-            if self.r.read_until(b'\n', &mut l)? > 0 {
-                self.peeked = Some(l);
-            }
+    fn new(r: R) -> Lines<R> {
+        Lines {
+            r,
+            peeked: None,
+            at_start: true,
         }
-        Ok(self.peeked.as_deref())
     }
 
-    fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+    fn read(&mut self) -> io::Result<Option<Piece>> {
+        let mut bytes = Vec::new();
+        loop {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let room = PIECE - bytes.len();
+            let take = buf.len().min(room);
+            match buf[..take].iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    bytes.extend_from_slice(&buf[..=i]);
+                    self.r.consume(i + 1);
+                    break;
+                }
+                None => {
+                    bytes.extend_from_slice(&buf[..take]);
+                    self.r.consume(take);
+                    if bytes.len() >= PIECE {
+                        break;
+                    }
+                }
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let starts = self.at_start;
+        self.at_start = bytes.ends_with(b"\n");
+        Ok(Some(Piece { bytes, starts }))
+    }
+
+    fn peek(&mut self) -> io::Result<Option<&Piece>> {
+        if self.peeked.is_none() {
+            self.peeked = self.read()?;
+        }
+        Ok(self.peeked.as_ref())
+    }
+
+    fn next(&mut self) -> io::Result<Option<Piece>> {
         self.peek()?;
         Ok(self.peeked.take())
     }
@@ -49,11 +116,13 @@ fn content(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
-/// Whether `line` is a delimiter (or the close delimiter) of one of the
-/// `boundaries` in force.
-fn is_delimiter(line: &[u8], boundaries: &[Vec<u8>]) -> bool {
-    let l = content(line);
-    let l = l.trim_ascii_end();
+/// Whether `p` is a delimiter (or the close delimiter) of one of the
+/// `boundaries` in force: a whole line.
+fn is_delimiter(p: &Piece, boundaries: &[Vec<u8>]) -> bool {
+    if !p.starts || boundaries.is_empty() {
+        return false;
+    }
+    let l = content(&p.bytes).trim_ascii_end();
     let Some(rest) = l.strip_prefix(b"--") else {
         return false;
     };
@@ -120,22 +189,36 @@ fn boundary(v: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Reads a header section, up to and including its empty line (not past a
-/// delimiter of `boundaries`, nor past the end).
+/// delimiter of `boundaries`, nor past the end). Over [`MAX_HEAD`] bytes:
+/// an error.
 fn read_head(lines: &mut Lines<impl BufRead>, boundaries: &[Vec<u8>]) -> io::Result<Head> {
     let mut h = Head::default();
+    let mut size = 0;
     let mut ended = false;
-    while let Some(l) = lines.peek()? {
-        if is_delimiter(l, boundaries) {
+    while let Some(p) = lines.peek()? {
+        if is_delimiter(p, boundaries) {
             break;
         }
-        let l = lines.next()?.expect("peeked");
-        if l == b"\n" {
+        let p = lines.next()?.expect("peeked");
+        size += p.bytes.len();
+        if size > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a MIME part's header section is over {} KiB",
+                    MAX_HEAD / 1024
+                ),
+            ));
+        }
+        if p.starts && p.bytes == b"\n" {
             ended = true;
             break;
         }
         match h.fields.last_mut() {
-            Some(f) if matches!(l[0], b' ' | b'\t') => f.extend_from_slice(&l),
-            _ => h.fields.push(l),
+            Some(f) if !p.starts || matches!(p.bytes[0], b' ' | b'\t') => {
+                f.extend_from_slice(&p.bytes)
+            }
+            _ => h.fields.push(p.bytes),
         }
     }
     if !ended && h.fields.last().is_some_and(|f| !f.ends_with(b"\n")) {
@@ -180,45 +263,78 @@ fn write_head(h: &Head, cte: Option<&str>, extra: &[&str], out: &mut impl Write)
     out.write_all(b"\n")
 }
 
-/// One line, quoted-printable encoded (RFC 2045 §6.7), with soft breaks.
-fn qp_line(line: &[u8], out: &mut impl Write) -> io::Result<()> {
-    let mut col = 0;
-    for (i, &b) in line.iter().enumerate() {
-        let last = i + 1 == line.len();
-        let literal =
-            ((33..=126).contains(&b) && b != b'=') || (matches!(b, b' ' | b'\t') && !last);
-        let width = if literal { 1 } else { 3 };
-        if col + width > QP_LINE - 1 {
-            out.write_all(b"=\n")?;
-            col = 0;
-        }
-        if literal {
-            out.write_all(&[b])?;
-        } else {
-            write!(out, "={b:02X}")?;
-        }
-        col += width;
-    }
-    out.write_all(b"\n")
+/// Quoted-printable encoding (RFC 2045 §6.7), a piece of a line at a time.
+#[derive(Default)]
+struct Qp {
+    /// Characters on the encoded line so far.
+    col: usize,
 }
 
-/// Copies body lines up to a delimiter of `boundaries` (or the end),
-/// encoding them quoted-printable with `qp`.
+impl Qp {
+    /// Encodes `p`; a line's end gets a hard line break, and soft breaks
+    /// keep lines within [`QP_LINE`].
+    fn piece(&mut self, p: &Piece, out: &mut impl Write) -> io::Result<()> {
+        if p.starts {
+            self.col = 0;
+        }
+        let ends = p.ends();
+        let text = content(&p.bytes);
+        for (i, &b) in text.iter().enumerate() {
+            let last = ends && i + 1 == text.len();
+            let literal =
+                ((33..=126).contains(&b) && b != b'=') || (matches!(b, b' ' | b'\t') && !last);
+            let width = if literal { 1 } else { 3 };
+            if self.col + width > QP_LINE - 1 {
+                out.write_all(b"=\n")?;
+                self.col = 0;
+            }
+            if literal {
+                out.write_all(&[b])?;
+            } else {
+                write!(out, "={b:02X}")?;
+            }
+            self.col += width;
+        }
+        if ends {
+            out.write_all(b"\n")?;
+            self.col = 0;
+        }
+        Ok(())
+    }
+}
+
+/// How [`copy_body`] copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// As it is.
+    Raw,
+    /// Lines with 8-bit octets quoted-printable, others as they are: for a
+    /// preamble or an epilogue, which readers ignore and no header labels.
+    EightBitLines,
+}
+
+/// Copies body pieces up to a delimiter of `boundaries` (or the end).
 fn copy_body(
     lines: &mut Lines<impl BufRead>,
     boundaries: &[Vec<u8>],
-    qp: bool,
+    how: Copy,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    while let Some(l) = lines.peek()? {
-        if is_delimiter(l, boundaries) {
+    let mut qp = Qp::default();
+    let mut encoding = false;
+    while let Some(p) = lines.peek()? {
+        if is_delimiter(p, boundaries) {
             break;
         }
-        let l = lines.next()?.expect("peeked");
-        if qp {
-            qp_line(content(&l), out)?;
+        let p = lines.next()?.expect("peeked");
+        if p.starts {
+            encoding = how == Copy::EightBitLines && !p.bytes.is_ascii();
+        }
+        if encoding || (how == Copy::EightBitLines && !p.bytes.is_ascii()) {
+            qp.piece(&p, out)?;
+            encoding = !p.ends();
         } else {
-            out.write_all(&l)?;
+            out.write_all(&p.bytes)?;
         }
     }
     Ok(())
@@ -253,17 +369,17 @@ fn entity(
         let mine = [b.clone()];
         // The preamble, then each part after its delimiter, up to the close
         // delimiter; then the epilogue.
-        copy_body(lines, &inner, false, out)?;
-        while let Some(l) = lines.peek()? {
-            if !is_delimiter(l, &mine) {
+        copy_body(lines, &inner, Copy::EightBitLines, out)?;
+        while let Some(p) = lines.peek()? {
+            if !is_delimiter(p, &mine) {
                 break;
             }
-            let l = lines.next()?.expect("peeked");
-            out.write_all(&l)?;
+            let p = lines.next()?.expect("peeked");
+            out.write_all(&p.bytes)?;
             // The close delimiter: `--boundary--` (a boundary may itself
             // end in `--`).
-            if content(&l).trim_ascii_end() == [&b"--"[..], b, b"--"].concat() {
-                copy_body(lines, boundaries, false, out)?;
+            if content(&p.bytes).trim_ascii_end() == [&b"--"[..], b, b"--"].concat() {
+                copy_body(lines, boundaries, Copy::EightBitLines, out)?;
                 break;
             }
             entity(
@@ -283,21 +399,30 @@ fn entity(
     }
     if matches!(h.cte.as_str(), "base64" | "quoted-printable") {
         write_head(&h, None, &[], out)?;
-        return copy_body(lines, boundaries, false, out);
+        return copy_body(lines, boundaries, Copy::Raw, out);
     }
     // 7bit, unlabelled or anything else: converted only if the body holds
-    // 8-bit octets, which it must be read to know.
-    let mut body = Vec::new();
-    copy_body(lines, boundaries, false, &mut body)?;
-    if !eight_label && body.is_ascii() {
+    // 8-bit octets, which it must be read to know (in memory while small,
+    // then in a temporary file).
+    let mut body = Scanned {
+        inner: tempfile::SpooledTempFile::new(IN_MEMORY),
+        eightbit: false,
+        utf8: true,
+        partial: Vec::new(),
+    };
+    copy_body(lines, boundaries, Copy::Raw, &mut body)?;
+    let mut held = body.inner;
+    held.seek(SeekFrom::Start(0))?;
+    if !eight_label && !body.eightbit {
         write_head(&h, None, &[], out)?;
-        return out.write_all(&body);
+        io::copy(&mut held, out)?;
+        return Ok(());
     }
     let mut extra = Vec::new();
     if top && !h.mime {
         extra.push("MIME-Version: 1.0");
         if h.ctype.is_empty() {
-            extra.push(if std::str::from_utf8(&body).is_ok() {
+            extra.push(if body.utf8 && body.partial.is_empty() {
                 "Content-Type: text/plain; charset=utf-8"
             } else {
                 "Content-Type: text/plain; charset=unknown-8bit"
@@ -305,23 +430,60 @@ fn entity(
         }
     }
     write_head(&h, Some("quoted-printable"), &extra, out)?;
-    for l in body.split_inclusive(|&b| b == b'\n') {
-        qp_line(content(l), out)?;
+    let mut again = Lines::new(io::BufReader::new(held));
+    let mut qp = Qp::default();
+    while let Some(p) = again.next()? {
+        qp.piece(&p, out)?;
+    }
+    // A last line without its LF ends the part all the same.
+    if qp.col > 0 {
+        out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// A writer that notes whether what went through it had 8-bit octets and
+/// was UTF-8.
+struct Scanned<W> {
+    inner: W,
+    eightbit: bool,
+    utf8: bool,
+    /// The start of a UTF-8 sequence cut at the end of the last write.
+    partial: Vec<u8>,
+}
+
+impl<W: Write> Write for Scanned<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let done = &buf[..n];
+        self.eightbit |= !done.is_ascii();
+        if self.utf8 && !done.is_ascii() || !self.partial.is_empty() {
+            let mut all = std::mem::take(&mut self.partial);
+            all.extend_from_slice(done);
+            match std::str::from_utf8(&all) {
+                Ok(_) => {}
+                Err(e) if e.error_len().is_none() => {
+                    self.partial = all[e.valid_up_to()..].to_vec();
+                }
+                Err(_) => self.utf8 = false,
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Writes the message from `input` to `out` with every 8-bit body part
 /// encoded quoted-printable (see the module documentation).
 pub fn to_7bit(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
-    let mut lines = Lines {
-        r: input,
-        peeked: None,
-    };
+    let mut lines = Lines::new(input);
     entity(&mut lines, &[], true, false, 0, out)?;
     // Whatever follows (nothing, for a well-formed message) is copied.
-    while let Some(l) = lines.next()? {
-        out.write_all(&l)?;
+    while let Some(p) = lines.next()? {
+        out.write_all(&p.bytes)?;
     }
     out.flush()
 }
