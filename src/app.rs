@@ -89,6 +89,9 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
         Mode::Smtp => crate::smtp_stdin::serve(&mut ctx, &inv, &caller),
+        Mode::Probe { ref target, auth } => {
+            crate::probe::run(&ctx, target.as_deref(), auth, &mut std::io::stdout().lock())
+        }
         Mode::Help | Mode::Version => unreachable!("answered above"),
     }
 }
