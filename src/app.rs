@@ -31,6 +31,18 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     privsep::ignore_sigxfsz();
     // Who called us, before any change of ids.
     let caller = Caller::current();
+    if let Mode::Probe { auth: true, .. } = inv.mode {
+        // auth.conf is root's and mail's: a set-id dma must not let any
+        // user try its passwords (or learn its logins). With -C the caller
+        // reads only what they could read anyway.
+        let mail = privsep::mail_user().map(|m| m.uid.as_raw());
+        if caller.uid != 0 && Some(caller.uid) != mail && inv.config.is_none() {
+            return Err(Fatal::new(
+                EX_NOPERM,
+                "--probe --auth is for root: it uses the passwords of auth.conf",
+            ));
+        }
+    }
     setup_privileges(&inv)?;
     crate::logging::init(inv.log_tag.as_deref().unwrap_or("dma"), inv.verbose);
     let path = inv

@@ -303,3 +303,22 @@ fn a_port_where_nothing_listens_is_unavailable() {
         r.show()
     );
 }
+
+#[test]
+fn auth_is_refused_to_an_ordinary_user_without_c() {
+    if !need_root("probe_auth_root_only") {
+        return;
+    }
+    // Without -C (the system's auth.conf): refused before anything is read.
+    let mut c = std::process::Command::new(bin());
+    c.args(["--probe", "--auth", "127.0.0.1:9"]);
+    let env = Env::new("");
+    let r = env.run(c, b"", Some("nobody"));
+    assert_eq!(r.code(), 77, "{}", r.show());
+    assert!(
+        r.stderr().contains("--probe --auth is for root"),
+        "{}",
+        r.show()
+    );
+    assert!(r.stdout().is_empty(), "{}", r.show());
+}
