@@ -31,6 +31,18 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     privsep::ignore_sigxfsz();
     // Who called us, before any change of ids.
     let caller = Caller::current();
+    if let Mode::Probe { auth: true, .. } = inv.mode {
+        // auth.conf is root's and mail's: a set-id dma must not let any
+        // user try its passwords (or learn its logins). With -C the caller
+        // reads only what they could read anyway.
+        let mail = privsep::mail_user().map(|m| m.uid.as_raw());
+        if caller.uid != 0 && Some(caller.uid) != mail && inv.config.is_none() {
+            return Err(Fatal::new(
+                EX_NOPERM,
+                "--probe --auth is for root: it uses the passwords of auth.conf",
+            ));
+        }
+    }
     setup_privileges(&inv)?;
     crate::logging::init(inv.log_tag.as_deref().unwrap_or("dma"), inv.verbose);
     let path = inv
@@ -95,6 +107,9 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
         Mode::Smtp => crate::smtp_stdin::serve(&mut ctx, &inv, &caller),
+        Mode::Probe { ref target, auth } => {
+            crate::probe::run(&ctx, target.as_deref(), auth, &mut std::io::stdout().lock())
+        }
         Mode::Help | Mode::Version | Mode::Check => unreachable!("answered above"),
     }
 }

@@ -44,6 +44,14 @@ pub enum Mode {
     Help,
     /// `--version`: print the version and the compiled-in paths.
     Version,
+    /// `--probe [host[:port]]`: connect to a smarthost as a delivery
+    /// would, say what it offers, send no mail.
+    Probe {
+        /// `host[:port]`, or `None` for the SMARTHOSTs.
+        target: Option<String>,
+        /// `--auth`: also log in with the credentials from auth.conf.
+        auth: bool,
+    },
 }
 
 /// Every flag the parser accepts, as `dma(8)` documents it: the option
@@ -91,6 +99,8 @@ pub const FLAGS: &[&str] = &[
     "--",
     "--help",
     "--version",
+    "--probe",
+    "--auth",
 ];
 
 /// What `--help` prints: one screen (fewer than 24 lines of at most 80
@@ -104,6 +114,7 @@ usage: sendmail [flags] [--] recipient...  queue a message read from stdin
        sendmail -bv address...             show where each address would go
        sendmail -bs                        SMTP on stdin/stdout (alpine, PHP)
        sendmail --check                    settings and what is wrong
+       dma --probe [--auth] [host[:port]]  test the smarthost: TLS, AUTH
        sendmail --help | --version
 flags:
   -t            also take recipients from the To:, Cc: and Bcc: headers
@@ -228,6 +239,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
     let mut list = false;
     let mut run: Option<bool> = None;
     let mut select = Vec::new();
+    let (mut probe, mut auth) = (false, false);
     let mut p = lexopt::Parser::from_args(args);
     p.set_short_equals(false);
     loop {
@@ -345,9 +357,19 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                 }
                 inv.mode = Mode::Check;
             }
+            Long("probe") => {
+                probe = true;
+                if let Some(v) = p.optional_value() {
+                    inv.rcpts.push(text(v, "--probe")?);
+                }
+            }
+            Long("auth") => auth = true,
             Long(l) => return Err(invalid(&format!("--{l}"))),
             Value(v) => inv.rcpts.push(text(v, "recipient")?),
         }
+    }
+    if probe || auth {
+        return probe_mode(inv, list || run.is_some(), probe, auth);
     }
     match progname {
         "mailq" => {
@@ -402,6 +424,31 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
             inv.mode = Mode::RunQueue { due_only, select };
         }
     }
+    Ok(inv)
+}
+
+/// `--probe [host[:port]]` and `--auth`: the one host is the only word
+/// after the options; no other mode goes with them.
+fn probe_mode(
+    mut inv: Invocation,
+    queue: bool,
+    probe: bool,
+    auth: bool,
+) -> Result<Invocation, Fatal> {
+    let usage = |msg: &str| Err(Fatal::new(EX_USAGE, msg.to_string()));
+    if !probe {
+        return usage("--auth goes with --probe");
+    }
+    if inv.mode != Mode::Submit || queue {
+        return usage("--probe goes with no other mode");
+    }
+    if inv.rcpts.len() > 1 {
+        return usage("--probe takes one host[:port]");
+    }
+    inv.mode = Mode::Probe {
+        target: inv.rcpts.pop(),
+        auth,
+    };
     Ok(inv)
 }
 
@@ -617,11 +664,11 @@ mod tests {
     }
 
     #[test]
-    fn help_and_version_are_the_only_long_options() {
-        for f in FLAGS.iter().filter(|f| f.starts_with("--") && f.len() > 2) {
+    fn help_and_version_end_the_parsing() {
+        for f in ["--help", "--version"] {
             for prog in ["sendmail", "mailq", "newaliases", "dma"] {
                 let mode = p(prog, &["-v", f, "bob", "-Z"]).unwrap().mode;
-                let want = if *f == "--help" {
+                let want = if f == "--help" {
                     Mode::Help
                 } else {
                     Mode::Version
@@ -637,6 +684,38 @@ mod tests {
         }
         // -h is sendmail's hop count: it takes a value and is ignored.
         assert_eq!(p("sendmail", &["-h", "17", "bob"]).unwrap().rcpts, ["bob"]);
+    }
+
+    #[test]
+    fn probe_takes_one_host_and_auth() {
+        let probe = |args: &[&str]| p("dma", args).map(|i| i.mode);
+        for (args, target, auth) in [
+            (&["--probe"][..], None, false),
+            (&["--probe", "mx.test:587"][..], Some("mx.test:587"), false),
+            (&["--probe=mx.test"][..], Some("mx.test"), false),
+            (
+                &["-C", "x", "--auth", "--probe", "-v", "h"][..],
+                Some("h"),
+                true,
+            ),
+            (&["--probe", "--auth"][..], None, true),
+        ] {
+            let want = Mode::Probe {
+                target: target.map(str::to_string),
+                auth,
+            };
+            assert_eq!(probe(args).unwrap(), want, "{args:?}");
+        }
+        for (args, msg) in [
+            (&["--auth"][..], "--auth goes with --probe"),
+            (&["--probe", "a", "b"][..], "--probe takes one host[:port]"),
+            (&["--probe", "-q"][..], "--probe goes with no other mode"),
+            (&["--probe", "-bp"][..], "--probe goes with no other mode"),
+            (&["--probe", "-bs"][..], "--probe goes with no other mode"),
+        ] {
+            let e = probe(args).unwrap_err();
+            assert_eq!((e.code, e.msg.as_str()), (EX_USAGE, msg), "{args:?}");
+        }
     }
 
     #[test]

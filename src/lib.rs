@@ -29,6 +29,7 @@ pub mod local;
 pub mod logging;
 pub mod mailq;
 pub mod privsep;
+pub mod probe;
 pub mod remote;
 pub mod route;
 pub mod runner;

@@ -54,13 +54,27 @@ pub struct Result1 {
 
 /// A host to try: its name (for TLS and messages), address and port.
 #[derive(Debug, Clone)]
-struct Hop {
-    name: String,
-    addr: SocketAddr,
+pub(crate) struct Hop {
+    /// The name as configured (SMARTHOST, an MX), for TLS and auth.conf.
+    pub(crate) name: String,
+    /// One of its addresses, with the port.
+    pub(crate) addr: SocketAddr,
 }
 
 impl Hop {
-    fn shown(&self) -> String {
+    /// Every address of `host` (a name or an IP address), with `port`.
+    pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<Vec<Hop>> {
+        Ok((host, port)
+            .to_socket_addrs()?
+            .map(|addr| Hop {
+                name: host.to_string(),
+                addr,
+            })
+            .collect())
+    }
+
+    /// `name [ip]`, as messages show a server.
+    pub(crate) fn shown(&self) -> String {
         format!("{} [{}]", self.name, self.addr.ip())
     }
 }
@@ -198,11 +212,8 @@ fn resolve(ctx: &Ctx, hop: &NextHop) -> Result<Vec<Hop>, crate::deliver::Outcome
             );
             let mut last = String::new();
             for (host, port) in list {
-                match (host.as_str(), port).to_socket_addrs() {
-                    Ok(addrs) => hops.extend(addrs.map(|addr| Hop {
-                        name: host.clone(),
-                        addr,
-                    })),
+                match Hop::resolve(&host, port) {
+                    Ok(h) => hops.extend(h),
                     Err(e) => last = format!("4.4.3 can not resolve smarthost {host}: {e}"),
                 }
             }
@@ -275,13 +286,44 @@ fn timeouts(ctx: &Ctx) -> Timeouts {
 /// `smtp_tls_security_level = may`: the configuration asks for delivery
 /// without TLS rather than none.
 fn open(ctx: &Ctx, hop: &Hop) -> Result<Session<Stream>, String> {
-    match open_with(ctx, hop, true) {
+    open_traced(ctx, hop, &mut Trace::default())
+}
+
+/// [`open`], recording in `trace` what it finds on the way (`dma --probe`
+/// prints it).
+pub(crate) fn open_traced(
+    ctx: &Ctx,
+    hop: &Hop,
+    trace: &mut Trace,
+) -> Result<Session<Stream>, String> {
+    match open_with(ctx, hop, true, trace) {
         Err(Open::HandshakeFailed(e)) => {
             notice!("in opportunistic TLS mode, {e}; trying again in plain text");
-            open_with(ctx, hop, false).map_err(Open::into_text)
+            *trace = Trace {
+                plain_because: Some(format!("{e}; OPPORTUNISTIC_TLS tried again in plain text")),
+                ..Trace::default()
+            };
+            open_with(ctx, hop, false, trace).map_err(Open::into_text)
         }
         r => r.map_err(Open::into_text),
     }
+}
+
+/// What opening a connection found, step by step. A delivery ignores it;
+/// `dma --probe` prints it.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The server's greeting.
+    pub(crate) greeting: Option<Reply>,
+    /// Its last reply to EHLO (or HELO): over TLS, once TLS is up.
+    pub(crate) hello: Option<Reply>,
+    /// How TLS was started (`implicit TLS`, `STARTTLS`), once tried.
+    pub(crate) tls: Option<&'static str>,
+    /// Why the TLS handshake failed, in words, if it did.
+    pub(crate) tls_failed: Option<String>,
+    /// Why the connection is in plain text although STARTTLS was asked for
+    /// (OPPORTUNISTIC_TLS).
+    pub(crate) plain_because: Option<String>,
 }
 
 /// Why a connection was not opened.
@@ -302,7 +344,12 @@ impl Open {
 
 /// [`open`], with STARTTLS only when `starttls` (false: the plain-text
 /// retry of an opportunistic connection).
-fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Open> {
+fn open_with(
+    ctx: &Ctx,
+    hop: &Hop,
+    starttls: bool,
+    trace: &mut Trace,
+) -> Result<Session<Stream>, Open> {
     let c = &ctx.config;
     let t = timeouts(ctx);
     let shown = hop.shown();
@@ -315,15 +362,21 @@ fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Op
         warn_noverify(ctx, &shown);
         let client =
             tls::client(c, false).map_err(|e| failed(format!("TLS configuration: {e}")))?;
+        trace.tls = Some("implicit TLS");
         stream
             .into_tls(client.config.clone(), &hop.name, t.command)
-            .map_err(|e| failed(format!("TLS with {shown} failed: {}", client.why(&e).0)))?
+            .map_err(|e| {
+                let why = client.why(&e).0;
+                let e = format!("TLS with {shown} failed: {why}");
+                trace.tls_failed = Some(why);
+                failed(e)
+            })?
     } else {
         stream
     };
     let mut s = Session::new(stream, &shown, t);
-    s.greeting().map_err(|e| failed(e.to_string()))?;
-    s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?;
+    trace.greeting = Some(s.greeting().map_err(|e| failed(e.to_string()))?);
+    trace.hello = Some(s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?);
     if c.securetransfer && c.starttls && starttls {
         let offered = s.caps.starttls;
         let ok = offered && s.starttls().map_err(|e| failed(e.to_string()))?;
@@ -333,6 +386,7 @@ fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Op
             // accepted, the connection marked unverified.
             let client = tls::client(c, c.opportunistic_tls)
                 .map_err(|e| failed(format!("TLS configuration: {e}")))?;
+            trace.tls = Some("STARTTLS");
             let mut stream =
                 match s
                     .into_stream()
@@ -342,6 +396,7 @@ fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Op
                     Err(e) => {
                         let (why, certificate) = client.why(&e);
                         let e = format!("TLS with {shown} failed: {why}");
+                        trace.tls_failed = Some(why);
                         return Err(if c.opportunistic_tls && !certificate {
                             Open::HandshakeFailed(e)
                         } else {
@@ -356,11 +411,15 @@ fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Op
                 stream.set_unverified(why);
             }
             s = Session::new(stream, &shown, t);
-            s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?;
+            trace.hello = Some(s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?);
         } else if c.opportunistic_tls {
             notice!(
                 "in opportunistic TLS mode, STARTTLS not available at {shown}: continuing in plain text"
             );
+            trace.plain_because = Some(format!(
+                "{shown} {} STARTTLS; OPPORTUNISTIC_TLS continues in plain text",
+                if offered { "refused" } else { "does not offer" }
+            ));
         } else {
             return Err(failed(format!(
                 "{shown} {} STARTTLS, and TLS is required (SECURETRANSFER STARTTLS)",
@@ -378,7 +437,7 @@ fn warn_noverify(ctx: &Ctx, shown: &str) {
 }
 
 /// The credentials for `host` from auth.conf, if any.
-fn credentials(ctx: &Ctx, host: &str) -> Result<Option<Credentials>, String> {
+pub(crate) fn credentials(ctx: &Ctx, host: &str) -> Result<Option<Credentials>, String> {
     let Some(path) = &ctx.config.authpath else {
         return Ok(None);
     };
@@ -483,19 +542,8 @@ fn deliver_group(
             }
             Ok(None) => {}
             Ok(Some(creds)) => {
-                // A TLS connection whose certificate was not verified
-                // (OPPORTUNISTIC_TLS) counts as plain text: whoever is in
-                // the middle would get the password.
                 let encrypted = is_tls(&s) && s.stream().unverified().is_none();
-                if !encrypted && !ctx.config.insecure {
-                    let why = match s.stream().unverified() {
-                        Some(u) => format!(
-                            "no password sent to {shown}: TLS is unverified ({u}), and INSECURE is not set"
-                        ),
-                        None => format!(
-                            "no password sent to {shown}: the connection is not encrypted, and INSECURE is not set"
-                        ),
-                    };
+                if let Some(why) = password_withheld(ctx, &s) {
                     warning!("{why}; trying without AUTH");
                     s.auth_withheld = Some(why);
                 }
@@ -530,6 +578,26 @@ fn deliver_group(
         "4.4.1"
     };
     group_deferred(group, &format!("{status} {last_err}"), None)
+}
+
+/// Why no password may be sent over `s`, if none may: a connection
+/// without TLS, or whose certificate was not verified (OPPORTUNISTIC_TLS:
+/// whoever is in the middle would get the password), unless INSECURE.
+pub(crate) fn password_withheld(ctx: &Ctx, s: &Session<Stream>) -> Option<String> {
+    let encrypted = is_tls(s) && s.stream().unverified().is_none();
+    if encrypted || ctx.config.insecure {
+        return None;
+    }
+    Some(match s.stream().unverified() {
+        Some(u) => format!(
+            "no password sent to {}: TLS is unverified ({u}), and INSECURE is not set",
+            s.host
+        ),
+        None => format!(
+            "no password sent to {}: the connection is not encrypted, and INSECURE is not set",
+            s.host
+        ),
+    })
 }
 
 /// Keeps a usable session for the next message of a queue run, or ends it.

@@ -342,24 +342,25 @@ impl<T: Transport> Session<T> {
         self.read_reply(cmd, self.timeouts.command)
     }
 
-    /// Reads the greeting; anything but 2xx is an error.
-    pub fn greeting(&mut self) -> Result<(), SessionError> {
+    /// Reads the greeting and returns it; anything but 2xx is an error.
+    pub fn greeting(&mut self) -> Result<Reply, SessionError> {
         let r = self.read_reply("greeting", self.timeouts.command)?;
         if r.is_ok() {
-            Ok(())
+            Ok(r)
         } else {
             Err(self.reply_err("greeting", r))
         }
     }
 
-    /// EHLO, falling back to HELO on a 5xx; sets `caps`.
-    pub fn hello(&mut self, name: &str) -> Result<(), SessionError> {
+    /// EHLO, falling back to HELO on a 5xx; sets `caps` and returns the
+    /// reply that did (the capabilities as the server wrote them).
+    pub fn hello(&mut self, name: &str) -> Result<Reply, SessionError> {
         self.send("EHLO", &format!("EHLO {name}\r\n"))?;
         // Read the raw reply too: smtp-proto parses the capabilities.
         let r = self.read_reply("EHLO", self.timeouts.command)?;
         if r.is_ok() {
             self.caps = caps_of(&r);
-            return Ok(());
+            return Ok(r);
         }
         if !r.is_permanent() {
             return Err(self.reply_err("EHLO", r));
@@ -369,7 +370,7 @@ impl<T: Transport> Session<T> {
             return Err(self.reply_err("HELO", r));
         }
         self.caps = Caps::default();
-        Ok(())
+        Ok(r)
     }
 
     /// STARTTLS: Ok(true) when the server is ready for the handshake, Ok(false)

@@ -71,6 +71,23 @@ impl Stream {
         }
     }
 
+    /// The TLS version (`TLS 1.3`) and cipher suite (its IANA name, as
+    /// rustls gives it) that were negotiated (TLS only).
+    pub fn tls_parameters(&self) -> Option<(String, String)> {
+        let Stream::Tls(s, _) = self else { return None };
+        let version = match s.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
+            rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
+            other => format!("{other:?}"),
+        };
+        let suite = s.conn.negotiated_cipher_suite()?.suite();
+        let suite = suite
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{suite:?}"));
+        Some((version, suite))
+    }
+
     /// The certificate the server showed (TLS only), DER.
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {

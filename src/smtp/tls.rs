@@ -197,6 +197,35 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(h.to_string()).map_err(|e| format!("{host}: {e}"))
 }
 
+/// What a server's certificate says about itself, in words (`dma
+/// --probe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Its subject (`CN=localhost`).
+    pub subject: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its DNS names and IP addresses (subjectAltName).
+    pub names: Vec<String>,
+    /// notBefore, as `2002-01-01 00:00:00 UTC`.
+    pub not_before: String,
+    /// notAfter, likewise.
+    pub not_after: String,
+}
+
+/// What the certificate `der` says about itself, or `None` if it can not
+/// be parsed.
+pub fn summary(der: &[u8]) -> Option<Summary> {
+    let i = CertInfo::parse(der)?;
+    Some(Summary {
+        subject: i.subject,
+        issuer: i.issuer,
+        names: i.names,
+        not_before: words::date(i.not_before),
+        not_after: words::date(i.not_after),
+    })
+}
+
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
 pub fn fingerprint(cert: &[u8]) -> String {
     Sha256::digest(cert)

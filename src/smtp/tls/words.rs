@@ -84,7 +84,7 @@ pub(super) fn subject_of(der: &[u8]) -> String {
 }
 
 /// A time as `2002-01-01 00:00:00 UTC`.
-fn date(secs: i64) -> String {
+pub(super) fn date(secs: i64) -> String {
     match jiff::Timestamp::from_second(secs) {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         Err(_) => format!("{secs} seconds after 1970"),
