@@ -322,6 +322,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         uid: caller.uid,
         size: None,
         double_bounce: false,
+        held: None,
         dsn: inv.dsn.clone(),
         rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
     };

@@ -231,6 +231,7 @@ mod tests {
             uid: 1000,
             size: None,
             double_bounce: false,
+            held: None,
             dsn: Default::default(),
             rcpts: vec![r],
         };

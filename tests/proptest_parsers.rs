@@ -547,6 +547,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 uid,
                 size: Some(u64::from(uid) * 7),
                 double_bounce,
+                held: (uid % 5 == 0).then_some(created),
                 rcpts: rcpts
                     .into_iter()
                     .enumerate()
