@@ -31,6 +31,10 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
     privsep::ignore_sigxfsz();
     // Who called us, before any change of ids.
     let caller = Caller::current();
+    if let Mode::Queue(_) = inv.mode {
+        // By the real ids, before they change.
+        crate::qadmin::authorize(inv.config.is_some())?;
+    }
     setup_privileges(&inv)?;
     crate::logging::init(inv.log_tag.as_deref().unwrap_or("dma"), inv.verbose);
     let path = inv
@@ -49,7 +53,7 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         })?;
     }
     let mut ctx = Ctx::new(config, inv.config.clone());
-    match inv.mode {
+    match &inv.mode {
         Mode::NewAliases => newaliases(&ctx.config.aliases),
         Mode::ListQueue => {
             // Expansions are root's to see (or the owner's of a private
@@ -60,15 +64,29 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
                 mailq::View::AsSubmitted
             };
             let mut out = BufWriter::new(std::io::stdout().lock());
-            mailq::list(&ctx.spool, view, &mut out)
+            let listed = match inv.json {
+                true => mailq::json::list(&ctx.spool, view, &mut out),
+                false => mailq::list(&ctx.spool, view, &mut out),
+            };
+            listed
                 .and_then(|_| out.flush())
                 .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
             Ok(EX_OK)
         }
         Mode::RunQueue { due_only } => {
-            let job = runner::Job::Queue { due_only };
+            let job = runner::Job::Queue {
+                due_only: *due_only,
+            };
             runner::request(&ctx, &job, &runner_request(&inv, &caller), None)
                 .map_err(|e| Fatal::new(EX_OSERR, format!("can not run the queue: {e}")))
+        }
+        Mode::Queue(cmd) => {
+            let admin = crate::qadmin::Admin {
+                name: &caller.name,
+                uid: caller.uid,
+                request: runner_request(&inv, &caller),
+            };
+            crate::qadmin::run(&ctx, cmd, &admin)
         }
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),

@@ -28,6 +28,7 @@ pub mod local;
 pub mod logging;
 pub mod mailq;
 pub mod privsep;
+pub mod qadmin;
 pub mod remote;
 pub mod route;
 pub mod runner;

@@ -67,7 +67,9 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The word for it in the envelope file (and in `mailq --json`):
+    /// `pending`, `deferred`, `delivered`, `expanded`, `failed`, `bounced`.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Deferred => "deferred",
