@@ -233,7 +233,12 @@ pub(crate) fn status(r: &crate::spool::Rcpt) -> String {
             "deferred, {} attempt{}, next try {}{reply}",
             r.attempts,
             if r.attempts == 1 { "" } else { "s" },
-            time(r.next_try)
+            // 0: requeued by an administrator.
+            if r.next_try == 0 {
+                "at the next queue run".to_string()
+            } else {
+                time(r.next_try)
+            }
         ),
     }
 }

@@ -14,7 +14,8 @@
 //!                "recipients": [{"address": "bob", "via": null | "team",
 //!                                "state": "pending" | "deferred" | "delivered"
 //!                                       | "expanded" | "failed" | "bounced",
-//!                                "attempts": 2, "next_try": null | RFC 3339,
+//!                                "attempts": 2, "next_try": null | RFC 3339
+//!                                  (deferred only; null: at the next run),
 //!                                "last_reply": null | "4.2.0 ...",
 //!                                "host": null | "mx.example [192.0.2.1]",
 //!                                "destinations": {"delivered": 0, "pending": 0,
@@ -116,7 +117,10 @@ fn rcpt(s: &mut String, env: &Envelope, i: usize, r: &Rcpt, view: View) {
     s.push_str(",\"state\":");
     string(s, r.state.as_str());
     s.push_str(&format!(",\"attempts\":{},\"next_try\":", r.attempts));
-    time(s, (r.state == State::Deferred).then_some(r.next_try));
+    time(
+        s,
+        (r.state == State::Deferred && r.next_try != 0).then_some(r.next_try),
+    );
     s.push_str(",\"last_reply\":");
     opt(s, r.reply.as_deref());
     s.push_str(",\"host\":");
