@@ -77,7 +77,7 @@ fn hold_keeps_a_message_from_every_run_and_release_lets_it_go() {
     env.flush().expect(0, &env);
     run_due(&env).expect(0, &env);
     assert_eq!(env.mbox(BOB), "", "{}", env.dump());
-    assert_eq!(env.queue_ids(), [id.clone()]);
+    assert_eq!(env.queue_ids(), [id.as_str()]);
     let q1 = env.mailq().stdout();
     assert!(q1.contains("Status\t: pending"), "{q1}");
     // Nor a flush.
@@ -177,7 +177,7 @@ fn delete_removes_both_files_and_only_what_it_names() {
     let r = q(&env, &["delete", "--deferred-older-than", "1s"]);
     r.expect(0, &env);
     assert_eq!(r.stdout(), format!("{d}: deleted\n"));
-    assert_eq!(env.queue_ids(), [b.clone(), c.clone()]);
+    assert_eq!(env.queue_ids(), [b.as_str(), c.as_str()]);
     let r = q(&env, &["delete", "ALL"]);
     r.expect(0, &env);
     assert_eq!(r.stdout(), format!("{b}: deleted\n{c}: deleted\n"));
