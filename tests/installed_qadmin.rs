@@ -98,7 +98,8 @@ fn root_administers_the_installed_queue() {
         &[&inst.path("sbin/sendmail"), "-bp", "--json"],
         "",
     );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect(&show(&o));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
     assert_eq!(doc["messages"][0]["held"], true, "{doc:#}");
     let o = inst.run(None, &[&dma, "-Q", "release", &id], "");
     assert!(o.status.success(), "{}", show(&o));
@@ -144,7 +145,8 @@ fn mailq_json_shows_a_user_what_plain_mailq_shows_them() {
     let json = |who| {
         let o = inst.run(who, &[&inst.path("sbin/sendmail"), "-bp", "--json"], "");
         assert!(o.status.success(), "{}", show(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect(&show(&o))
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", show(&o)))
     };
     let alice = json(Some(ALICE));
     assert_eq!(alice["version"], 1);
