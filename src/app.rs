@@ -42,6 +42,13 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(conf::DEFAULT_PATH));
     let config = Config::load(&path).map_err(|e| Fatal::new(EX_CONFIG, e.to_string()))?;
+    // LOGFILE: created only by a process no ordinary user is (root, mail,
+    // or a private -C run), never by a user's set-group-id dma.
+    let euid = nix::unistd::geteuid();
+    let create = inv.config.is_some()
+        || euid.is_root()
+        || privsep::mail_user().is_some_and(|m| m.uid == euid);
+    crate::logging::configure(config.logfile.clone(), config.log_syslog, create);
     if let Some(auth) = &config.authpath {
         // Read at every start, as dma does, so a broken file is noticed early.
         AuthFile::load(auth).map_err(|e| match e.kind() {
@@ -73,11 +80,15 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
                 .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
             Ok(EX_OK)
         }
-        Mode::RunQueue { due_only } => {
+        Mode::RunQueue { due_only, select } => {
             let job = runner::Job::Queue {
                 due_only: *due_only,
+                select: select.clone(),
             };
-            runner::request(&ctx, &job, &runner_request(&inv, &caller), None)
+            let mut req = runner_request(&inv, &caller);
+            // A summary line for whoever watches: a terminal, or -v.
+            req.summary = inv.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
+            runner::request(&ctx, &job, &req, None)
                 .map_err(|e| Fatal::new(EX_OSERR, format!("can not run the queue: {e}")))
         }
         Mode::Queue(cmd) => {
@@ -90,6 +101,7 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         }
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
+        Mode::Smtp => crate::smtp_stdin::serve(&mut ctx, &inv, &caller),
         Mode::Help | Mode::Version => unreachable!("answered above"),
     }
 }
@@ -109,6 +121,7 @@ fn runner_request<'a>(inv: &'a Invocation, caller: &Caller) -> runner::Request<'
         caller_uid: caller.uid,
         verbose: inv.verbose,
         tag: inv.log_tag.as_deref(),
+        summary: false,
     }
 }
 
@@ -134,9 +147,11 @@ fn setup_privileges(inv: &Invocation) -> Result<(), Fatal> {
 }
 
 /// The submitting user.
-struct Caller {
-    name: String,
-    uid: u32,
+pub(crate) struct Caller {
+    /// The login name.
+    pub(crate) name: String,
+    /// The real uid.
+    pub(crate) uid: u32,
 }
 
 impl Caller {
@@ -163,7 +178,11 @@ impl Caller {
 /// The envelope sender: `-f`/`-r`, else `$EMAIL`, with a missing user part
 /// taken from the login and a missing host from MAILNAME; then MASQUERADE.
 /// `<>` or an empty `-f` is the null sender.
-fn envelope_sender(ctx: &Ctx, inv: &Invocation, caller: &Caller) -> Result<String, Fatal> {
+pub(crate) fn envelope_sender(
+    ctx: &Ctx,
+    inv: &Invocation,
+    caller: &Caller,
+) -> Result<String, Fatal> {
     let given = inv.sender.clone().or_else(|| std::env::var("EMAIL").ok());
     let raw = given.as_deref().map(address::strip_brackets);
     if let Some(raw) = raw {
@@ -235,10 +254,71 @@ fn ensure_spool(ctx: &Ctx) -> Result<(), Fatal> {
 
 fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal> {
     let sender = envelope_sender(ctx, inv, caller)?;
-    let mut rcpts = argv_rcpts(inv)?;
+    let rcpts = argv_rcpts(inv)?;
     if rcpts.is_empty() && !inv.extract_rcpts {
         return Err(Fatal::new(EX_NOINPUT, "no recipients"));
     }
+    let stdin = std::io::stdin();
+    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+    let queued =
+        queue_message(ctx, inv, caller, sender, rcpts, &mut input).map_err(|e| match e {
+            SubmitError::Intake(e) => intake_fatal(e),
+            SubmitError::Fatal(f) => f,
+        })?;
+    deliver_queued(ctx, inv, caller, queued);
+    Ok(EX_OK)
+}
+
+/// A message just queued, its data file still locked by us.
+pub(crate) struct Queued {
+    data: std::fs::File,
+    env: Envelope,
+}
+
+/// Why [`queue_message`] queued nothing (and left nothing in the spool).
+pub(crate) enum SubmitError {
+    /// Reading or spooling the message failed; `-bs` tells its causes apart.
+    Intake(IntakeError),
+    /// Anything else, with its exit code.
+    Fatal(Fatal),
+}
+
+impl From<Fatal> for SubmitError {
+    fn from(f: Fatal) -> SubmitError {
+        SubmitError::Fatal(f)
+    }
+}
+
+/// The exit code and message of an intake error on the command line.
+fn intake_fatal(e: IntakeError) -> Fatal {
+    match e {
+        // Below the reserve: the same message may go through later.
+        IntakeError::Io(e) if admission::below_reserve(&e) => {
+            Fatal::new(EX_TEMPFAIL, e.to_string())
+        }
+        // A spool that cannot be written, as for the envelope.
+        IntakeError::Io(e) if admission::spool_write(&e) => Fatal::new(EX_CANTCREAT, e.to_string()),
+        IntakeError::Io(e) => {
+            Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
+        }
+        // Not EX_TEMPFAIL: the same message would fail again.
+        e @ IntakeError::TooLarge(_) => Fatal::new(EX_CANTCREAT, e.to_string()),
+        other => Fatal::new(EX_DATAERR, other.to_string()),
+    }
+}
+
+/// Takes the message from `input` into the queue, from `sender` to `rcpts`
+/// (plus, with `-t`, those of its headers), as `caller`: intake's header
+/// fixes, the admission rules, the data and envelope fsynced. On error
+/// nothing is left in the spool. Shared by the command line and `-bs`.
+pub(crate) fn queue_message(
+    ctx: &mut Ctx,
+    inv: &Invocation,
+    caller: &Caller,
+    sender: String,
+    mut rcpts: Vec<String>,
+    input: &mut impl std::io::BufRead,
+) -> Result<Queued, SubmitError> {
     ensure_spool(ctx)?;
     let admission = Admission::new(&ctx.spool, ctx.config.spool_min_free, caller.uid);
     let slot = admission
@@ -255,7 +335,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         )
     })?;
     let data_path = ctx.spool.data_path(&id);
-    let discard = |f: Fatal| {
+    let discard = |f: SubmitError| {
         let _ = std::fs::remove_file(&data_path);
         f
     };
@@ -281,37 +361,18 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     if let Some(n) = &opts.full_name
         && n.bytes().any(|b| b < 0x20 || b == 0x7f)
     {
-        return Err(discard(Fatal::new(
-            EX_DATAERR,
-            "invalid full name (-F): control character",
-        )));
+        return Err(discard(
+            Fatal::new(EX_DATAERR, "invalid full name (-F): control character").into(),
+        ));
     }
-    let stdin = std::io::stdin();
-    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
     let mut out = BufWriter::with_capacity(64 * 1024, admission.writer(&data, &data_path));
-    let read = intake::read_message(&mut input, &mut out, &opts, &stamp).map_err(|e| {
-        discard(match e {
-            // Below the reserve: the same message may go through later.
-            IntakeError::Io(e) if admission::below_reserve(&e) => {
-                Fatal::new(EX_TEMPFAIL, e.to_string())
-            }
-            // A spool that cannot be written, as for the envelope.
-            IntakeError::Io(e) if admission::spool_write(&e) => {
-                Fatal::new(EX_CANTCREAT, e.to_string())
-            }
-            IntakeError::Io(e) => {
-                Fatal::new(EX_IOERR, format!("can not read or spool the message: {e}"))
-            }
-            // Not EX_TEMPFAIL: the same message would fail again.
-            e @ IntakeError::TooLarge(_) => Fatal::new(EX_CANTCREAT, e.to_string()),
-            other => Fatal::new(EX_DATAERR, other.to_string()),
-        })
-    })?;
+    let read = intake::read_message(input, &mut out, &opts, &stamp)
+        .map_err(|e| discard(SubmitError::Intake(e)))?;
     drop(out);
     // Checked again with the message written: it counts against the reserve.
     admission
         .check()
-        .map_err(|why| discard(Fatal::new(EX_TEMPFAIL, why)))?;
+        .map_err(|why| discard(Fatal::new(EX_TEMPFAIL, why).into()))?;
     rcpts.extend(read.header_rcpts);
     // One form per mailbox (`bob@thishost` is `bob`), as dma does, so that
     // duplicates collapse.
@@ -323,14 +384,17 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     let mut seen = std::collections::HashSet::new();
     rcpts.retain(|r| seen.insert(r.clone()));
     if rcpts.is_empty() {
-        return Err(discard(Fatal::new(
-            EX_NOINPUT,
-            if inv.extract_rcpts {
-                "no recipients from headers"
-            } else {
-                "no recipients"
-            },
-        )));
+        return Err(discard(
+            Fatal::new(
+                EX_NOINPUT,
+                if inv.extract_rcpts {
+                    "no recipients from headers"
+                } else {
+                    "no recipients"
+                },
+            )
+            .into(),
+        ));
     }
     let mut env = Envelope {
         id: id.clone(),
@@ -346,12 +410,26 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
     };
     ctx.spool
         .commit(&data, &mut env)
-        .map_err(|e| discard(Fatal::new(EX_CANTCREAT, e.to_string())))?;
+        .map_err(|e| discard(Fatal::new(EX_CANTCREAT, e.to_string()).into()))?;
     drop(slot);
     crate::logging::set_queue_id(Some(&id));
     for r in &rcpts {
         info!("mail to=<{r}> queued as {id}");
     }
+    Ok(Queued { data, env })
+}
+
+impl Queued {
+    /// The queue id.
+    pub(crate) fn id(&self) -> &str {
+        &self.env.id
+    }
+}
+
+/// Starts the delivery of a message just queued, as the `-od` flags and
+/// DEFER say. The message is queued: whatever happens here, it stays so.
+pub(crate) fn deliver_queued(ctx: &Ctx, inv: &Invocation, caller: &Caller, queued: Queued) {
+    let Queued { data, env } = queued;
     let mode = if ctx.config.defer {
         DeliveryMode::Queue
     } else {
@@ -362,7 +440,7 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
         // The runner gets our locked data file: nobody else takes the
         // message meanwhile.
         DeliveryMode::Foreground => {
-            let job = runner::Job::Message(id.clone());
+            let job = runner::Job::Message(env.id.clone());
             if let Err(e) = runner::request(ctx, &job, &runner_request(inv, caller), Some(&data)) {
                 crate::notice!("can not start a runner ({e}); left queued");
             }
@@ -375,17 +453,15 @@ fn submit(ctx: &mut Ctx, inv: &Invocation, caller: &Caller) -> Result<i32, Fatal
             drop(data);
             // Left to a live runner (see there), or one of its own.
             if runner::left_to_runner(ctx, &env) {
-                return Ok(EX_OK);
+                return;
             }
             std::io::stdout().flush().ok();
-            // The message is queued: whatever happens now, exit 0.
             let job = runner::Job::Background;
             if let Err(e) = runner::request(ctx, &job, &runner_request(inv, caller), None) {
                 crate::notice!("can not start a runner ({e}); left queued");
             }
         }
     }
-    Ok(EX_OK)
 }
 
 fn newaliases(path: &Path) -> Result<i32, Fatal> {

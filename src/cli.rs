@@ -4,8 +4,10 @@
 //! The flags and their meaning are dma's (`:A:b:B:C:d:Df:F:h:iL:N:no:O:q:r:R:tUV:vX:`)
 //! with these additions: `-C` selects another config file, `-F` names the
 //! sender in the From: header we add, `-od[ibq]` choose the delivery mode,
-//! `-bv` shows routing, `-bi` is newaliases, and `--help` and `--version`
-//! print what they say. [`FLAGS`] lists every spelling the parser gives a
+//! `-bv` shows routing, `-bi` is newaliases, `-bs` holds an SMTP dialogue on
+//! stdin and stdout, and `--help` and `--version` print what they say. Any
+//! other `-b<x>` is refused (dma treats it as `-D`, which sent stdin as a
+//! message where the caller asked for something else). [`FLAGS`] lists every spelling the parser gives a
 //! meaning; the unit tests hold the parser to it and `tests/manpages.rs`
 //! holds `man/dma.8` to it.
 
@@ -26,11 +28,16 @@ pub enum Mode {
     RunQueue {
         /// Honour each recipient's next-try time.
         due_only: bool,
+        /// Only these messages (`-qI`, `-qR`, `-qS`).
+        select: Vec<crate::runner::Select>,
     },
     /// `newaliases`, `-bi`: check the aliases file.
     NewAliases,
     /// `-bv`: show where each recipient would go.
     Verify,
+    /// `-bs`: an SMTP dialogue on stdin and stdout, each message queued as
+    /// a command-line submission of the caller's.
+    Smtp,
     /// `--help`: print the usage.
     Help,
     /// `--version`: print the version and the compiled-in paths.
@@ -42,7 +49,7 @@ pub enum Mode {
 /// Every flag the parser accepts, as `dma(8)` documents it: the option
 /// letters (`-b`, `-o` and `-A` take their letters as a value), the values
 /// of `-b`, `-o` and `-A` that mean something of their own (any other
-/// `-b<x>` is `-D`, any other `-o<x>` is ignored, any other `-A<x>` is
+/// `-b<x>` is refused, any other `-o<x>` is ignored, any other `-A<x>` is
 /// `-b<x>`), and the long options.
 pub const FLAGS: &[&str] = &[
     "-A",
@@ -50,8 +57,6 @@ pub const FLAGS: &[&str] = &[
     "-Am",
     "-B",
     "-b",
-    "-bD",
-    "-bd",
     "-bi",
     "-bm",
     "-bp",
@@ -99,6 +104,7 @@ usage: sendmail [flags] [--] recipient...  queue a message read from stdin
        sendmail -q<duration> (-q5m)        deliver what is due (for cron)
        newaliases, sendmail -bi            check the aliases file
        sendmail -bv address...             show where each address would go
+       sendmail -bs                        SMTP on stdin/stdout (alpine, PHP)
        dma -Q show|delete|hold|release|requeue|flush ID...|ALL   administer
        sendmail --help | --version
 flags:
@@ -226,6 +232,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
     };
     let mut list = false;
     let mut run: Option<bool> = None;
+    let mut select = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     p.set_short_equals(false);
     loop {
@@ -269,10 +276,27 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     },
                     'q' => {
                         let arg = p.optional_value().map(|v| v.to_string_lossy().into_owned());
-                        let due = arg
-                            .as_deref()
-                            .is_some_and(|a| crate::config::duration::parse(a).is_some());
-                        run = Some(due);
+                        match arg.as_deref() {
+                            None => run = Some(run.unwrap_or(false)),
+                            Some(a) if crate::config::duration::parse(a).is_some() => {
+                                run = Some(true)
+                            }
+                            Some(a) => match crate::runner::Select::parse(a) {
+                                Some(s) => {
+                                    select.push(s);
+                                    run = Some(run.unwrap_or(false));
+                                }
+                                None => {
+                                    return Err(Fatal::new(
+                                        EX_USAGE,
+                                        format!(
+                                            "invalid -q{}: a duration (-q5m), or -qI, -qR, -qS (optionally -q!I ...) with a substring",
+                                            crate::escape::escape(a)
+                                        ),
+                                    ));
+                                }
+                            },
+                        }
                     }
                     // Accepted and ignored, with an argument, as in dma.
                     'N' => inv.dsn.notify = Some(dsn_notify(&value(&mut p)?)?),
@@ -346,6 +370,28 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         "newaliases" => inv.mode = Mode::NewAliases,
         _ => {}
     }
+    // `-q 5m`: the interval as a word of its own.
+    if run.is_some()
+        && inv.rcpts.len() == 1
+        && crate::config::duration::parse(&inv.rcpts[0]).is_some()
+    {
+        inv.rcpts.clear();
+        run = Some(true);
+    }
+    if inv.mode == Mode::Smtp {
+        if list || run.is_some() {
+            return Err(Fatal::new(
+                EX_USAGE,
+                "conflicting operations: -bs and a queue operation",
+            ));
+        }
+        if !inv.rcpts.is_empty() {
+            return Err(Fatal::new(
+                EX_USAGE,
+                "-bs takes its recipients from RCPT commands, not from the command line",
+            ));
+        }
+    }
     if inv.mode == Mode::Submit {
         if list || run.is_some() {
             if !inv.rcpts.is_empty() {
@@ -364,7 +410,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         if list {
             inv.mode = Mode::ListQueue;
         } else if let Some(due_only) = run {
-            inv.mode = Mode::RunQueue { due_only };
+            inv.mode = Mode::RunQueue { due_only, select };
         }
     }
     Ok(inv)
@@ -394,22 +440,31 @@ fn dsn_notify(v: &str) -> Result<String, Fatal> {
 }
 
 /// `-bX`: dma lists the queue for `p`, queues only for `q`, and treats every
-/// other letter as `-D`. We add `v` (verify) and `i` (newaliases) as sendmail
-/// has them, and refuse `s` and `d`, which promise an SMTP dialogue.
+/// other letter as `-D`. We add `v` (verify), `i` (newaliases) and `s` (SMTP
+/// on stdin) as sendmail has them, keep `m` (the default), and refuse every
+/// other mode with 64 before anything is read: `-bt`, `-bh` or `-bP` asked
+/// for something else than sending stdin as a message.
 fn b_flag(v: &str, inv: &mut Invocation, list: &mut bool) -> Result<(), Fatal> {
     match v {
         "p" => *list = true,
         "q" => inv.delivery = DeliveryMode::Queue,
         "v" => inv.mode = Mode::Verify,
         "i" => inv.mode = Mode::NewAliases,
+        "s" => inv.mode = Mode::Smtp,
         "m" => {}
-        "s" | "d" | "D" => {
+        "d" | "D" => {
             return Err(Fatal::new(
                 EX_USAGE,
-                format!("-b{v} is not supported: dma-rs does not speak SMTP on stdin or listen"),
+                format!("-b{v} is not supported: dma-rs never listens on a port"),
             ));
         }
-        _ => inv.delivery = DeliveryMode::Foreground,
+        _ => {
+            let shown = crate::escape::escape(&v.chars().take(20).collect::<String>()).into_owned();
+            return Err(Fatal::new(
+                EX_USAGE,
+                format!("-b{shown} is not supported (modes: -bm -bp -bq -bs -bv -bi)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -478,15 +533,21 @@ mod tests {
         assert_eq!(p("newaliases", &[]).unwrap().mode, Mode::NewAliases);
         assert_eq!(
             p("sendmail", &["-q"]).unwrap().mode,
-            Mode::RunQueue { due_only: false }
+            Mode::RunQueue {
+                due_only: false,
+                select: vec![]
+            }
         );
         assert_eq!(
             p("sendmail", &["-q5m"]).unwrap().mode,
-            Mode::RunQueue { due_only: true }
+            Mode::RunQueue {
+                due_only: true,
+                select: vec![]
+            }
         );
         assert_eq!(
-            p("sendmail", &["-bt", "root"]).unwrap().delivery,
-            DeliveryMode::Foreground
+            p("sendmail", &["-bs", "-odb", "-oem"]).unwrap().mode,
+            Mode::Smtp
         );
         assert_eq!(
             p(
@@ -527,15 +588,20 @@ mod tests {
     #[test]
     fn flags_lists_every_b_o_and_a_value_with_a_meaning() {
         let letters: Vec<char> = option_chars().filter(char::is_ascii_alphabetic).collect();
-        // Any other -b<x> is -D (dma's rule): `t' is such a letter.
-        let fallback = p("sendmail", &["-bt"]);
-        assert_eq!(
-            fallback.as_ref().unwrap().delivery,
-            DeliveryMode::Foreground
-        );
+        // Any other -b<x> is refused, naming itself.
         for c in &letters {
             let f = format!("-b{c}");
-            let own = p("sendmail", &[&f]) != fallback;
+            let own = match p("sendmail", &[&f]) {
+                Ok(_) => true,
+                Err(e) => {
+                    assert_eq!(e.code, EX_USAGE, "{f}");
+                    assert!(
+                        e.msg.starts_with(&format!("{f} is not supported")),
+                        "{f}: {e}"
+                    );
+                    false
+                }
+            };
             assert_eq!(own, FLAGS.contains(&f.as_str()), "{f}");
         }
         // Any other -o<x> is ignored: it changes nothing whatever the
@@ -649,6 +715,52 @@ mod tests {
             let e = p(prog, args).unwrap_err();
             assert_eq!((e.code, e.msg.as_str()), (EX_USAGE, msg), "{args:?}");
         }
-        assert_eq!(p("sendmail", &["-bs"]).unwrap_err().code, EX_USAGE);
+        for args in [&["-bs", "bob"][..], &["-bs", "-q"], &["-bp", "-bs"]] {
+            assert_eq!(p("sendmail", args).unwrap_err().code, EX_USAGE, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_b_modes_are_refused_naming_the_mode() {
+        for (args, msg) in [
+            (
+                &["-bt", "root"][..],
+                "-bt is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bh"][..],
+                "-bh is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bH"][..],
+                "-bH is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bP", "x"][..],
+                "-bP is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bpx"][..],
+                "-bpx is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-At"][..],
+                "-bt is not supported (modes: -bm -bp -bq -bs -bv -bi)",
+            ),
+            (
+                &["-bd"][..],
+                "-bd is not supported: dma-rs never listens on a port",
+            ),
+            (
+                &["-bD"][..],
+                "-bD is not supported: dma-rs never listens on a port",
+            ),
+        ] {
+            let e = p("sendmail", args).unwrap_err();
+            assert_eq!((e.code, e.msg.as_str()), (EX_USAGE, msg), "{args:?}");
+        }
+        for kept in ["-bm", "-bq", "-bv", "-bi", "-bp", "-bs"] {
+            assert!(p("sendmail", &[kept]).is_ok(), "{kept}");
+        }
     }
 }

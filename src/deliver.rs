@@ -54,13 +54,83 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The retry delay after `attempts` failed attempts: `RETRY_MIN` doubled per
-/// attempt, with ±20 % jitter, within `RETRY_MIN`..=`RETRY_MAX`.
-pub fn backoff(min: Duration, max: Duration, attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(30);
-    let base = min.saturating_mul(1u32 << exp).min(max);
+/// The retry delay for a message queued `age` ago, as Postfix's queue
+/// manager reckons it: as long as the message has waited so far (so the
+/// delay doubles with every retry on schedule), with ±20 % jitter, within
+/// `RETRY_MIN`..=`RETRY_MAX`. By age, not by the count of attempts: extra
+/// attempts (`dma -q` run by hand) do not push the next retry away.
+pub fn backoff(min: Duration, max: Duration, age: Duration) -> Duration {
+    let base = age.clamp(min, max);
     let jitter = 0.8 + 0.4 * (getrandom::u32().unwrap_or(0) as f64 / u32::MAX as f64);
     base.mul_f64(jitter).clamp(min, max)
+}
+
+/// What this process delivered: the counts for a queue run's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages locked and worked on.
+    pub messages: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipients deferred.
+    pub deferred: u64,
+    /// Recipients failed (bounced).
+    pub failed: u64,
+    /// Messages left in the queue (set by whoever sums up).
+    pub left: u64,
+}
+
+impl Tally {
+    /// One line, for a worker to hand its tally to its parent.
+    pub fn to_line(self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.messages, self.delivered, self.deferred, self.failed
+        )
+    }
+
+    /// Reads [`Tally::to_line`] (zeros for what is not there).
+    pub fn from_line(line: &str) -> Tally {
+        let mut n = line.split(' ').map(|w| w.parse().unwrap_or(0));
+        let mut next = || n.next().unwrap_or(0);
+        Tally {
+            messages: next(),
+            delivered: next(),
+            deferred: next(),
+            failed: next(),
+            left: 0,
+        }
+    }
+
+    /// Adds `o`'s counts.
+    pub fn add(&mut self, o: &Tally) {
+        self.messages += o.messages;
+        self.delivered += o.delivered;
+        self.deferred += o.deferred;
+        self.failed += o.failed;
+    }
+}
+
+static TALLY: std::sync::Mutex<Tally> = std::sync::Mutex::new(Tally {
+    messages: 0,
+    delivered: 0,
+    deferred: 0,
+    failed: 0,
+    left: 0,
+});
+
+fn tally_mut() -> std::sync::MutexGuard<'static, Tally> {
+    TALLY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This process's tally so far.
+pub fn tally() -> Tally {
+    *tally_mut()
+}
+
+/// Counts a message taken up for delivery.
+pub fn count_message() {
+    tally_mut().messages += 1;
 }
 
 /// The fewest failed attempts after which a recipient may expire: the
@@ -818,11 +888,13 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
     let at = now();
     match outcome {
         Outcome::Delivered => {
+            tally_mut().delivered += 1;
             info!("<{}> delivery successful", r.addr);
             r.state = State::Delivered;
             r.reply = None;
         }
         Outcome::Deferred(why) if expired(r, created, lifetime, at) => {
+            tally_mut().failed += 1;
             error!(
                 "<{}> delivery failed: giving up after {}: {why}",
                 r.addr,
@@ -835,7 +907,9 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
             ));
         }
         Outcome::Deferred(why) => {
-            let wait = backoff(ctx.config.retry_min, ctx.config.retry_max, r.attempts);
+            tally_mut().deferred += 1;
+            let age = Duration::from_secs(at.saturating_sub(created).max(0) as u64);
+            let wait = backoff(ctx.config.retry_min, ctx.config.retry_max, age);
             notice!(
                 "<{}> delivery deferred, next try in {}s: {why}",
                 r.addr,
@@ -846,6 +920,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
             r.reply = Some(why);
         }
         Outcome::Failed(why) => {
+            tally_mut().failed += 1;
             error!("<{}> delivery failed: {why}", r.addr);
             r.state = State::Failed { bounced: false };
             r.reply = Some(why);
@@ -858,15 +933,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_stays_in_bounds() {
+    fn backoff_follows_the_age_and_stays_in_bounds() {
         let (min, max) = (Duration::from_secs(300), Duration::from_secs(4 * 3600));
-        for attempts in 1..40 {
-            let d = backoff(min, max, attempts);
-            assert!(d >= min && d <= max, "{attempts}: {d:?}");
+        let s = Duration::from_secs;
+        for age in (0..100_000).step_by(997) {
+            let d = backoff(min, max, s(age));
+            assert!(d >= min && d <= max, "{age}: {d:?}");
         }
-        assert!(backoff(min, max, 1) <= Duration::from_secs(360));
-        assert!(backoff(min, max, 4) >= Duration::from_secs(1920));
-        assert!(backoff(min, max, 30) >= max.mul_f64(0.8));
+        // Young: RETRY_MIN, however often it was tried.
+        assert!(backoff(min, max, s(6)) <= s(360));
+        // As old as it is, give or take the jitter.
+        let d = backoff(min, max, s(2400));
+        assert!(d >= s(1920) && d <= s(2880), "{d:?}");
+        assert!(backoff(min, max, s(10 * 86400)) >= max.mul_f64(0.8));
     }
 
     fn rcpt(state: State, attempts: u32, next_try: i64) -> Rcpt {

@@ -33,6 +33,7 @@ pub mod remote;
 pub mod route;
 pub mod runner;
 pub mod smtp;
+pub mod smtp_stdin;
 pub mod spool;
 
 use std::sync::OnceLock;

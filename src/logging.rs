@@ -3,9 +3,21 @@
 //! The syslog tag is `dma` (or the `-L` tag), and `dma[<queue id>]` while a
 //! message is being worked on, as dma does. When there is no syslog socket
 //! glibc drops the message silently: logging never makes delivery fail.
+//!
+//! With LOGFILE the lines also go to a file (LOG_SYSLOG off: only there),
+//! for hosts without a syslog daemon: one `write` per line in append mode
+//! (whole lines, whoever else writes), the file opened again when it was
+//! moved or removed (logrotate), never through a symlink. The submitter's
+//! `dma` (set-group-id mail) appends to an existing file; only the runners
+//! (user `mail`), root, or a private `-C` run create it (mode 0660, group
+//! mail), so that no user ever owns it. `dma-local`'s own lines go to
+//! syslog only.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use nix::syslog::{Facility, LogFlags, Priority, Severity};
@@ -20,6 +32,53 @@ struct State {
     /// The lines are about what aliases and `.forward` files made of a
     /// recipient: not mirrored to a non-root caller.
     private: bool,
+    /// The queue id of the message being worked on, for `-v` lines.
+    id: Option<String>,
+    /// The syslog tag now (`dma[id]`).
+    ident: String,
+    /// LOG_SYSLOG.
+    syslog: bool,
+    /// LOGFILE.
+    file: Option<LogFile>,
+}
+
+/// LOGFILE, opened when first written to.
+struct LogFile {
+    path: PathBuf,
+    /// The open file, with the device and inode it was opened as.
+    open: Option<(File, u64, u64)>,
+    /// Whether this process may create it.
+    create: bool,
+}
+
+impl LogFile {
+    /// The file to write to now: the one open, unless the path names
+    /// another file now (or none), then opened again.
+    fn file(&mut self) -> Option<&File> {
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let stale = match (&self.open, now) {
+            (Some((_, dev, ino)), Some(now)) => now != (*dev, *ino),
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        if stale {
+            self.open = None;
+            let mut o = std::fs::OpenOptions::new();
+            o.append(true)
+                .create(self.create)
+                .mode(0o660)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC);
+            let f = o.open(&self.path).ok()?;
+            let m = f.metadata().ok()?;
+            if !m.file_type().is_file() {
+                return None;
+            }
+            self.open = Some((f, m.dev(), m.ino()));
+        }
+        self.open.as_ref().map(|(f, _, _)| f)
+    }
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -42,6 +101,18 @@ pub enum Level {
 }
 
 impl Level {
+    /// As syslog names the severity.
+    fn word(self) -> &'static str {
+        match self {
+            Level::Crit => "crit",
+            Level::Err => "err",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+
     fn severity(self) -> Severity {
         match self {
             Level::Crit => Severity::LOG_CRIT,
@@ -77,8 +148,41 @@ pub fn init(tag: &str, verbose: bool) {
         only_for: None,
         owner: None,
         private: false,
+        id: None,
+        ident: tag.to_string(),
+        syslog: true,
+        file: None,
     });
     open(tag);
+}
+
+/// Makes LOGFILE (as root, before becoming `uid`) when it does not exist:
+/// mode 0660, owned by `uid` and `gid`, never through a symlink.
+pub fn precreate(path: &std::path::Path, uid: u32, gid: u32) {
+    let made = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o660)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path);
+    if let Ok(f) = made {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
+    }
+}
+
+/// LOGFILE and LOG_SYSLOG from the configuration. `create`: this process
+/// may create the file (see the module documentation).
+pub fn configure(file: Option<PathBuf>, syslog: bool, create: bool) {
+    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.syslog = syslog || file.is_none();
+        s.file = file.map(|path| LogFile {
+            path,
+            open: None,
+            create,
+        });
+    }
 }
 
 /// In a runner that another user's `-v` asked for: mirror to stderr only
@@ -112,16 +216,18 @@ pub fn set_private(private: bool) -> bool {
 
 /// Switches the syslog tag to `tag[id]` for the message being worked on.
 pub fn set_queue_id(id: Option<&str>) {
-    let base = STATE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|s| s.base.clone())
-        .unwrap_or_else(|| "dma".to_string());
-    match id {
-        Some(id) => open(&format!("{base}[{id}]")),
-        None => open(&base),
-    }
+    let ident = match STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        Some(s) => {
+            s.id = id.map(str::to_string);
+            s.ident = match id {
+                Some(id) => format!("{}[{id}]", s.base),
+                None => s.base.clone(),
+            };
+            s.ident.clone()
+        }
+        None => id.map_or("dma".to_string(), |id| format!("dma[{id}]")),
+    };
+    open(&ident);
 }
 
 fn open(ident: &str) {
@@ -141,25 +247,54 @@ fn clean(msg: &str) -> String {
     crate::escape::controls(&msg.replace(['\r', '\n'], " ")).into_owned()
 }
 
-/// Writes one line to syslog only (for errors that are also printed).
+/// Writes one line to the log (syslog, LOGFILE), not to stderr.
 pub fn syslog_only(level: Level, msg: &str) {
-    let msg = clean(msg);
-    let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
+    record(level, &clean(msg));
+}
+
+/// Sends `msg` (clean) to syslog and LOGFILE, as configured.
+fn record(level: Level, msg: &str) {
+    let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = guard.as_mut() else {
+        let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), msg);
+        return;
+    };
+    if s.syslog {
+        let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), msg);
+    }
+    let ident = s.ident.clone();
+    if let Some(f) = s.file.as_mut().and_then(LogFile::file) {
+        // `2026-12-02T11:40:01+00:00 dma[6b0f...][4242]: info: ...`, one
+        // write: whole lines in the file, whoever else appends.
+        let line = format!(
+            "{} {ident}[{}]: {}: {msg}\n",
+            crate::clock::now().strftime("%Y-%m-%dT%H:%M:%S%:z"),
+            std::process::id(),
+            level.word()
+        );
+        let _ = (&*f).write(line.as_bytes());
+    }
 }
 
 /// Writes one log line.
 pub fn log(level: Level, msg: &str) {
     let msg = clean(msg);
-    let _ = nix::syslog::syslog(Priority::new(level.severity(), Facility::LOG_MAIL), &msg);
-    let verbose = STATE
+    record(level, &msg);
+    // `-v`: `dma[queue id]: ...` while a message is worked on, as in the log.
+    let mirror = STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .is_some_and(|s| {
-            s.verbose && (s.only_for.is_none() || (s.owner == s.only_for && !s.private))
+        .filter(|s| s.verbose && (s.only_for.is_none() || (s.owner == s.only_for && !s.private)))
+        .map(|s| {
+            s.id.as_ref()
+                .map(|id| format!("[{id}]"))
+                .unwrap_or_default()
         });
-    if verbose && level != Level::Debug {
-        let _ = writeln!(std::io::stderr(), "{}: {msg}", crate::progname());
+    if let Some(id) = mirror
+        && level != Level::Debug
+    {
+        let _ = writeln!(std::io::stderr(), "{}{id}: {msg}", crate::progname());
     }
 }
 

@@ -268,46 +268,104 @@ fn timeouts(ctx: &Ctx) -> Timeouts {
 }
 
 /// A connection up to the point of the first transaction, or why not.
+///
+/// Under OPPORTUNISTIC_TLS a STARTTLS handshake that fails (no protocol in
+/// common, an alert, a lost connection; not a FINGERPRINT mismatch) is
+/// tried again in plain text on a new connection, as Postfix does at
+/// `smtp_tls_security_level = may`: the configuration asks for delivery
+/// without TLS rather than none.
 fn open(ctx: &Ctx, hop: &Hop) -> Result<Session<Stream>, String> {
+    match open_with(ctx, hop, true) {
+        Err(Open::HandshakeFailed(e)) => {
+            notice!("in opportunistic TLS mode, {e}; trying again in plain text");
+            open_with(ctx, hop, false).map_err(Open::into_text)
+        }
+        r => r.map_err(Open::into_text),
+    }
+}
+
+/// Why a connection was not opened.
+enum Open {
+    /// Give up on this host.
+    Failed(String),
+    /// The STARTTLS handshake failed under OPPORTUNISTIC_TLS.
+    HandshakeFailed(String),
+}
+
+impl Open {
+    fn into_text(self) -> String {
+        match self {
+            Open::Failed(e) | Open::HandshakeFailed(e) => e,
+        }
+    }
+}
+
+/// [`open`], with STARTTLS only when `starttls` (false: the plain-text
+/// retry of an opportunistic connection).
+fn open_with(ctx: &Ctx, hop: &Hop, starttls: bool) -> Result<Session<Stream>, Open> {
     let c = &ctx.config;
     let t = timeouts(ctx);
     let shown = hop.shown();
+    let failed = Open::Failed;
     info!("trying remote delivery to {shown}");
     let stream = Stream::connect(hop.addr, c.connect_timeout)
-        .map_err(|e| format!("connect to {shown} failed: {e}"))?;
-    let tls_config = || tls::client_config(c).map_err(|e| format!("TLS configuration: {e}"));
+        .map_err(|e| failed(format!("connect to {shown} failed: {e}")))?;
     let implicit = c.securetransfer && !c.starttls;
     let stream = if implicit {
         warn_noverify(ctx, &shown);
+        let client =
+            tls::client(c, false).map_err(|e| failed(format!("TLS configuration: {e}")))?;
         stream
-            .into_tls(tls_config()?, &hop.name, t.command)
-            .map_err(|e| format!("TLS with {shown} failed: {e}"))?
+            .into_tls(client.config.clone(), &hop.name, t.command)
+            .map_err(|e| failed(format!("TLS with {shown} failed: {}", client.why(&e).0)))?
     } else {
         stream
     };
     let mut s = Session::new(stream, &shown, t);
-    s.greeting().map_err(|e| e.to_string())?;
-    s.hello(&ctx.hostname).map_err(|e| e.to_string())?;
-    if c.securetransfer && c.starttls {
+    s.greeting().map_err(|e| failed(e.to_string()))?;
+    s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?;
+    if c.securetransfer && c.starttls && starttls {
         let offered = s.caps.starttls;
-        let ok = offered && s.starttls().map_err(|e| e.to_string())?;
+        let ok = offered && s.starttls().map_err(|e| failed(e.to_string()))?;
         if ok {
             warn_noverify(ctx, &shown);
-            let stream = s
-                .into_stream()
-                .into_tls(tls_config()?, &hop.name, t.command)
-                .map_err(|e| format!("TLS with {shown} failed: {e}"))?;
+            // OPPORTUNISTIC_TLS: a certificate that fails verification is
+            // accepted, the connection marked unverified.
+            let client = tls::client(c, c.opportunistic_tls)
+                .map_err(|e| failed(format!("TLS configuration: {e}")))?;
+            let mut stream =
+                match s
+                    .into_stream()
+                    .into_tls(client.config.clone(), &hop.name, t.command)
+                {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        let (why, certificate) = client.why(&e);
+                        let e = format!("TLS with {shown} failed: {why}");
+                        return Err(if c.opportunistic_tls && !certificate {
+                            Open::HandshakeFailed(e)
+                        } else {
+                            failed(e)
+                        });
+                    }
+                };
+            if let Some(why) = client.unverified() {
+                warning!(
+                    "TLS with {shown} is unverified: {why}; OPPORTUNISTIC_TLS delivers over it all the same (encrypted, but the server is not authenticated)"
+                );
+                stream.set_unverified(why);
+            }
             s = Session::new(stream, &shown, t);
-            s.hello(&ctx.hostname).map_err(|e| e.to_string())?;
+            s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?;
         } else if c.opportunistic_tls {
             notice!(
                 "in opportunistic TLS mode, STARTTLS not available at {shown}: continuing in plain text"
             );
         } else {
-            return Err(format!(
+            return Err(failed(format!(
                 "{shown} {} STARTTLS, and TLS is required (SECURETRANSFER STARTTLS)",
                 if offered { "refused" } else { "does not offer" }
-            ));
+            )));
         }
     }
     Ok(s)
@@ -425,9 +483,25 @@ fn deliver_group(
             }
             Ok(None) => {}
             Ok(Some(creds)) => {
-                let encrypted = is_tls(&s);
+                // A TLS connection whose certificate was not verified
+                // (OPPORTUNISTIC_TLS) counts as plain text: whoever is in
+                // the middle would get the password.
+                let encrypted = is_tls(&s) && s.stream().unverified().is_none();
+                if !encrypted && !ctx.config.insecure {
+                    let why = match s.stream().unverified() {
+                        Some(u) => format!(
+                            "no password sent to {shown}: TLS is unverified ({u}), and INSECURE is not set"
+                        ),
+                        None => format!(
+                            "no password sent to {shown}: the connection is not encrypted, and INSECURE is not set"
+                        ),
+                    };
+                    warning!("{why}; trying without AUTH");
+                    s.auth_withheld = Some(why);
+                }
                 match s.auth(&creds, encrypted, ctx.config.insecure) {
                     Ok(Some(mech)) => info!("authenticated to {shown} with {}", mech.name()),
+                    Ok(None) if s.auth_withheld.is_some() => {}
                     Ok(None) => warning!(
                         "{shown}: no AUTH mechanism that may be used here (plain-text passwords need TLS or INSECURE); trying without"
                     ),
@@ -606,10 +680,17 @@ fn run_transactions(
                 }
                 RcptResult::Rejected { cmd, reply } => {
                     progress = true;
-                    (
-                        Outcome::Failed(said(&reply, shown, &cmd)),
-                        Some(reply.one_line()),
-                    )
+                    let outcome = match &s.auth_withheld {
+                        // Our own refusal to authenticate: not the
+                        // recipient's fault, and INSECURE or a verifiable
+                        // certificate would mend it.
+                        Some(w) if auth_required(&reply) => Outcome::Deferred(format!(
+                            "4.7.0 {w}; {shown} said {} (in reply to {cmd})",
+                            reply.one_line()
+                        )),
+                        _ => Outcome::Failed(said(&reply, shown, &cmd)),
+                    };
+                    (outcome, Some(reply.one_line()))
                 }
                 RcptResult::Deferred { cmd, why } => {
                     progress = true;
@@ -663,6 +744,13 @@ fn run_transactions(
     // missing: then the next reply read might be the late one.
     let usable = !s.broken;
     Run::Done(out, usable.then_some(s))
+}
+
+/// Whether a 5xx says that authentication is needed: 530 (RFC 4954
+/// "authentication required"), 535, or the enhanced status 5.7.0 or 5.7.1
+/// (as "relay access denied" to a client that did not authenticate).
+fn auth_required(reply: &Reply) -> bool {
+    reply.code == 530 || reply.code == 535 || matches!(reply.status().as_str(), "5.7.0" | "5.7.1")
 }
 
 /// `<status> host [ip] said <reply> (in reply to <CMD>)`.

@@ -51,7 +51,90 @@ pub enum Job {
     Queue {
         /// Honour backoff.
         due_only: bool,
+        /// Only the messages these select (`-qI`, `-qR`, `-qS`).
+        select: Vec<Select>,
     },
+}
+
+/// What a `-q` selection looks at: sendmail's `-qI`, `-qR`, `-qS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectBy {
+    /// The queue id (`I`).
+    Id,
+    /// A recipient address (`R`).
+    Rcpt,
+    /// The envelope sender (`S`).
+    Sender,
+}
+
+/// One `-q[!]X<substring>` selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Select {
+    /// What it looks at.
+    pub by: SelectBy,
+    /// `-q!X`: the messages that do not match.
+    pub negate: bool,
+    /// The substring (matched without regard to ASCII case, as sendmail
+    /// does for addresses; exactly for ids).
+    pub pattern: String,
+}
+
+impl Select {
+    /// Parses the value of `-q` after `I`, `R`, `S` (optionally `!`-led):
+    /// `None` if it is not a selection.
+    pub fn parse(v: &str) -> Option<Select> {
+        let (negate, v) = match v.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, v),
+        };
+        let by = match v.chars().next()? {
+            'I' => SelectBy::Id,
+            'R' => SelectBy::Rcpt,
+            'S' => SelectBy::Sender,
+            _ => return None,
+        };
+        let pattern = v[1..].to_string();
+        // Empty selects everything: sendmail refuses it, and so do we.
+        (!pattern.is_empty() && !pattern.contains(char::is_control)).then_some(Select {
+            by,
+            negate,
+            pattern,
+        })
+    }
+
+    /// The `-q` value that [`Select::parse`] reads back.
+    fn arg(&self) -> String {
+        let by = match self.by {
+            SelectBy::Id => 'I',
+            SelectBy::Rcpt => 'R',
+            SelectBy::Sender => 'S',
+        };
+        format!("{}{by}{}", if self.negate { "!" } else { "" }, self.pattern)
+    }
+
+    fn hit(&self, env: &crate::spool::Envelope) -> bool {
+        let has = |s: &str| {
+            s.to_ascii_lowercase()
+                .contains(&self.pattern.to_ascii_lowercase())
+        };
+        let hit = match self.by {
+            SelectBy::Id => env.id.contains(&self.pattern),
+            SelectBy::Rcpt => env.rcpts.iter().any(|r| has(&r.addr)),
+            SelectBy::Sender => has(&env.sender),
+        };
+        hit != self.negate
+    }
+}
+
+/// Whether `env` is selected: by one of the selections of each kind given
+/// (sendmail: the same letter twice is either, different letters both).
+pub fn selected(select: &[Select], env: &crate::spool::Envelope) -> bool {
+    [SelectBy::Id, SelectBy::Rcpt, SelectBy::Sender]
+        .iter()
+        .all(|by| {
+            let of: Vec<&Select> = select.iter().filter(|s| s.by == *by).collect();
+            of.is_empty() || of.iter().any(|s| s.hit(env))
+        })
 }
 
 impl Job {
@@ -59,8 +142,16 @@ impl Job {
         match self {
             Job::Background => vec!["--job".into(), "background".into()],
             Job::Message(id) => vec!["--job".into(), "message".into(), "--id".into(), id.clone()],
-            Job::Queue { due_only: false } => vec!["--job".into(), "queue".into()],
-            Job::Queue { due_only: true } => vec!["--job".into(), "queue-due".into()],
+            Job::Queue { due_only, select } => {
+                let mut w = vec![
+                    "--job".into(),
+                    if *due_only { "queue-due" } else { "queue" }.into(),
+                ];
+                for s in select {
+                    w.extend(["--select".into(), s.arg()]);
+                }
+                w
+            }
         }
     }
 
@@ -80,6 +171,8 @@ pub struct Request<'a> {
     pub verbose: bool,
     /// `-L`.
     pub tag: Option<&'a str>,
+    /// A queue run ends with a summary line on our stderr.
+    pub summary: bool,
 }
 
 /// The submitter's side: asks `dma-local` for a runner doing `job`. For a
@@ -101,6 +194,9 @@ pub fn request(
     }
     if let Some(t) = req.tag {
         cmd.arg("--tag").arg(t);
+    }
+    if req.summary {
+        cmd.args(["--summary", "yes"]);
     }
     // Our name, for its `-v` lines, when it may be one (argv[0] is the
     // caller's to choose).
@@ -142,18 +238,21 @@ struct Args {
     verbose: bool,
     tag: String,
     config: Option<PathBuf>,
+    summary: bool,
 }
 
 impl Args {
     fn parse(args: &[String]) -> Option<Args> {
         let mut job = None;
         let mut id = None;
+        let mut select = Vec::new();
         let mut out = Args {
             job: Job::Background,
             caller_uid: 0,
             verbose: false,
             tag: "dma".into(),
             config: None,
+            summary: false,
         };
         let mut it = args.iter();
         while let Some(k) = it.next() {
@@ -163,17 +262,25 @@ impl Args {
                 "--id" if crate::spool::is_id(v) => id = Some(v.clone()),
                 "--caller-uid" => out.caller_uid = v.parse().ok()?,
                 "--verbose" => out.verbose = v == "yes",
+                "--summary" => out.summary = v == "yes",
                 "--tag" if crate::logging::valid_tag(v) => out.tag = v.clone(),
                 "--name" if crate::logging::valid_tag(v) => crate::set_progname(v),
                 "--config" => out.config = Some(PathBuf::from(v)),
+                "--select" => select.push(Select::parse(v)?),
                 _ => return None,
             }
         }
         out.job = match (job?.as_str(), id) {
             ("background", None) => Job::Background,
             ("message", Some(id)) => Job::Message(id),
-            ("queue", None) => Job::Queue { due_only: false },
-            ("queue-due", None) => Job::Queue { due_only: true },
+            ("queue", None) => Job::Queue {
+                due_only: false,
+                select,
+            },
+            ("queue-due", None) => Job::Queue {
+                due_only: true,
+                select,
+            },
             _ => return None,
         };
         Some(out)
@@ -211,6 +318,14 @@ pub fn serve(args: &[String]) -> i32 {
         let Some(mail) = privsep::mail_user() else {
             return refuse(EX_OSERR, "no user `mail' to run the queue as");
         };
+        // LOGFILE is made here, as root, for mail: a log directory (such
+        // as /var/log) is not mail's to write in.
+        if let Ok(Config {
+            logfile: Some(log), ..
+        }) = Config::load(Path::new(conf::DEFAULT_PATH))
+        {
+            crate::logging::precreate(&log, mail.uid.as_raw(), mail.gid.as_raw());
+        }
         if let Err(e) = privsep::become_mail(&mail) {
             return refuse(EX_OSERR, &format!("can not become mail: {e}"));
         }
@@ -293,6 +408,8 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             return EX_CONFIG;
         }
     };
+    // A runner is user mail, root, or a private -C run's: it may create it.
+    crate::logging::configure(config.logfile.clone(), config.log_syslog, true);
     let mut ctx = Ctx::new(config, config_override);
     ctx.watch(stamp);
     match &args.job {
@@ -304,9 +421,24 @@ fn run_job(args: &Args, config_path: &Path, config_override: Option<PathBuf>) ->
             EX_OK if stopped() => EX_CANTCREAT,
             code => code,
         },
-        Job::Queue { due_only } => match run_queue(&mut ctx, *due_only) {
-            Ok(()) if stopped() => EX_CANTCREAT,
-            Ok(()) => EX_OK,
+        Job::Queue { due_only, select } => match run_queue(&mut ctx, *due_only, select) {
+            Ok(tally) => {
+                let line = format!(
+                    "queue run: {} message{} tried; recipients: {} delivered, {} deferred, {} bounced; {} message{} left in the queue",
+                    tally.messages,
+                    plural(tally.messages),
+                    tally.delivered,
+                    tally.deferred,
+                    tally.failed,
+                    tally.left,
+                    plural(tally.left),
+                );
+                crate::logging::syslog_only(crate::logging::Level::Info, &line);
+                if args.summary {
+                    let _ = writeln!(std::io::stderr(), "{}: {line}", crate::progname());
+                }
+                if stopped() { EX_CANTCREAT } else { EX_OK }
+            }
             Err(e) => {
                 crit!("{e}");
                 EX_NOINPUT
@@ -755,7 +887,11 @@ fn deliver_logged(ctx: &mut Ctx, msg: Locked) {
 }
 
 /// `-q`: every message, shared out among QUEUE_WORKERS processes.
-fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<deliver::Tally, String> {
     let dir = ctx.spool.dir().to_path_buf();
     let ids = ctx
         .spool
@@ -776,10 +912,16 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
     let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for id in ids {
         let Ok(env) = ctx.spool.read_env(&id) else {
-            // Busy or broken: the worker that locks it will say which.
-            buckets[0].push((String::new(), id));
+            // Busy or broken: the worker that locks it will say which
+            // (unless a selection is given: it can not tell).
+            if select.is_empty() {
+                buckets[0].push((String::new(), id));
+            }
             continue;
         };
+        if !selected(select, &env) {
+            continue;
+        }
         if due_only && !deliver::has_due(&env, now, lifetime, retry_max) {
             continue;
         }
@@ -813,10 +955,15 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
         .collect();
     let mut children = Vec::new();
     let last = buckets.pop().unwrap_or_default();
+    // Each worker tells its tally through this pipe as it ends (one short
+    // write: atomic).
+    let tallies = unistd::pipe().map_err(|e| format!("can not make a pipe: {e}"))?;
     for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
         match privsep::fork() {
             Ok(privsep::Forked::Child) => {
+                drop(tallies.0);
                 run_bucket(ctx, &bucket, due_only);
+                let _ = unistd::write(&tallies.1, deliver::tally().to_line().as_bytes());
                 std::process::exit(if stopped() { EX_CANTCREAT } else { EX_OK });
             }
             Ok(privsep::Forked::Parent(pid)) => children.push(pid),
@@ -834,7 +981,15 @@ fn run_queue(ctx: &mut Ctx, due_only: bool) -> Result<(), String> {
             STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    Ok(())
+    drop(tallies.1);
+    let mut tally = deliver::tally();
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(tallies.0), &mut text);
+    for line in text.lines() {
+        tally.add(&deliver::Tally::from_line(line));
+    }
+    tally.left = ctx.spool.ids().map_or(0, |ids| ids.len() as u64);
+    Ok(tally)
 }
 
 /// Where a queued message goes first, for sharing out a queue run: the
@@ -891,6 +1046,7 @@ fn run_bucket(ctx: &mut Ctx, ids: &[String], due_only: bool) {
         }
         match ctx.spool.open_locked(id) {
             Ok(msg) => {
+                deliver::count_message();
                 batch.push(msg);
                 if batch.len() == deliver::MAX_BATCH {
                     deliver_batch(ctx, std::mem::take(&mut batch), !due_only);

@@ -91,6 +91,37 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
+fn unimplemented_b_modes_exit_64_and_read_nothing() {
+    use std::io::{Read, Write};
+    let env = Env::new("");
+    for mode in ["-bt", "-bh", "-bH", "-bP", "-bd", "-bD", "-bz", "-At"] {
+        // stdin is a pipe holding a message; it must stay unread.
+        let (mut rx, mut tx) = std::io::pipe().unwrap();
+        tx.write_all(b"Subject: must not be sent\n\nbody\n")
+            .unwrap();
+        drop(tx);
+        let mut c = env.cmd("sendmail");
+        c.args([mode, "root"]).stdin(rx.try_clone().unwrap());
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{mode}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown = mode.replace("-A", "-b");
+        assert!(
+            err.starts_with(&format!("sendmail: {shown} is not supported"))
+                && err.lines().count() == 1,
+            "{mode}: {err}"
+        );
+        let mut left = String::new();
+        rx.read_to_string(&mut left).unwrap();
+        assert_eq!(
+            left, "Subject: must not be sent\n\nbody\n",
+            "{mode} read stdin"
+        );
+    }
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
 fn bad_addresses_exit_65_and_queue_nothing() {
     let env = Env::new("");
     for args in [
@@ -201,14 +232,46 @@ fn verbose_mirrors_dma_log_lines() {
     let e = r.stderr();
     let id = &env.messages("root")[0];
     assert!(id.contains("\n\tid "));
+    let queued = e
+        .split("queued as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no queue id in\n{e}"));
+    // The lines about a message carry its queue id, as in the log.
     for want in [
-        format!("sendmail: new mail from user=root uid=0 envelope_from=<root@{HOST}>"),
-        "sendmail: mail to=<root> queued as ".to_string(),
-        "sendmail: <root> trying delivery".to_string(),
-        "sendmail: <root> delivery successful".to_string(),
+        format!("sendmail[{queued}]: new mail from user=root uid=0 envelope_from=<root@{HOST}>"),
+        format!("sendmail[{queued}]: mail to=<root> queued as {queued}"),
+        format!("sendmail[{queued}]: <root> trying delivery"),
+        format!("sendmail[{queued}]: <root> delivery successful"),
     ] {
         assert!(e.contains(&want), "missing {want:?} in\n{e}");
     }
+}
+
+/// `dma -q` says what it did in one line, with -v (or on a terminal); not
+/// otherwise (cron mails whatever a job prints).
+#[test]
+fn a_queue_run_ends_with_a_summary() {
+    if !need_root("queue_summary") {
+        return;
+    }
+    let env = Env::new("");
+    for to in ["root", "nosuchuser-here"] {
+        run(&env, "sendmail", &["-odq", to], "Subject: s\n\nx\n").expect(0, &env);
+    }
+    let r = run(&env, "dma", &["-q"], "");
+    r.expect(0, &env);
+    assert!(!r.stderr().contains("queue run"), "{}", r.show());
+    run(&env, "sendmail", &["-odq", "root"], "Subject: s\n\nx\n").expect(0, &env);
+    let r = run(&env, "dma", &["-v", "-q"], "");
+    r.expect(0, &env);
+    assert!(
+        r.stderr().contains(
+            "dma: queue run: 1 message tried; recipients: 1 delivered, 0 deferred, 0 bounced; 0 messages left in the queue\n"
+        ),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
@@ -381,4 +444,24 @@ fn help_and_version_print_and_exit_0_under_every_name() {
     // -h is sendmail's hop count, not help.
     run(&env, "sendmail", &["-h"], "").expect(64, &env);
     assert!(env.queue_ids().is_empty(), "{}", env.dump());
+}
+
+#[test]
+fn log_syslog_off_needs_a_logfile() {
+    let env = Env::new("LOG_SYSLOG off\n");
+    let r = run(&env, "sendmail", &["-odq", "root"], "x\n");
+    r.expect(78, &env);
+    assert!(
+        r.stderr().contains("LOG_SYSLOG off needs a LOGFILE"),
+        "{}",
+        r.show()
+    );
+    env.write_conf("LOGFILE relative.log\n");
+    let r = run(&env, "sendmail", &["-odq", "root"], "x\n");
+    r.expect(78, &env);
+    assert!(
+        r.stderr().contains("LOGFILE needs an absolute path"),
+        "{}",
+        r.show()
+    );
 }

@@ -546,3 +546,60 @@ fn concurrent_queue_runs_deliver_each_message_once() {
     }
     assert!(env.queue_ids().is_empty());
 }
+
+/// sendmail's queue selection: `-qR`, `-qS`, `-qI` (and `-q!X`) run only
+/// the matching messages; `-q 5m` (a word of its own) is `-q5m`.
+#[test]
+fn queue_runs_select_by_recipient_sender_and_id() {
+    if !need_root("queue_select") {
+        return;
+    }
+    let env = Env::new("");
+    let q = |args: &[&str]| {
+        let mut c = env.cmd("dma");
+        c.args(args);
+        env.run(c, b"", None).expect(0, &env);
+    };
+    env.send(&["-odq", "-f", "root", BOB], "Subject: 1\n\none\n")
+        .expect(0, &env);
+    env.send(
+        &["-odq", "-f", "carol@else.example", ALICE],
+        "Subject: 2\n\ntwo\n",
+    )
+    .expect(0, &env);
+    env.send(&["-odq", "-f", "root", ALICE], "Subject: 3\n\nthree\n")
+        .expect(0, &env);
+    assert_eq!(env.queue_ids().len(), 3, "{}", env.dump());
+
+    // Not due yet (never tried: due), but selected by nothing: untouched.
+    q(&["-qRnobody-here"]);
+    assert_eq!(env.queue_ids().len(), 3, "{}", env.dump());
+    // By recipient, without regard to case.
+    q(&[&format!("-qR{}", BOB.to_uppercase())]);
+    assert_eq!(env.messages(BOB).len(), 1, "{}", env.dump());
+    assert!(env.messages(ALICE).is_empty(), "{}", env.dump());
+    // By sender, negated: everything not from carol.
+    q(&["-q!SCAROL@"]);
+    let alice = env.messages(ALICE);
+    assert_eq!(alice.len(), 1, "{}", env.dump());
+    assert!(alice[0].contains("\nthree\n"), "{}", alice[0]);
+    // By id; then `-q 5m` as two words runs (due) what is left.
+    let id = env.queue_ids().pop().expect("carol's message is left");
+    q(&["-qInot-an-id", &format!("-qI{}", &id[4..10])]);
+    assert!(env.queue_ids().is_empty(), "{}", env.dump());
+    assert_eq!(env.messages(ALICE).len(), 2, "{}", env.dump());
+
+    env.send(&["-odq", BOB], "Subject: 4\n\nfour\n")
+        .expect(0, &env);
+    q(&["-q", "5m"]);
+    assert_eq!(env.messages(BOB).len(), 2, "{}", env.dump());
+
+    // A selection without a substring, or of an unknown kind, is refused.
+    for bad in ["-qR", "-qX5", "-q!"] {
+        let mut c = env.cmd("dma");
+        c.arg(bad);
+        let r = env.run(c, b"", None);
+        assert_eq!(r.code(), 64, "{bad}: {}", r.show());
+        assert!(r.stderr().contains("invalid -q"), "{bad}: {}", r.show());
+    }
+}

@@ -174,6 +174,7 @@ fn start(users: &[(&str, &str)], tls: bool) -> Exim {
             .collect(),
         tls,
         mechanisms: Vec::new(),
+        ..EximOptions::default()
     })
 }
 

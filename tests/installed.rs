@@ -149,3 +149,81 @@ fn root_submitter_has_exactly_mails_ids_and_group() {
     // And the message was queued.
     assert_eq!(inst.spool_files().len(), 2, "{:?}", inst.spool_files());
 }
+
+/// LOGFILE on an installed system: Alice's own `dma` (set-group-id mail)
+/// never creates the file (no user may own the log); the runner does, mode
+/// 0660 group mail, and it then holds both the submission's and the
+/// delivery's lines, each tagged with the queue id. Moved away (logrotate),
+/// it is made again; a symlink in its place is never written through.
+#[test]
+fn installed_logfile_is_never_a_users_and_follows_logrotate() {
+    if !need_root("installed_logfile") {
+        return;
+    }
+    let inst = Installed::new();
+    let log = inst.root.join("log");
+    std::fs::create_dir(&log).unwrap();
+    let file = log.join("dma.log");
+    inst.add_conf(&format!("LOGFILE {}\nLOG_SYSLOG off\n", file.display()));
+    let sendmail = inst.path("sbin/sendmail");
+
+    // Queued only: Alice's process alone runs, and may not create it.
+    let o = inst.run(
+        Some(ALICE),
+        &[&sendmail, "-odq", BOB],
+        "Subject: 1\n\none\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!file.exists(), "a user's dma created the log file");
+
+    // Root's queue run (as mail) creates it.
+    let o = inst.run(None, &[&sendmail, "-q"], "");
+    assert!(o.status.success(), "{}", show(&o));
+    let mail = nix::unistd::User::from_name("mail").unwrap().unwrap();
+    let meta = std::fs::metadata(&file).expect("the runner made the log file");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), mail.uid.as_raw());
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("]: info: <{BOB}> delivery successful\n")),
+        "{text}"
+    );
+    assert!(inst.mailbox(BOB).contains("\none\n"));
+
+    // Now it exists: Alice's submission appends its lines, with the id.
+    let o = inst.run(
+        Some(ALICE),
+        &[&sendmail, "-odi", BOB],
+        "Subject: 2\n\ntwo\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let new_mail = text
+        .lines()
+        .find(|l| l.contains(&format!("new mail from user={ALICE} ")))
+        .unwrap_or_else(|| panic!("no submission line in\n{text}"));
+    assert!(
+        new_mail.contains(" dma[") || new_mail.contains(" sendmail["),
+        "{new_mail}"
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), mail.uid.as_raw());
+
+    // logrotate moves it away: the next lines go to a new file.
+    std::fs::rename(&file, log.join("dma.log.1")).unwrap();
+    let o = inst.run(None, &[&sendmail, "-odi", BOB], "Subject: 3\n\nthree\n");
+    assert!(o.status.success(), "{}", show(&o));
+    let fresh = std::fs::read_to_string(&file).expect("made again after the move");
+    assert!(fresh.contains("delivery successful"), "{fresh}");
+    assert!(!fresh.contains(&format!("user={ALICE} ")), "{fresh}");
+
+    // A symlink in its place: nothing is written through it.
+    std::fs::remove_file(&file).unwrap();
+    let target = log.join("target");
+    std::fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, &file).unwrap();
+    let o = inst.run(None, &[&sendmail, "-odi", BOB], "Subject: 4\n\nfour\n");
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    assert!(inst.mailbox(BOB).contains("\nfour\n"));
+}

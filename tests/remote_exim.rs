@@ -103,6 +103,7 @@ fn starttls_with_each_sasl_mechanism() {
             users: vec![("user".into(), "s3cret pass".into())],
             tls: true,
             mechanisms: vec![mech.into()],
+            ..EximOptions::default()
         });
         let env = Env::new("");
         let auth = auth_file(&env, "user|127.0.0.1:s3cret pass\n");
@@ -139,6 +140,7 @@ fn implicit_tls_and_a_wrong_password() {
         users: vec![("user".into(), "right".into())],
         tls: true,
         mechanisms: vec![],
+        ..EximOptions::default()
     });
     let env = Env::new("");
     let auth = auth_file(&env, "user|127.0.0.1:wrong\n");
@@ -204,4 +206,44 @@ fn a_cron_message_reaches_the_smarthost_with_qualified_headers() {
         "{data}"
     );
     assert!(data.ends_with("\n\nbackup done\n"), "{data}");
+}
+
+/// The retry delay follows the message's age, not the count of attempts:
+/// three `dma -q` run by hand within seconds leave the next try where one
+/// would (RETRY_MIN, 5 minutes, give or take the 20 % jitter), instead of
+/// doubling it each time.
+#[test]
+fn forced_runs_do_not_push_the_next_retry_away() {
+    if !need_exim("exim_backoff_by_age") {
+        return;
+    }
+    let exim = Exim::start(EximOptions::default());
+    exim.set_defer(true);
+    let env = Env::new(&format!("SMARTHOST 127.0.0.1\nPORT {}\n", exim.port()));
+    env.send(&["-odq", "defer1@example.org"], MSG)
+        .expect(0, &env);
+    let id = env.queue_ids().pop().expect("queued");
+    for _ in 0..3 {
+        env.flush().expect(0, &env);
+    }
+    let envelope = std::fs::read_to_string(env.spool.join(format!("{id}.env"))).unwrap();
+    let field = |name: &str| -> i64 {
+        envelope
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {envelope}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("attempts "), 3, "{envelope}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let wait = field("next-try ") - now;
+    assert!(
+        (230..=362).contains(&wait),
+        "next try in {wait}s:\n{envelope}"
+    );
 }

@@ -136,6 +136,10 @@ pub struct Config {
     /// SPOOLDIR (bytes or a share of the file system) only root's
     /// submissions and bounces are queued; 0 turns the check off.
     pub spool_min_free: Size,
+    /// `LOGFILE` (ours): log lines also go to this file.
+    pub logfile: Option<PathBuf>,
+    /// `LOG_SYSLOG` (ours, default on): `off` logs to LOGFILE only.
+    pub log_syslog: bool,
 }
 
 impl Default for Config {
@@ -175,6 +179,8 @@ impl Default for Config {
             hop_sessions: 8,
             message_size_limit: DEFAULT_MESSAGE_SIZE_LIMIT,
             spool_min_free: DEFAULT_SPOOL_MIN_FREE,
+            logfile: None,
+            log_syslog: true,
         }
     }
 }
@@ -246,6 +252,8 @@ pub const KEYS: &[Key] = &[
     value("HOP_SESSIONS", "n", Some("8")),
     value("MESSAGE_SIZE_LIMIT", "size", Some("50M")),
     value("SPOOL_MIN_FREE", "size", Some("100M")),
+    value("LOGFILE", "path", None),
+    value("LOG_SYSLOG", "on/off", Some("on")),
 ];
 
 /// The key called `name` (exactly: keys are upper case, as in dma).
@@ -329,6 +337,9 @@ impl Config {
                 reason: Some("NULLCLIENT needs SMARTHOST".into()),
             });
         }
+        if !c.log_syslog && c.logfile.is_none() {
+            return Err(err(0, Some("LOG_SYSLOG off needs a LOGFILE".into())));
+        }
         if c.retry_min > c.retry_max {
             return Err(err(0, Some("RETRY_MIN is larger than RETRY_MAX".into())));
         }
@@ -347,6 +358,19 @@ impl Config {
                 self.smarthost = Some(v.to_string());
             }
             "CAFILE" => self.cafile = Some(PathBuf::from(v)),
+            "LOGFILE" => {
+                if !v.starts_with('/') {
+                    return Err(format!("LOGFILE needs an absolute path, not `{v}'"));
+                }
+                self.logfile = Some(PathBuf::from(v));
+            }
+            "LOG_SYSLOG" => {
+                self.log_syslog = match v.trim().to_ascii_lowercase().as_str() {
+                    "on" | "yes" => true,
+                    "off" | "no" => false,
+                    _ => return Err(format!("LOG_SYSLOG needs on or off, not `{v}'")),
+                };
+            }
             "MESSAGE_SIZE_LIMIT" => match size::parse(v) {
                 Some(Size::Bytes(n)) => self.message_size_limit = n,
                 _ => {

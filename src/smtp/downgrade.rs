@@ -18,6 +18,9 @@ use std::io::{self, BufRead, Write};
 /// Quoted-printable lines are at most this long, soft break included.
 const QP_LINE: usize = 76;
 
+/// How deep multiparts and messages are followed.
+const MAX_DEPTH: usize = 40;
+
 /// Lines of the message, with one line of lookahead.
 struct Lines<R> {
     r: R,
@@ -230,16 +233,20 @@ fn entity(
     boundaries: &[Vec<u8>],
     top: bool,
     digest: bool,
+    depth: usize,
     out: &mut impl Write,
 ) -> io::Result<()> {
     let h = read_head(lines, boundaries)?;
+    // Deeper than this, a part is taken as a leaf (no recursion without
+    // end on a hostile message; Postfix's mime_nesting_limit is 100).
+    let nested = depth < MAX_DEPTH;
     let eight_label = matches!(h.cte.as_str(), "8bit" | "binary");
     let ctype = if h.ctype.is_empty() && digest {
         "message/rfc822"
     } else {
         h.ctype.as_str()
     };
-    if let (true, Some(b)) = (ctype.starts_with("multipart/"), &h.boundary) {
+    if let (true, true, Some(b)) = (nested, ctype.starts_with("multipart/"), &h.boundary) {
         write_head(&h, eight_label.then_some("7bit"), &[], out)?;
         let mut inner = boundaries.to_vec();
         inner.push(b.clone());
@@ -253,19 +260,26 @@ fn entity(
             }
             let l = lines.next()?.expect("peeked");
             out.write_all(&l)?;
-            if content(&l).trim_ascii_end().ends_with(b"--")
-                && content(&l).trim_ascii_end() != [b"--", &b[..]].concat()
-            {
+            // The close delimiter: `--boundary--` (a boundary may itself
+            // end in `--`).
+            if content(&l).trim_ascii_end() == [&b"--"[..], b, b"--"].concat() {
                 copy_body(lines, boundaries, false, out)?;
                 break;
             }
-            entity(lines, &inner, false, ctype == "multipart/digest", out)?;
+            entity(
+                lines,
+                &inner,
+                false,
+                ctype == "multipart/digest",
+                depth + 1,
+                out,
+            )?;
         }
         return Ok(());
     }
-    if matches!(ctype, "message/rfc822" | "message/global") {
+    if nested && matches!(ctype, "message/rfc822" | "message/global") {
         write_head(&h, eight_label.then_some("7bit"), &[], out)?;
-        return entity(lines, boundaries, false, false, out);
+        return entity(lines, boundaries, false, false, depth + 1, out);
     }
     if matches!(h.cte.as_str(), "base64" | "quoted-printable") {
         write_head(&h, None, &[], out)?;
@@ -304,7 +318,7 @@ pub fn to_7bit(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()>
         r: input,
         peeked: None,
     };
-    entity(&mut lines, &[], true, false, out)?;
+    entity(&mut lines, &[], true, false, 0, out)?;
     // Whatever follows (nothing, for a well-formed message) is copied.
     while let Some(l) = lines.next()? {
         out.write_all(&l)?;
@@ -416,6 +430,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hostile_nesting_ends() {
+        // 100 000 nested messages: no recursion without end, all 7-bit out.
+        let mut m = String::new();
+        for _ in 0..100_000 {
+            m.push_str("Content-Type: message/rfc822\n\n");
+        }
+        m.push_str("Subject: deep\n\n\u{e9}\n");
+        let out = conv(&m);
+        assert!(out.is_ascii());
+        assert!(out.ends_with("=C3=A9\n"), "{}", &out[out.len() - 40..]);
+    }
+
     proptest::proptest! {
         /// Any body of a text message comes out 7-bit and decodes back.
         #[test]
@@ -432,7 +459,8 @@ mod tests {
                 want.push(b'\n');
             }
             if body.is_ascii() {
-                proptest::prop_assert_eq!(enc.as_bytes(), &want[..]);
+                // Copied as it is, a missing last newline too.
+                proptest::prop_assert_eq!(enc.as_bytes(), &body[..]);
             } else {
                 proptest::prop_assert_eq!(unqp(enc), want);
             }

@@ -211,6 +211,10 @@ pub struct Session<T: Transport> {
     /// A read or write failed or timed out: the replies may be out of step
     /// with the commands, so the session must not be used again.
     pub broken: bool,
+    /// Why we did not authenticate although auth.conf has a password for
+    /// this server (no verified TLS, no INSECURE): a 530/535 to MAIL or RCPT
+    /// is then our own doing, and defers.
+    pub auth_withheld: Option<String>,
 }
 
 /// Whether an address of the envelope is non-ASCII: it can go only with
@@ -272,6 +276,7 @@ impl<T: Transport> Session<T> {
             timeouts,
             needs_rset: false,
             broken: false,
+            auth_withheld: None,
         }
     }
 

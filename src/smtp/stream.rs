@@ -15,8 +15,9 @@ use super::deadline::{Deadline, TimedTcp, Transport};
 pub enum Stream {
     /// Plain TCP.
     Plain(TimedTcp),
-    /// TLS over TCP.
-    Tls(Box<StreamOwned<ClientConnection, TimedTcp>>),
+    /// TLS over TCP, and why its certificate is unverified (OPPORTUNISTIC_TLS
+    /// accepted it), if it is.
+    Tls(Box<StreamOwned<ClientConnection, TimedTcp>>, Option<String>),
 }
 
 impl Stream {
@@ -30,7 +31,7 @@ impl Stream {
 
     /// Whether TLS is up.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        matches!(self, Stream::Tls(..))
     }
 
     /// Starts TLS on a plain connection and completes the handshake, all
@@ -51,13 +52,29 @@ impl Stream {
         while conn.is_handshaking() {
             conn.complete_io(&mut tcp)?;
         }
-        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp)), None))
+    }
+
+    /// Marks a TLS connection whose certificate could not be verified
+    /// (OPPORTUNISTIC_TLS), with why: it counts as plain text for AUTH.
+    pub fn set_unverified(&mut self, why: String) {
+        if let Stream::Tls(_, u) = self {
+            *u = Some(why);
+        }
+    }
+
+    /// Why the certificate of this TLS connection is unverified, if it is.
+    pub fn unverified(&self) -> Option<&str> {
+        match self {
+            Stream::Tls(_, u) => u.as_deref(),
+            Stream::Plain(_) => None,
+        }
     }
 
     /// The certificate the server showed (TLS only), DER.
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {
-            Stream::Tls(s) => s
+            Stream::Tls(s, _) => s
                 .conn
                 .peer_certificates()
                 .and_then(|c| c.first())
@@ -71,7 +88,7 @@ impl Read for Stream {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(b),
-            Stream::Tls(s) => s.read(b),
+            Stream::Tls(s, _) => s.read(b),
         }
     }
 }
@@ -80,13 +97,13 @@ impl Write for Stream {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(b),
-            Stream::Tls(s) => s.write(b),
+            Stream::Tls(s, _) => s.write(b),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+            Stream::Tls(s, _) => s.flush(),
         }
     }
 }
@@ -95,7 +112,7 @@ impl Transport for Stream {
     fn set_deadline(&mut self, d: Deadline) {
         match self {
             Stream::Plain(s) => s.set_deadline(d),
-            Stream::Tls(s) => s.sock.set_deadline(d),
+            Stream::Tls(s, _) => s.sock.set_deadline(d),
         }
     }
 }

@@ -3,17 +3,39 @@
 //! the server's leaf certificate (SHA-256) instead; TLS_NO_VERIFY turns
 //! verification off (insecure, logged at every use); CERTFILE is a client
 //! certificate (chain and key in one PEM file, as in dma).
+//!
+//! A server certificate byte-identical to one in CAFILE is trusted whatever
+//! its basic constraints, as OpenSSL trusts a self-signed anchor (OpenSSL 3's
+//! `openssl req -x509` marks such a certificate CA:TRUE, which webpki
+//! refuses as an end entity); its host name and its validity dates are still
+//! checked.
+//!
+//! Under OPPORTUNISTIC_TLS (with STARTTLS) a certificate that fails
+//! verification is accepted all the same: the connection is encrypted but
+//! unverified, and [`Client::unverified`] says why. A FINGERPRINT mismatch
+//! is never accepted.
+//!
+//! Every failure is described in words ([`Client::why`]): what is wrong, and
+//! the certificate's subject, never a rustls enum name.
 
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+
+mod words;
+use words::{CertInfo, describe_cert, describe_io, subject_of};
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,29 +63,83 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-/// The rustls client configuration for `config`. Errors name the file.
-pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
+/// A rustls client configuration for one connection, with what its
+/// certificate check found.
+pub struct Client {
+    /// The configuration for the handshake.
+    pub config: Arc<ClientConfig>,
+    /// The verifier's finding, in words: why the certificate was refused (or,
+    /// when lenient, accepted unverified). Empty when it verified.
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl Client {
+    /// Why the handshake that ended in `err` failed, in words; and whether
+    /// it was our refusal of the certificate (`true`) rather than a failed
+    /// handshake (no protocol in common, an alert, a lost connection).
+    pub fn why(&self, err: &io::Error) -> (String, bool) {
+        let verdict = self
+            .verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // A finding the verifier accepted (lenient) is not why a later step
+        // of the handshake failed.
+        let refused = matches!(
+            err.get_ref().and_then(|e| e.downcast_ref::<Error>()),
+            Some(Error::InvalidCertificate(_))
+        );
+        match verdict {
+            Some(v) if refused => (v, true),
+            _ => (describe_io(err), false),
+        }
+    }
+
+    /// After a handshake that succeeded: why the certificate could not be
+    /// verified (OPPORTUNISTIC_TLS accepted it all the same), or `None` when
+    /// it was verified (or TLS_NO_VERIFY asked for no check).
+    pub fn unverified(&self) -> Option<String> {
+        self.verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// The rustls client configuration for `config`, for one connection.
+/// `lenient` (OPPORTUNISTIC_TLS with STARTTLS): accept a certificate that
+/// fails verification, and record why. Errors name the file.
+pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match Policy::of(config) {
+    let check = match Policy::of(config) {
         Policy::Verify => {
-            let roots = roots(config)?;
-            builder.with_root_certificates(roots)
+            let (roots, anchors) = roots(config)?;
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("certificate verifier: {e}"))?;
+            Check::Chain {
+                inner,
+                anchors,
+                source: match &config.cafile {
+                    Some(p) => format!("CAFILE {}", p.display()),
+                    None => "the system's trusted CAs".to_string(),
+                },
+            }
         }
-        Policy::Pin(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fp: Some(fp),
-                provider: provider(),
-            })),
-        Policy::None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fp: None,
-                provider: provider(),
-            })),
+        Policy::Pin(fp) => Check::Pin(fp),
+        Policy::None => Check::Nothing,
     };
+    let verdict = Arc::new(Mutex::new(None));
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            check,
+            lenient,
+            verdict: verdict.clone(),
+            provider: provider(),
+        }));
     let cfg = match &config.certfile {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -79,12 +155,17 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
                 .map_err(|e| format!("CERTFILE {shown}: {e}"))?
         }
     };
-    Ok(Arc::new(cfg))
+    Ok(Client {
+        config: Arc::new(cfg),
+        verdict,
+    })
 }
 
-/// CAFILE's certificates, or the system's.
-fn roots(config: &Config) -> Result<RootCertStore, String> {
+/// CAFILE's certificates (also returned as they are, for the exact-match
+/// rule), or the system's.
+fn roots(config: &Config) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
+    let mut anchors = Vec::new();
     match &config.cafile {
         Some(path) => {
             for c in CertificateDer::pem_file_iter(path)
@@ -92,8 +173,9 @@ fn roots(config: &Config) -> Result<RootCertStore, String> {
             {
                 let c = c.map_err(|e| format!("CAFILE {}: {e}", path.display()))?;
                 roots
-                    .add(c)
+                    .add(c.clone())
                     .map_err(|e| format!("CAFILE {}: {e}", path.display()))?;
+                anchors.push(c);
             }
         }
         None => {
@@ -106,21 +188,13 @@ fn roots(config: &Config) -> Result<RootCertStore, String> {
     if roots.is_empty() {
         return Err("no trusted CA certificates (install ca-certificates, or set CAFILE)".into());
     }
-    Ok(roots)
+    Ok((roots, anchors))
 }
 
 /// The name to check the certificate against (and send as SNI).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(h.to_string()).map_err(|e| format!("{host}: {e}"))
-}
-
-/// Checks the leaf certificate's SHA-256 (`fp`), or nothing at all (`None`,
-/// TLS_NO_VERIFY). Handshake signatures are always checked.
-#[derive(Debug)]
-struct Pinned {
-    fp: Option<[u8; 32]>,
-    provider: Arc<CryptoProvider>,
 }
 
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
@@ -131,23 +205,90 @@ pub fn fingerprint(cert: &[u8]) -> String {
         .collect()
 }
 
-impl ServerCertVerifier for Pinned {
+/// What the verifier checks.
+#[derive(Debug)]
+enum Check {
+    /// The chain to a trusted CA and the name; or, for a certificate that is
+    /// itself in CAFILE, the name and the dates.
+    Chain {
+        inner: Arc<WebPkiServerVerifier>,
+        anchors: Vec<CertificateDer<'static>>,
+        /// Where the trusted CAs come from, for messages.
+        source: String,
+    },
+    /// The leaf's SHA-256.
+    Pin([u8; 32]),
+    /// Nothing (TLS_NO_VERIFY). Handshake signatures are still checked.
+    Nothing,
+}
+
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
+    lenient: bool,
+    verdict: Arc<Mutex<Option<String>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Verifier {
+    fn record(&self, words: String) {
+        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(words);
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if self.fp.is_none_or(|fp| fp == got) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(Error::General(format!(
-                "fingerprints do not match: the server's certificate is {}",
-                fingerprint(end_entity.as_ref())
-            )))
+        let host = name.to_str();
+        match &self.check {
+            Check::Nothing => Ok(ServerCertVerified::assertion()),
+            Check::Pin(fp) => {
+                let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                if got == *fp {
+                    return Ok(ServerCertVerified::assertion());
+                }
+                // A pin is the administrator's explicit choice: never
+                // accepted unverified, even when lenient.
+                self.record(format!(
+                    "fingerprints do not match: the certificate of {host} ({}) has SHA-256 {}, FINGERPRINT is {}",
+                    subject_of(end_entity.as_ref()),
+                    fingerprint(end_entity.as_ref()),
+                    fp.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ));
+                Err(Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            Check::Chain {
+                inner,
+                anchors,
+                source,
+            } => {
+                let r = if anchors.iter().any(|a| a.as_ref() == end_entity.as_ref()) {
+                    trusted_as_is(end_entity, name, now)
+                } else {
+                    inner
+                        .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    Err(e) => {
+                        self.record(describe_cert(&e, end_entity.as_ref(), &host, source));
+                        if self.lenient {
+                            Ok(ServerCertVerified::assertion())
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -184,4 +325,38 @@ impl ServerCertVerifier for Pinned {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// A certificate found byte for byte in CAFILE: trusted as it is (no chain,
+/// no basic constraints), but it must name the host and be valid now, as
+/// OpenSSL checks a self-signed trust anchor.
+fn trusted_as_is(
+    end_entity: &CertificateDer<'_>,
+    name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), Error> {
+    let parsed = ParsedCertificate::try_from(end_entity)?;
+    let info = CertInfo::parse(end_entity.as_ref())
+        .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if let Err(e) = verify_server_name(&parsed, name) {
+        // OpenSSL's X509_check_host: without a DNS name or IP address in
+        // subjectAltName, the subject's CN names the host (`openssl req
+        // -x509 -subj /CN=host` has none). Only for a certificate trusted
+        // as it is; a CA-issued one needs subjectAltName, as with rustls.
+        let host = match name {
+            ServerName::DnsName(d) => d.as_ref(),
+            _ => return Err(e),
+        };
+        if !(info.names.is_empty() && info.cns.iter().any(|cn| cn.eq_ignore_ascii_case(host))) {
+            return Err(e);
+        }
+    }
+    let t = now.as_secs() as i64;
+    if t < info.not_before {
+        return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
+    }
+    if t > info.not_after {
+        return Err(Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
 }

@@ -56,6 +56,15 @@ pub struct EximOptions {
     /// The AUTH mechanisms to offer (`PLAIN`, `LOGIN`, `CRAM-MD5`); empty
     /// means all three.
     pub mechanisms: Vec<String>,
+    /// The certificate and private key (PEM) to present instead of the
+    /// harness's CA-signed one ([`Exim::ca_pem`] is then not the CA of
+    /// what the server shows).
+    pub certificate: Option<(String, String)>,
+    /// MAIL without AUTH gets `530 5.7.0 authentication required`.
+    pub require_auth: bool,
+    /// A GnuTLS priority string (`tls_require_ciphers`), to make the TLS
+    /// handshake fail.
+    pub tls_priority: Option<String>,
 }
 
 /// A message that exim accepted and stored.
@@ -145,6 +154,7 @@ impl Exim {
         // A certificate even without TLS: exim loads one at start-up all the
         // same, and makes a self-signed one (slowly: 0.4 s) if it has none.
         let (ca, cert, key) = certificates();
+        let (cert, key) = opts.certificate.clone().unwrap_or((cert, key));
         write_file(&d.join("ca.pem"), &ca, 0o644, gid);
         write_file(&d.join("cert.pem"), &cert, 0o644, gid);
         write_file(&d.join("key.pem"), &key, 0o640, gid);
@@ -154,7 +164,7 @@ impl Exim {
         // and writable by nobody else.
         write_file(
             &conf,
-            &config(&d, port, opts.tls.then_some(tls_port), &opts.mechanisms),
+            &config(&d, port, opts.tls.then_some(tls_port), opts),
             0o644,
             0,
         );
@@ -403,7 +413,8 @@ fn parse_stored(text: &str) -> Option<(u64, StoredMessage)> {
 }
 
 /// The exim configuration for a daemon in `d`.
-fn config(d: &Path, port: u16, tls_port: Option<u16>, mechanisms: &[String]) -> String {
+fn config(d: &Path, port: u16, tls_port: Option<u16>, opts: &EximOptions) -> String {
+    let mechanisms = &opts.mechanisms;
     let d = d.display();
     let offer = |m: &str| {
         if mechanisms.is_empty() || mechanisms.iter().any(|x| x.eq_ignore_ascii_case(m)) {
@@ -417,9 +428,19 @@ fn config(d: &Path, port: u16, tls_port: Option<u16>, mechanisms: &[String]) -> 
         Some(t) => format!("{port} : {t}"),
         None => port.to_string(),
     };
-    let tls = match tls_port {
+    let mut tls = match tls_port {
         Some(t) => format!("tls_advertise_hosts = *\ntls_on_connect_ports = {t}\n"),
         None => "tls_advertise_hosts =\n".to_string(),
+    };
+    if let Some(p) = &opts.tls_priority {
+        tls.push_str(&format!("tls_require_ciphers = {p}\n"));
+    }
+    // Without AUTH, MAIL is refused as a smarthost that wants a password
+    // refuses it.
+    let mail_acl = if opts.require_auth {
+        "  deny    !authenticated = *\n          message = 530 5.7.0 authentication required\n"
+    } else {
+        ""
     };
     format!(
         r#"# exim for one dma-rs test (tests/support/exim.rs).
@@ -464,8 +485,18 @@ queue_only = false
 
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_data
+acl_smtp_mail = acl_mail
+acl_smtp_auth = acl_auth
 
 begin acl
+
+# Every AUTH command is logged: a test can prove that none was sent.
+acl_auth:
+  warn    logwrite = harness: AUTH command received
+  accept
+
+acl_mail:
+{mail_acl}  accept
 
 acl_rcpt:
   deny    local_parts = ^reject
