@@ -43,6 +43,10 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
             ));
         }
     }
+    if let Mode::Queue(_) = inv.mode {
+        // By the real ids, before they change.
+        crate::qadmin::authorize(inv.config.is_some())?;
+    }
     setup_privileges(&inv)?;
     crate::logging::init(inv.log_tag.as_deref().unwrap_or("dma"), inv.verbose);
     let path = inv
@@ -74,7 +78,7 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         })?;
     }
     let mut ctx = Ctx::new(config, inv.config.clone());
-    match inv.mode {
+    match &inv.mode {
         Mode::NewAliases => newaliases(&ctx.config.aliases),
         Mode::ListQueue => {
             // Expansions are root's to see (or the owner's of a private
@@ -85,17 +89,18 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
                 mailq::View::AsSubmitted
             };
             let mut out = BufWriter::new(std::io::stdout().lock());
-            mailq::list(&ctx.spool, view, &mut out)
+            let listed = match inv.json {
+                true => mailq::json::list(&ctx.spool, view, &mut out),
+                false => mailq::list(&ctx.spool, view, &mut out),
+            };
+            listed
                 .and_then(|_| out.flush())
                 .map_err(|e| Fatal::new(EX_NOINPUT, format!("can not read the queue: {e}")))?;
             Ok(EX_OK)
         }
-        Mode::RunQueue {
-            due_only,
-            ref select,
-        } => {
+        Mode::RunQueue { due_only, select } => {
             let job = runner::Job::Queue {
-                due_only,
+                due_only: *due_only,
                 select: select.clone(),
             };
             let mut req = runner_request(&inv, &caller);
@@ -104,12 +109,23 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
             runner::request(&ctx, &job, &req, None)
                 .map_err(|e| Fatal::new(EX_OSERR, format!("can not run the queue: {e}")))
         }
+        Mode::Queue(cmd) => {
+            let admin = crate::qadmin::Admin {
+                name: &caller.name,
+                uid: caller.uid,
+                request: runner_request(&inv, &caller),
+            };
+            crate::qadmin::run(&ctx, cmd, &admin)
+        }
         Mode::Verify => verify(&mut ctx, &inv),
         Mode::Submit => submit(&mut ctx, &inv, &caller),
         Mode::Smtp => crate::smtp_stdin::serve(&mut ctx, &inv, &caller),
-        Mode::Probe { ref target, auth } => {
-            crate::probe::run(&ctx, target.as_deref(), auth, &mut std::io::stdout().lock())
-        }
+        Mode::Probe { target, auth } => crate::probe::run(
+            &ctx,
+            target.as_deref(),
+            *auth,
+            &mut std::io::stdout().lock(),
+        ),
         Mode::Help | Mode::Version | Mode::Check => unreachable!("answered above"),
     }
 }
@@ -412,6 +428,7 @@ pub(crate) fn queue_message(
         uid: caller.uid,
         size: None,
         double_bounce: false,
+        held: None,
         dsn: inv.dsn.clone(),
         rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
     };

@@ -204,6 +204,7 @@ pub fn queue(
         uid: 0,
         size: None,
         double_bounce: double,
+        held: None,
         dsn: Default::default(),
         rcpts: vec![Rcpt::new(to, None)],
     };

@@ -52,6 +52,8 @@ pub enum Mode {
         /// `--auth`: also log in with the credentials from auth.conf.
         auth: bool,
     },
+    /// `-Q <verb> ...`: queue administration ([`crate::qadmin`]).
+    Queue(crate::qadmin::Command),
 }
 
 /// Every flag the parser accepts, as `dma(8)` documents it: the option
@@ -88,6 +90,7 @@ pub const FLAGS: &[&str] = &[
     "-odi",
     "-odq",
     "-oi",
+    "-Q",
     "-q",
     "-R",
     "-r",
@@ -98,6 +101,7 @@ pub const FLAGS: &[&str] = &[
     "-X",
     "--",
     "--help",
+    "--json",
     "--version",
     "--probe",
     "--auth",
@@ -107,15 +111,15 @@ pub const FLAGS: &[&str] = &[
 /// columns). `{conf}` is the compiled-in configuration file.
 const USAGE: &str = "\
 usage: sendmail [flags] [--] recipient...  queue a message read from stdin
-       mailq, sendmail -bp                 list the queue
+       mailq, sendmail -bp [--json]        list the queue (--json: for programs)
        sendmail -q                         deliver everything queued, now
        sendmail -q<duration> (-q5m)        deliver what is due (for cron)
        newaliases, sendmail -bi            check the aliases file
        sendmail -bv address...             show where each address would go
        sendmail -bs                        SMTP on stdin/stdout (alpine, PHP)
-       sendmail --check                    settings and what is wrong
        dma --probe [--auth] [host[:port]]  test the smarthost: TLS, AUTH
-       sendmail --help | --version
+       dma -Q show|delete|hold|release|requeue|flush ID...|ALL   administer
+       sendmail --check | --help | --version   settings and what is wrong; ...
 flags:
   -t            also take recipients from the To:, Cc: and Bcc: headers
   -i, -oi       a line with only `.' does not end the message
@@ -194,6 +198,8 @@ pub struct Invocation {
     pub log_tag: Option<String>,
     /// `-N`, `-R`, `-V`: DSN requests (RFC 3461), checked.
     pub dsn: crate::spool::Dsn,
+    /// `--json`: list the queue as JSON (with `mailq`, `-bp` only).
+    pub json: bool,
 }
 
 fn invalid(flag: &str) -> Fatal {
@@ -235,6 +241,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
         verbose: false,
         log_tag: None,
         dsn: crate::spool::Dsn::default(),
+        json: false,
     };
     let mut list = false;
     let mut run: Option<bool> = None;
@@ -333,6 +340,17 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                     'B' | 'd' | 'h' | 'O' | 'X' => {
                         value(&mut p)?;
                     }
+                    // Queue administration: the verb and every argument
+                    // after it are the verb's (see `crate::qadmin`).
+                    'Q' => {
+                        let verb = value(&mut p)?;
+                        let rest = p.raw_args().map_err(|_| invalid(&flag))?.collect();
+                        if !inv.rcpts.is_empty() || matches!(progname, "mailq" | "newaliases") {
+                            return Err(Fatal::new(EX_USAGE, "-Q takes no recipients"));
+                        }
+                        inv.mode = Mode::Queue(crate::qadmin::parse(&verb, rest)?);
+                        return Ok(inv);
+                    }
                     // Accepted and ignored, without one.
                     'n' | 'U' | 'm' => {}
                     _ => return Err(invalid(&flag)),
@@ -364,6 +382,7 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
                 }
             }
             Long("auth") => auth = true,
+            Long("json") => inv.json = true,
             Long(l) => return Err(invalid(&format!("--{l}"))),
             Value(v) => inv.rcpts.push(text(v, "recipient")?),
         }
@@ -417,6 +436,9 @@ pub fn parse(progname: &str, args: Vec<OsString>) -> Result<Invocation, Fatal> {
             if list && run.is_some() {
                 return Err(Fatal::new(EX_USAGE, "conflicting queue operations"));
             }
+        }
+        if inv.json && !list {
+            return Err(Fatal::new(EX_USAGE, "--json goes with mailq or -bp only"));
         }
         if list {
             inv.mode = Mode::ListQueue;

@@ -156,12 +156,14 @@ fn due(r: &Rcpt, force: bool, expired: bool, now: i64) -> bool {
 /// Whether anything of `env` is due at `now` (a queue run honouring
 /// backoff skips the others without locking them). A retry time further
 /// than `retry_max` away (the clock was stepped back) counts as due.
+/// Nothing of a held message is ever due.
 pub fn has_due(env: &Envelope, now: i64, lifetime: i64, retry_max: i64) -> bool {
-    env.rcpts.iter().any(|r| {
-        due(r, false, expired(r, env.created, lifetime, now), now)
-            || r.state == State::Deferred && r.next_try > now.saturating_add(retry_max)
-            || r.state == State::Failed { bounced: false }
-    })
+    env.held.is_none()
+        && env.rcpts.iter().any(|r| {
+            due(r, false, expired(r, env.created, lifetime, now), now)
+                || r.state == State::Deferred && r.next_try > now.saturating_add(retry_max)
+                || r.state == State::Failed { bounced: false }
+        })
 }
 
 /// Brings every retry time of `env` within `retry_max` of `now`; says
@@ -192,8 +194,12 @@ fn mark_inflight(r: &mut Rcpt, now: i64) {
 }
 
 /// Delivers what is due of the locked message `msg`. Bounces it queues are
-/// delivered right away, in this process.
+/// delivered right away, in this process. A held message is left alone,
+/// even with `force`.
 pub fn run(ctx: &mut Ctx, msg: Locked, force: bool) -> io::Result<()> {
+    if msg.env.held.is_some() {
+        return Ok(());
+    }
     let owner = msg.env.uid;
     run_for(ctx, msg, force, owner)
 }
@@ -230,7 +236,13 @@ pub const MAX_BATCH: usize = 64;
 /// leaves the message it is about as it is (queued), lets the others
 /// finish, and is returned with that message's id: the caller's run
 /// stops.
-pub fn run_many(ctx: &mut Ctx, msgs: Vec<Locked>, force: bool) -> Result<(), (String, io::Error)> {
+pub fn run_many(
+    ctx: &mut Ctx,
+    mut msgs: Vec<Locked>,
+    force: bool,
+) -> Result<(), (String, io::Error)> {
+    // Held messages are never tried, whoever asks (see [`run`]).
+    msgs.retain(|m| m.env.held.is_none());
     // The first error; the batch goes on without the message it is about,
     // so that what the others had delivered is recorded (a finished one
     // needs no room: it leaves the queue), and then it ends the run.

@@ -30,6 +30,7 @@ pub mod logging;
 pub mod mailq;
 pub mod privsep;
 pub mod probe;
+pub mod qadmin;
 pub mod remote;
 pub mod route;
 pub mod runner;

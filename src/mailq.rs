@@ -22,6 +22,8 @@ use std::io::{self, Write};
 
 use crate::spool::{Envelope, OpenError, Spool, State};
 
+pub mod json;
+
 /// How much of each message a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -36,35 +38,14 @@ pub enum View {
 /// those still in place, which the next queue run moves, and those in
 /// `SPOOLDIR/corrupt/`.
 pub fn list(spool: &Spool, view: View, out: &mut impl Write) -> io::Result<()> {
+    let (queued, corrupt) = scan(spool)?;
     let mut first = true;
-    let mut corrupt = Vec::new();
-    for id in spool.ids()? {
-        let checked = spool
-            .read_env(&id)
-            .and_then(|env| match spool.check_data(&env) {
-                Ok(()) => Ok(env),
-                Err(why) => Err(OpenError::Corrupt(why)),
-            });
-        let env = match checked {
-            Ok(e) => e,
-            Err(OpenError::Busy) => continue,
-            Err(OpenError::Corrupt(why)) => {
-                // Finished and removed while we looked: not corrupt.
-                if spool.dir().join(format!("{id}.env")).exists() {
-                    corrupt.push((id, why));
-                }
-                continue;
-            }
-            Err(OpenError::Io(e)) => {
-                corrupt.push((id, format!("can not read: {e}")));
-                continue;
-            }
-        };
+    for env in &queued {
         if !first {
             writeln!(out, "--")?;
         }
         first = false;
-        block(&env, view, out)?;
+        block(env, view, out)?;
     }
     if first {
         writeln!(out, "Mail queue is empty")?;
@@ -94,6 +75,44 @@ pub fn list(spool: &Spool, view: View, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A corrupt entry still in the queue: its id and why.
+pub(crate) type InPlace = (String, String);
+
+/// The queued messages that pass their checks, oldest first, and the
+/// entries still in place that fail one (id, why).
+pub(crate) fn scan(spool: &Spool) -> io::Result<(Vec<Envelope>, Vec<InPlace>)> {
+    let mut queued = Vec::new();
+    let mut corrupt = Vec::new();
+    for id in spool.ids()? {
+        let checked = spool
+            .read_env(&id)
+            .and_then(|env| match spool.check_data(&env) {
+                Ok(()) => Ok(env),
+                Err(why) => Err(OpenError::Corrupt(why)),
+            });
+        match checked {
+            Ok(mut env) => {
+                // A version 1 envelope says no size: the data file's.
+                if env.size.is_none() {
+                    env.size = std::fs::metadata(spool.data_path(&id))
+                        .ok()
+                        .map(|m| m.len());
+                }
+                queued.push(env);
+            }
+            Err(OpenError::Busy) => {}
+            Err(OpenError::Corrupt(why)) => {
+                // Finished and removed while we looked: not corrupt.
+                if spool.dir().join(format!("{id}.env")).exists() {
+                    corrupt.push((id, why));
+                }
+            }
+            Err(OpenError::Io(e)) => corrupt.push((id, format!("can not read: {e}"))),
+        }
+    }
+    Ok((queued, corrupt))
 }
 
 fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
@@ -136,6 +155,18 @@ fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
             if delivered == 1 { "" } else { "s" }
         )?;
     }
+    // After the recipients: scripts written for dma's listing read the
+    // lines above in this order.
+    writeln!(out, "Arrival\t: {}", time(env.created))?;
+    writeln!(out, "Size\t: {} bytes", env.size.unwrap_or(0))?;
+    if let Some(t) = env.held {
+        writeln!(
+            out,
+            "Held\t: since {}, not tried until released (dma -Q release {})",
+            time(t),
+            env.id
+        )?;
+    }
     Ok(())
 }
 
@@ -146,6 +177,19 @@ fn submitted_status(env: &Envelope, i: usize) -> String {
     if r.state != State::Expanded {
         return status(r);
     }
+    let counts = destinations(env, i);
+    let parts: Vec<String> = ["delivered", "pending", "deferred", "failed"]
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(w, n)| format!("{n} {w}"))
+        .collect();
+    format!("expanded: {}", parts.join(", "))
+}
+
+/// How many of the final destinations of recipient `i` (through aliases
+/// and `.forward` files) are delivered, pending, deferred and failed.
+pub(crate) fn destinations(env: &Envelope, i: usize) -> [usize; 4] {
     let descends = |mut j: usize| {
         while let Some(p) = env.rcpts[j].parent {
             if p == i {
@@ -168,17 +212,11 @@ fn submitted_status(env: &Envelope, i: usize) -> String {
             State::Failed { .. } => counts[3] += 1,
         }
     }
-    let parts: Vec<String> = ["delivered", "pending", "deferred", "failed"]
-        .iter()
-        .zip(counts)
-        .filter(|(_, n)| *n > 0)
-        .map(|(w, n)| format!("{n} {w}"))
-        .collect();
-    format!("expanded: {}", parts.join(", "))
+    counts
 }
 
 /// A recipient's own state and reply.
-fn status(r: &crate::spool::Rcpt) -> String {
+pub(crate) fn status(r: &crate::spool::Rcpt) -> String {
     let reply = r
         .reply
         .as_deref()
@@ -195,12 +233,18 @@ fn status(r: &crate::spool::Rcpt) -> String {
             "deferred, {} attempt{}, next try {}{reply}",
             r.attempts,
             if r.attempts == 1 { "" } else { "s" },
-            time(r.next_try)
+            // 0: requeued by an administrator.
+            if r.next_try == 0 {
+                "at the next queue run".to_string()
+            } else {
+                time(r.next_try)
+            }
         ),
     }
 }
 
-fn time(secs: i64) -> String {
+/// `secs` (unix) as an RFC 2822 date in the local time zone.
+pub(crate) fn time(secs: i64) -> String {
     jiff::Timestamp::from_second(secs)
         .ok()
         .map(|t| t.to_zoned_datetime(crate::clock::local_tz().clone()))
@@ -231,6 +275,7 @@ mod tests {
             uid: 1000,
             size: None,
             double_bounce: false,
+            held: None,
             dsn: Default::default(),
             rcpts: vec![r],
         };

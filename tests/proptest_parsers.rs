@@ -547,6 +547,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 uid,
                 size: Some(u64::from(uid) * 7),
                 double_bounce,
+                held: (uid % 5 == 0).then_some(created),
                 rcpts: rcpts
                     .into_iter()
                     .enumerate()
@@ -582,6 +583,7 @@ const ENVELOPE_KEYS: &[&str] = &[
     "user",
     "uid",
     "double-bounce",
+    "held",
     "rcpt",
     "parent",
     "state",
@@ -968,6 +970,7 @@ proptest! {
         let expected = 1
             + 7
             + usize::from(env.double_bounce)
+            + usize::from(env.held.is_some())
             + usize::from(env.dsn.notify.is_some())
             + usize::from(env.dsn.ret.is_some())
             + usize::from(env.dsn.envid.is_some())

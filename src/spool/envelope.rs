@@ -12,6 +12,9 @@
 //! part. Files of version 1 (earlier releases: no `size`, no `end`) are
 //! still read.
 //!
+//! `held <time>` (only in a held message: see [`Envelope::held`]) keeps a
+//! message from every delivery until an administrator releases it.
+//!
 //! After the `end` line come notes, appended to the file in place (no new
 //! file, no fsync): `inflight <time> <index>,<index>...` says that a
 //! delivery of those recipients started then ([`Envelope::inflight_note`]).
@@ -27,6 +30,7 @@
 //! user alice
 //! uid 1000
 //! size 2048
+//! held 1764410500
 //! rcpt bob
 //! state deferred
 //! attempts 2
@@ -63,7 +67,9 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The word for it in the envelope file (and in `mailq --json`):
+    /// `pending`, `deferred`, `delivered`, `expanded`, `failed`, `bounced`.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Deferred => "deferred",
@@ -196,6 +202,12 @@ pub struct Envelope {
     pub size: Option<u64>,
     /// A bounce about a bounce: if it fails too, it is dropped, never bounced.
     pub double_bounce: bool,
+    /// Put on hold by an administrator (`dma -Q hold`), since when (unix
+    /// seconds): never tried, and so never expired, until released. Written
+    /// only when set (`held <time>`), so that an envelope that is not held
+    /// reads the same in earlier releases; one that is held is refused by
+    /// them (an unknown key), set aside as corrupt, never delivered.
+    pub held: Option<i64>,
     /// DSN requests.
     pub dsn: Dsn,
     /// The recipients, in order; expansions append.
@@ -264,6 +276,9 @@ impl Envelope {
         if self.double_bounce {
             kv("double-bounce", "yes");
         }
+        if let Some(t) = self.held {
+            kv("held", &t.to_string());
+        }
         if let Some(v) = &self.dsn.notify {
             kv("dsn-notify", v);
         }
@@ -325,6 +340,7 @@ impl Envelope {
             uid: 0,
             size: None,
             double_bounce: false,
+            held: None,
             dsn: Dsn::default(),
             rcpts: Vec::new(),
         };
@@ -382,6 +398,7 @@ impl Envelope {
                     ended = lines.peek().is_some();
                 }
                 "double-bounce" => env.double_bounce = value == "yes",
+                "held" if !v1 => env.held = Some(num(&value)?),
                 "dsn-notify" => env.dsn.notify = Some(value),
                 "dsn-ret" => env.dsn.ret = Some(value),
                 "dsn-envid" => env.dsn.envid = Some(value),
@@ -499,6 +516,7 @@ mod tests {
             uid: 1000,
             size: Some(2048),
             double_bounce: false,
+            held: None,
             dsn: Dsn::default(),
             rcpts: vec![
                 Rcpt::new("team", None),
@@ -525,6 +543,17 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.starts_with("rcpt ")).count(), 2);
         assert_eq!(text.lines().filter(|l| l.starts_with("state ")).count(), 2);
         assert_eq!(Envelope::parse(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn held_is_written_only_when_set_and_read_back() {
+        let mut e = sample();
+        assert!(!e.serialize().contains("\nheld "));
+        e.held = Some(1764411000);
+        let text = e.serialize();
+        assert!(text.contains("\nheld 1764411000\n"), "{text}");
+        assert_eq!(Envelope::parse(&text).unwrap(), e);
+        assert!(Envelope::parse(&text.replace("held 1764411000", "held soon")).is_err());
     }
 
     #[test]

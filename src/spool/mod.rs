@@ -736,6 +736,7 @@ mod tests {
             uid: 1,
             size: None,
             double_bounce: false,
+            held: None,
             dsn: Default::default(),
             rcpts: (0..rcpts)
                 .map(|i| Rcpt::new(format!("r{i}"), None))
