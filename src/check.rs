@@ -173,6 +173,15 @@ pub fn check(path: &Path, config: &Config, private: bool, helper: &Path) -> Repo
             }
         }
     }
+    if let Some(log) = &config.logfile
+        && !log.exists()
+        && !crate::logging::safe_parent(log)
+    {
+        w(format!(
+            "LOGFILE {}: its directory is writable by every user or reached through a symbolic link, so no log file is made there",
+            log.display()
+        ));
+    }
     if let Err(e) = crate::config::aliases::Aliases::load(&config.aliases) {
         w(format!("ALIASES: {e}"));
     }

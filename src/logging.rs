@@ -57,7 +57,7 @@ struct LogFile {
 /// Whether a log file may be made in `path`'s directory: named without a
 /// symlink anywhere on the way (a user's link must not send root's or
 /// mail's file elsewhere), and a directory no other user may write in.
-fn safe_parent(path: &std::path::Path) -> bool {
+pub fn safe_parent(path: &std::path::Path) -> bool {
     let Some(dir) = path.parent() else {
         return false;
     };

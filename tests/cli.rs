@@ -539,6 +539,10 @@ fn check_prints_the_settings_and_warns_of_what_is_wrong() {
             "MAILNAME myhost\n",
             "warning: the mail name `myhost' is not a fully qualified domain name",
         ),
+        (
+            "LOGFILE /tmp/dma-rs-check-test.log\n",
+            "warning: LOGFILE /tmp/dma-rs-check-test.log: its directory is writable by every user",
+        ),
     ] {
         let r = check(&env, extra);
         r.expect(78, &env);
