@@ -218,9 +218,15 @@ fn json_shows_alice_nothing_of_bobs_forward() {
     let root = q(None, true);
     let alice = q(Some(ALICE), true);
     let plain = q(Some(ALICE), false);
-    let doc: serde_json::Value = serde_json::from_slice(&alice.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", show(&alice)));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&alice.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&alice)));
     let text = doc.to_string();
+    // The setup worked: root sees the expansion.
+    assert!(
+        String::from_utf8_lossy(&root.stdout).contains("secret.partner"),
+        "{}",
+        show(&root)
+    );
     for secret in ["SECRET-CMD", "secret.partner", "nowhere.invalid", "exit 75"] {
         assert!(
             !text.contains(secret),
@@ -255,7 +261,10 @@ fn check_as_alice_quotes_nothing_of_auth_conf() {
     )
     .unwrap();
     chown_mode(&auth, 0, mail_gid, 0o640);
-    inst.add_conf(&format!("AUTHPATH {}\nSMARTHOST smtp.example\n", auth.display()));
+    inst.add_conf(&format!(
+        "AUTHPATH {}\nSMARTHOST smtp.example\n",
+        auth.display()
+    ));
     let dma = inst.path("sbin/dma");
     for argv in [
         vec![dma.as_str(), "--check"],
@@ -333,7 +342,10 @@ fn probe_as_alice_sends_no_credentials() {
     }
     let _ = std::fs::remove_file(&mine);
     assert!(
-        !fake.commands().iter().any(|c| c.to_ascii_uppercase().starts_with("AUTH")),
+        !fake
+            .commands()
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("AUTH")),
         "alice's probe sent AUTH: {:?}",
         fake.commands()
     );
