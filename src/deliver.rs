@@ -140,7 +140,7 @@ pub const MIN_ATTEMPTS: u32 = 3;
 /// Whether recipient `r` of a message created at `created` has been tried
 /// long enough to give up on it.
 fn expired(r: &Rcpt, created: i64, lifetime: i64, now: i64) -> bool {
-    now - created >= lifetime && r.attempts >= MIN_ATTEMPTS
+    now.saturating_sub(created) >= lifetime && r.attempts >= MIN_ATTEMPTS
 }
 
 /// Whether the recipient is due now (or `force`d).
@@ -883,7 +883,7 @@ fn record(ctx: &Ctx, msg: &mut Locked, i: usize, outcome: Outcome, lifetime: i64
     let created = msg.env.created;
     let r = &mut msg.env.rcpts[i];
     crate::logging::set_private(r.parent.is_some());
-    r.attempts += 1;
+    r.attempts = r.attempts.saturating_add(1);
     r.inflight = None;
     let at = now();
     match outcome {

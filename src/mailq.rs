@@ -121,9 +121,9 @@ fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
         out,
         "From\t: {}",
         if env.sender.is_empty() {
-            "<>"
+            "<>".into()
         } else {
-            &env.sender
+            crate::escape::controls(&env.sender)
         }
     )?;
     // Delivered recipients are no longer queued: one summary line, not a
@@ -136,14 +136,19 @@ fn block(env: &Envelope, view: View, out: &mut impl Write) -> io::Result<()> {
         }
         if view == View::AsSubmitted {
             if r.parent.is_none() {
-                writeln!(out, "To\t: {}", r.addr)?;
+                writeln!(out, "To\t: {}", crate::escape::controls(&r.addr))?;
                 writeln!(out, "Status\t: {}", submitted_status(env, i))?;
             }
             continue;
         }
         match r.parent {
-            Some(p) => writeln!(out, "To\t: {} (via {})", r.addr, env.rcpts[p].addr)?,
-            None => writeln!(out, "To\t: {}", r.addr)?,
+            Some(p) => writeln!(
+                out,
+                "To\t: {} (via {})",
+                crate::escape::controls(&r.addr),
+                crate::escape::controls(&env.rcpts[p].addr)
+            )?,
+            None => writeln!(out, "To\t: {}", crate::escape::controls(&r.addr))?,
         }
         let status = status(r);
         writeln!(out, "Status\t: {status}")?;

@@ -202,7 +202,8 @@ fn select(ctx: &Ctx, sel: &Select) -> Result<Vec<String>, Fatal> {
         Select::Ids(ids) => ids.clone(),
         Select::All => all()?,
         Select::DeferredOlderThan(age) => {
-            let before = now() - age.as_secs() as i64;
+            // An age beyond the clock's range selects nothing.
+            let before = now().saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
             all()?
                 .into_iter()
                 .filter(|id| {
@@ -365,7 +366,9 @@ fn show(ctx: &Ctx, id: &str, out: &mut impl Write) -> Result<i32, Fatal> {
     } else {
         &env.sender
     };
-    text.push_str(&format!("ID\t: {id}\nFrom\t: {sender}\n"));
+    // Addresses are the submitter's words: escaped, as everywhere else.
+    let esc = |s: &str| crate::escape::controls(s).into_owned();
+    text.push_str(&format!("ID\t: {id}\nFrom\t: {}\n", esc(sender)));
     text.push_str(&format!(
         "User\t: {} (uid {})\nArrival\t: {}\nSize\t: {} bytes\n",
         env.user,
@@ -387,8 +390,12 @@ fn show(ctx: &Ctx, id: &str, out: &mut impl Write) -> Result<i32, Fatal> {
     }
     for r in &env.rcpts {
         match r.parent {
-            Some(p) => text.push_str(&format!("To\t: {} (via {})\n", r.addr, env.rcpts[p].addr)),
-            None => text.push_str(&format!("To\t: {}\n", r.addr)),
+            Some(p) => text.push_str(&format!(
+                "To\t: {} (via {})\n",
+                esc(&r.addr),
+                esc(&env.rcpts[p].addr)
+            )),
+            None => text.push_str(&format!("To\t: {}\n", esc(&r.addr))),
         }
         text.push_str(&format!("Status\t: {}\n", mailq::status(r)));
         if let Some(h) = &r.mta {
@@ -397,10 +404,22 @@ fn show(ctx: &Ctx, id: &str, out: &mut impl Write) -> Result<i32, Fatal> {
     }
     text.push('\n');
     out.write_all(text.as_bytes()).map_err(io)?;
-    msg.data
-        .rewind()
-        .and_then(|()| io::copy(&mut msg.data, out))
-        .map_err(|e| Fatal::new(EX_IOERR, format!("{id}: can not read the message: {e}")))?;
+    let read = |e: io::Error| Fatal::new(EX_IOERR, format!("{id}: can not read the message: {e}"));
+    msg.data.rewind().map_err(read)?;
+    if io::IsTerminal::is_terminal(&io::stdout()) {
+        // On a terminal the sender's escape sequences (window title,
+        // clipboard, screen) are shown, not obeyed; into a file or a pipe
+        // the message goes byte for byte.
+        let mut r = io::BufReader::new(&mut msg.data);
+        let mut line = Vec::new();
+        while io::BufRead::read_until(&mut r, b'\n', &mut line).map_err(read)? > 0 {
+            let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line));
+            writeln!(out, "{}", crate::escape::controls(&text)).map_err(io)?;
+            line.clear();
+        }
+    } else {
+        io::copy(&mut msg.data, out).map_err(read)?;
+    }
     out.flush().map_err(io)?;
     Ok(EX_OK)
 }

@@ -957,7 +957,10 @@ fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<deliver
     let last = buckets.pop().unwrap_or_default();
     // Each worker tells its tally through this pipe as it ends (one short
     // write: atomic).
-    let tallies = unistd::pipe().map_err(|e| format!("can not make a pipe: {e}"))?;
+    // Close-on-exec: a program a worker starts (a password command) and
+    // anything it leaves running must not hold the pipe open.
+    let tallies = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("can not make a pipe: {e}"))?;
     for bucket in buckets.into_iter().filter(|b| !b.is_empty()) {
         match privsep::fork() {
             Ok(privsep::Forked::Child) => {
