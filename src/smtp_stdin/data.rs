@@ -169,13 +169,7 @@ impl<'a, R: BufRead> DotReader<'a, R> {
 
     /// Reads (and drops) the rest of the message, to its final dot.
     pub fn drain(&mut self) -> io::Result<()> {
-        loop {
-            let n = self.fill_buf()?.len();
-            if n == 0 {
-                return Ok(());
-            }
-            self.consume(n);
-        }
+        drain(self)
     }
 
     /// The next piece: up to a newline, or [`PIECE`] bytes.
@@ -294,13 +288,7 @@ impl<'a, R: BufRead, W: Write> BdatReader<'a, R, W> {
 
     /// Reads (and drops) the rest of the chunks, to the LAST one.
     pub fn drain(&mut self) -> io::Result<()> {
-        loop {
-            let n = self.fill_buf()?.len();
-            if n == 0 {
-                return Ok(());
-            }
-            self.consume(n);
-        }
+        drain(self)
     }
 
     fn reply(&mut self, reply: &Reply) -> io::Result<()> {
@@ -392,6 +380,17 @@ impl<R: BufRead, W: Write> BufRead for BdatReader<'_, R, W> {
         let n = n.min(usize::try_from(self.left).unwrap_or(usize::MAX));
         self.input.consume(n);
         self.left -= n as u64;
+    }
+}
+
+/// Reads `r` to its end, dropping what it reads.
+fn drain(r: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let n = r.fill_buf()?.len();
+        if n == 0 {
+            return Ok(());
+        }
+        r.consume(n);
     }
 }
 
