@@ -62,7 +62,7 @@ pub fn main(progname: &str, args: Vec<OsString>) -> Result<i32, Fatal> {
         || privsep::mail_user().is_some_and(|m| m.uid == euid);
     crate::logging::configure(config.logfile.clone(), config.log_syslog, create);
     if inv.mode == Mode::Check {
-        let helper = crate::context::Ctx::new(config.clone(), inv.config.clone()).helper;
+        let helper = crate::context::helper_path();
         let r = crate::check::check(&path, &config, inv.config.is_some(), &helper);
         print_out(&r.text)?;
         return Ok(if r.warnings == 0 { EX_OK } else { EX_CONFIG });

@@ -41,12 +41,11 @@ fn settings(path: &Path) -> Vec<String> {
         let Some(key) = conf::key(name) else {
             continue;
         };
-        if key.value.is_some() && key.default == Some(value) {
-            out.retain(|(n, _)| n != name);
-            continue;
-        }
+        // The last occurrence counts: an earlier one goes either way.
         out.retain(|(n, _)| n != name);
-        out.push((name.to_string(), value.to_string()));
+        if key.value.is_none() || key.default != Some(value) {
+            out.push((name.to_string(), value.to_string()));
+        }
     }
     out.into_iter()
         .map(|(n, v)| if v.is_empty() { n } else { format!("{n} {v}") })

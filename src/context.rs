@@ -268,7 +268,9 @@ impl Ctx {
 
 /// The helper to run. A set-id `dma` only trusts the installed one; otherwise
 /// one next to our own executable (a build tree) is preferred.
-fn helper_path() -> PathBuf {
+/// The `dma-local` this program runs: the installed one when set-id, else
+/// the one next to our executable if there is one.
+pub fn helper_path() -> PathBuf {
     let installed = PathBuf::from(LIBEXEC_DIR).join("dma-local");
     if crate::privsep::is_setid() {
         return installed;

@@ -214,11 +214,7 @@ impl<'a, R: BufRead> DotReader<'a, R> {
 
 impl<R: BufRead> Read for DotReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
@@ -344,11 +340,7 @@ impl<'a, R: BufRead, W: Write> BdatReader<'a, R, W> {
 
 impl<R: BufRead, W: Write> Read for BdatReader<'_, R, W> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
@@ -381,6 +373,15 @@ impl<R: BufRead, W: Write> BufRead for BdatReader<'_, R, W> {
         self.input.consume(n);
         self.left -= n as u64;
     }
+}
+
+/// `Read::read` for a reader whose buffer ([`BufRead`]) is the truth.
+fn read_buffered(r: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
+    let avail = r.fill_buf()?;
+    let n = avail.len().min(out.len());
+    out[..n].copy_from_slice(&avail[..n]);
+    r.consume(n);
+    Ok(n)
 }
 
 /// Reads `r` to its end, dropping what it reads.
