@@ -3,6 +3,8 @@
 # (CI does); it is idempotent.
 #  - bsd-mailx: a real mail client that calls our sendmail;
 #  - groff-base and man-db: tests/manpages.rs renders the man pages;
+#  - python3-dkim, python3-nacl, python3-dnspython: dkimpy, the independent
+#    verifier of our DKIM signatures (tests/dkim.rs, Debian's /usr/bin/python3);
 #  - the test users dmt-alice, dmt-bob, dmt-carol, with home directories;
 #  - for the package tests (tests/package.rs): Debian's dma .deb, downloaded
 #    into /opt/dma-rs-test/debs (not installed: the tests install it in an
@@ -22,6 +24,11 @@ command -v dpkg-shlibdeps >/dev/null 2>&1 || need_pkgs="$need_pkgs dpkg-dev"
 command -v strip >/dev/null 2>&1 || need_pkgs="$need_pkgs binutils"
 command -v lintian >/dev/null 2>&1 || need_pkgs="$need_pkgs lintian"
 command -v man >/dev/null 2>&1 || need_pkgs="$need_pkgs man-db"
+for pkg in python3-dkim python3-nacl python3-dnspython; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+        need_pkgs="$need_pkgs $pkg"
+    fi
+done
 # What Debian's dma needs to install (the first of each alternative).
 dma_deb=$("$(dirname "$0")/fetch-deb.sh" dma)
 for dep in $(dpkg-deb -f "$dma_deb" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g'); do

@@ -430,6 +430,7 @@ pub(crate) fn queue_message(
         double_bounce: false,
         held: None,
         dsn: inv.dsn.clone(),
+        dkim: Vec::new(),
         rcpts: rcpts.iter().map(|r| Rcpt::new(r.clone(), None)).collect(),
     };
     ctx.spool

@@ -206,6 +206,7 @@ pub fn queue(
         double_bounce: double,
         held: None,
         dsn: Default::default(),
+        dkim: Vec::new(),
         rcpts: vec![Rcpt::new(to, None)],
     };
     ctx.spool.commit(&file, &mut bounce)?;

@@ -7,8 +7,10 @@
 //! auth file others may read or the runners can not, a smarthost that does
 //! not resolve, a queue or mailbox directory with owners or modes that let
 //! users in or keep dma out, a `dma-local` that is not set-user-id root,
-//! errors in the aliases file, a mail name that is no domain. Exit 0 with
-//! none, 78 (EX_CONFIG) with any.
+//! errors in the aliases file, a mail name that is no domain, a DKIM key
+//! that the runners would refuse or could not read. For each DKIM key,
+//! the DNS TXT record that publishes it. Exit 0 with no warning, 78
+//! (EX_CONFIG) with any.
 
 use std::fmt::Write as _;
 use std::net::ToSocketAddrs;
@@ -41,8 +43,11 @@ fn settings(path: &Path) -> Vec<String> {
         let Some(key) = conf::key(name) else {
             continue;
         };
-        // The last occurrence counts: an earlier one goes either way.
-        out.retain(|(n, _)| n != name);
+        // The last occurrence counts: an earlier one goes either way
+        // (unless every line counts).
+        if !key.repeatable {
+            out.retain(|(n, _)| n != name);
+        }
         if key.value.is_none() || key.default != Some(value) {
             out.push((name.to_string(), value.to_string()));
         }
@@ -63,6 +68,13 @@ fn shown(m: &std::fs::Metadata) -> String {
         .flatten()
         .map_or(m.gid().to_string(), |g| g.name);
     format!("{:o} {user}:{group}", m.mode() & 0o7777)
+}
+
+fn mail_user() -> Option<u32> {
+    nix::unistd::User::from_name("mail")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 fn mail_gid() -> Option<u32> {
@@ -191,7 +203,19 @@ pub fn check(path: &Path, config: &Config, private: bool, helper: &Path) -> Repo
         ));
     }
 
+    // A private configuration's runner is its user; the system's is mail.
+    let runner = if private {
+        nix::unistd::geteuid().as_raw()
+    } else {
+        mail_user().unwrap_or(0)
+    };
+    let (dkim_notes, dkim_warnings) = crate::dkim::check(config, runner);
+    warn.extend(dkim_warnings);
+
     let _ = writeln!(text, "# mail name: {name}");
+    for line in &dkim_notes {
+        let _ = writeln!(text, "{line}");
+    }
     for x in &warn {
         let _ = writeln!(text, "warning: {x}");
     }

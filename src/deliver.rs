@@ -737,13 +737,44 @@ fn finish(ctx: &mut Ctx, w: Work, hand_back: bool) -> io::Result<Option<Locked>>
                 .iter()
                 .any(|t| msg.env.rcpts[t.index].parent.is_some()),
         );
+        // Signed once, before the first transaction; the signatures are in
+        // the envelope, durably, before anything is sent, so that every
+        // attempt sends the same bytes (see `dkim`).
+        let unusable_key = match crate::dkim::plan(&ctx.config, &msg.data, &msg.env) {
+            crate::dkim::Plan::Signed(headers) => {
+                msg.env.dkim = headers;
+                ctx.spool.write_env(&msg.env)?;
+                None
+            }
+            crate::dkim::Plan::Defer(why) => Some(why),
+            crate::dkim::Plan::Unsigned | crate::dkim::Plan::Stored => None,
+        };
         // Each recipient's outcome may come with a server's reply.
         ctx.spool.reserve(&msg.env, 1024 * remote.len())?;
         // Marked in flight before the first byte went out (above): if this
         // process dies after a server took the message and before its reply
         // is recorded, the next run sends it again (a duplicate, never a
         // loss) and says so.
-        for r in crate::remote::deliver(ctx, &msg.data, &msg.env.sender, &msg.env.dsn, &remote) {
+        let results = match unusable_key {
+            None => crate::remote::deliver(
+                ctx,
+                &msg.data,
+                &msg.env.sender,
+                &msg.env.dsn,
+                &msg.env.dkim,
+                &remote,
+            ),
+            Some(why) => remote
+                .iter()
+                .map(|t| crate::remote::Result1 {
+                    index: t.index,
+                    outcome: Outcome::Deferred(why.clone()),
+                    mta: None,
+                    smtp: None,
+                })
+                .collect(),
+        };
+        for r in results {
             // What a server said (and TLS or DNS errors that quote it)
             // reaches the queue with its control characters escaped.
             let visible = |s: String| crate::escape::controls(&s).into_owned();

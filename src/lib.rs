@@ -5,8 +5,8 @@
 //! The modules follow a message through the program:
 //! [`cli`] (argv) → [`intake`] (stdin, header fixes) → [`spool`] (the durable
 //! queue) → [`deliver`] (per-recipient work, using [`route`]) → [`local`]
-//! (mailboxes, through the privileged `dma-local`) or remote (a later
-//! version), with [`bounce`] for what failed. [`config`] reads dma.conf,
+//! (mailboxes, through the privileged `dma-local`) or [`remote`] (SMTP,
+//! signed by [`dkim`] when configured), with [`bounce`] for what failed. [`config`] reads dma.conf,
 //! auth.conf and aliases; [`privsep`] holds the only `unsafe` code.
 
 #![deny(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod deliver;
+pub mod dkim;
 pub mod escape;
 pub mod exit;
 pub mod forward;

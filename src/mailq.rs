@@ -282,6 +282,7 @@ mod tests {
             double_bounce: false,
             held: None,
             dsn: Default::default(),
+            dkim: Vec::new(),
             rcpts: vec![r],
         };
         spool.commit(&data, &mut env).unwrap();

@@ -96,12 +96,16 @@ enum NextHop {
 }
 
 /// Delivers `targets` (the remote recipients of the message in `data`, from
-/// `sender`) and returns one result per target.
+/// `sender`) and returns one result per target. `dkim`: the message's
+/// DKIM-Signature fields (see [`crate::dkim`]), sent in front of it
+/// everywhere; with them, a message with 8-bit octets goes to every server
+/// in the 7-bit form they sign ([`signed_form`]).
 pub fn deliver(
     ctx: &Ctx,
     data: &File,
     sender: &str,
     dsn: &Dsn,
+    dkim: &[String],
     targets: &[Target],
 ) -> Vec<Result1> {
     let scan = {
@@ -161,6 +165,11 @@ pub fn deliver(
             }
         }
     }
+    let signature: Vec<String> = dkim
+        .iter()
+        .flat_map(|h| h.split('\n'))
+        .map(str::to_string)
+        .collect();
     for g in groups {
         let msg = Msg {
             data,
@@ -168,10 +177,32 @@ pub fn deliver(
             dsn,
             scan,
             downgraded: &downgraded,
+            signed: !dkim.is_empty(),
         };
-        out.extend(deliver_group(ctx, &msg, &g.targets, &g.prepend, &g.hops));
+        // The signature first, then the group's Delivered-To lines: a
+        // verifier finds it anywhere in the header, and it covers neither.
+        let prepend: Vec<String> = signature.iter().chain(&g.prepend).cloned().collect();
+        out.extend(deliver_group(ctx, &msg, &g.targets, &prepend, &g.hops));
     }
     out
+}
+
+/// The message in `data` as it goes to every server once it is
+/// DKIM-signed, and so as it is signed: its 7-bit form
+/// ([`crate::smtp::downgrade`], the same bytes every time) when it has
+/// 8-bit octets (RFC 6376 §5.3), else itself. (`Msg::for_server` makes
+/// the same choice when sending.)
+#[cfg(feature = "dkim")]
+pub(crate) fn signed_form(data: &File) -> Result<File, String> {
+    let scan = reader(data)
+        .and_then(|mut r| body::scan(&mut r))
+        .map_err(|e| format!("4.3.0 can not read the queued message: {e}"))?;
+    if scan.eightbit {
+        downgrade(data).map(|(f, _)| f)
+    } else {
+        data.try_clone()
+            .map_err(|e| format!("4.3.0 can not read the queued message: {e}"))
+    }
 }
 
 fn reader(data: &File) -> std::io::Result<BufReader<File>> {
@@ -463,13 +494,17 @@ struct Msg<'a> {
     /// without 8BITMIME: made when first needed, then shared by the hosts
     /// and transactions that need it.
     downgraded: &'a OnceCell<Result<(File, u64), String>>,
+    /// It carries DKIM signatures, made over its 7-bit form when it has
+    /// 8-bit octets: that form goes to every server.
+    signed: bool,
 }
 
 impl Msg<'_> {
     /// What to send to a server with `caps`: the spooled message, or its
-    /// 7-bit conversion (RFC 6152). The data, whether it is 8-bit, its size.
+    /// 7-bit conversion (RFC 6152; always when signed, see
+    /// [`signed_form`]). The data, whether it is 8-bit, its size.
     fn for_server(&self, caps: &Caps) -> Result<(&File, bool, u64), String> {
-        if !self.scan.eightbit || caps.eightbit {
+        if !self.scan.eightbit || (caps.eightbit && !self.signed) {
             return Ok((self.data, self.scan.eightbit, self.scan.size));
         }
         let (f, size) = self
@@ -477,7 +512,9 @@ impl Msg<'_> {
             .get_or_init(|| downgrade(self.data))
             .as_ref()
             .map_err(Clone::clone)?;
-        Ok((f, false, *size))
+        // Header text stays as it is (8-bit only with SMTPUTF8): a signed
+        // message says so where the server takes 8BITMIME.
+        Ok((f, self.signed && self.scan.header_8bit, *size))
     }
 }
 

@@ -22,7 +22,9 @@ use dma_rs::config::aliases::{AliasError, AliasTarget, Aliases};
 use dma_rs::config::auth::{AuthEntry, AuthFile, SecretSource};
 use dma_rs::config::conf::{ConfError, Config};
 use dma_rs::intake::{IntakeError, Options, Read, Stamp, read_message};
-use dma_rs::spool::envelope::{Envelope, MAGIC, MAGIC_V1, Origin, Rcpt, State, decode, encode};
+use dma_rs::spool::envelope::{
+    Envelope, MAGIC, MAGIC_V1, MAGIC_V3, Origin, Rcpt, State, decode, encode,
+};
 
 /// Enough cases to find shallow bugs while keeping the file fast in debug
 /// builds; no regression files are written (this is a shared tree).
@@ -548,6 +550,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 size: Some(u64::from(uid) * 7),
                 double_bounce,
                 held: (uid % 5 == 0).then_some(created),
+                dkim: Vec::new(),
                 rcpts: rcpts
                     .into_iter()
                     .enumerate()
@@ -595,6 +598,7 @@ const ENVELOPE_KEYS: &[&str] = &[
     "dsn-notify",
     "dsn-ret",
     "dsn-envid",
+    "dkim",
     "inflight",
     "size",
     "end",
@@ -615,10 +619,11 @@ fn envelope_file() -> impl Strategy<Value = String> {
         1 => Just(String::new()),
         1 => unicode(12),
     ];
-    (0..3u8, vec(line, 0..14)).prop_map(|(magic, lines)| {
+    (0..4u8, vec(line, 0..14)).prop_map(|(magic, lines)| {
         let mut text = match magic {
             0 => format!("{MAGIC}\n"),
             1 => format!("{MAGIC_V1}\n"),
+            2 => format!("{MAGIC_V3}\n"),
             _ => String::new(),
         };
         text.push_str(&lines.join("\n"));

@@ -4,7 +4,8 @@
 //! the rest of the line is the value, verbatim. A line that starts with a blank
 //! has an empty key and is skipped, as in dma. Flag keys must have no value,
 //! value keys must have one, unknown keys are errors: `syntax error in
-//! FILE:N`, exit 78. The last occurrence of a key wins. Beyond dma, values of
+//! FILE:N`, exit 78. The last occurrence of a key wins (every `DKIM_KEY`
+//! line counts: one per signature). Beyond dma, values of
 //! keys that belong to remote delivery are validated here (a port is a number,
 //! a fingerprint is 64 hex digits), and a few keys of our own exist (see the
 //! README's configuration reference).
@@ -140,6 +141,27 @@ pub struct Config {
     pub logfile: Option<PathBuf>,
     /// `LOG_SYSLOG` (ours, default on): `off` logs to LOGFILE only.
     pub log_syslog: bool,
+    /// `DKIM_KEY path [selector]` (ours, repeatable): the keys that sign
+    /// outgoing mail, each with its selector (its own, else
+    /// `DKIM_SELECTOR`). Only paths here: the file is read by the runner
+    /// when it signs (see [`crate::dkim`]), never by the parser.
+    pub dkim_keys: Vec<DkimKey>,
+    /// `DKIM_SELECTOR` (ours): the selector of a `DKIM_KEY` that names none.
+    pub dkim_selector: Option<String>,
+    /// `DKIM_DOMAIN` (ours, default MAILNAME): the signing domain (`d=`),
+    /// lower case; see [`Config::dkim_domain`].
+    pub dkim_domain: Option<String>,
+}
+
+/// One `DKIM_KEY` line: a private key and the selector it is published
+/// under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    /// The PEM file (absolute).
+    pub path: PathBuf,
+    /// The selector (`s=`): the key is published at
+    /// `<selector>._domainkey.<domain>`.
+    pub selector: String,
 }
 
 impl Default for Config {
@@ -181,6 +203,9 @@ impl Default for Config {
             spool_min_free: DEFAULT_SPOOL_MIN_FREE,
             logfile: None,
             log_syslog: true,
+            dkim_keys: Vec::new(),
+            dkim_selector: None,
+            dkim_domain: None,
         }
     }
 }
@@ -196,6 +221,8 @@ pub struct Key {
     /// Its default, written as a value that parses to [`Config::default`]'s;
     /// `None` when unset by default (or a flag, off by default).
     pub default: Option<&'static str>,
+    /// Every line of it counts (`DKIM_KEY`), instead of the last.
+    pub repeatable: bool,
 }
 
 const fn flag(name: &'static str) -> Key {
@@ -203,6 +230,7 @@ const fn flag(name: &'static str) -> Key {
         name,
         value: None,
         default: None,
+        repeatable: false,
     }
 }
 
@@ -211,6 +239,17 @@ const fn value(name: &'static str, value: &'static str, default: Option<&'static
         name,
         value: Some(value),
         default,
+        repeatable: false,
+    }
+}
+
+/// A value key of which every line counts.
+const fn repeatable(name: &'static str, value: &'static str) -> Key {
+    Key {
+        name,
+        value: Some(value),
+        default: None,
+        repeatable: true,
     }
 }
 
@@ -254,6 +293,9 @@ pub const KEYS: &[Key] = &[
     value("SPOOL_MIN_FREE", "size", Some("100M")),
     value("LOGFILE", "path", None),
     value("LOG_SYSLOG", "on/off", Some("on")),
+    repeatable("DKIM_KEY", "path [selector]"),
+    value("DKIM_SELECTOR", "selector", None),
+    value("DKIM_DOMAIN", "domain", None),
 ];
 
 /// The key called `name` (exactly: keys are upper case, as in dma).
@@ -290,6 +332,9 @@ impl Config {
             line,
             reason,
         };
+        // DKIM_KEY lines (line, path, own selector): their selectors are
+        // known once DKIM_SELECTOR, wherever it is, has been read.
+        let mut dkim_keys: Vec<(usize, PathBuf, Option<String>)> = Vec::new();
         for (n, raw) in text.split('\n').enumerate() {
             let lineno = n + 1;
             let line = raw.split('#').next().unwrap_or("");
@@ -325,10 +370,31 @@ impl Config {
                     "NULLCLIENT" => c.nullclient = true,
                     _ => unreachable!("every flag key is handled"),
                 },
+                (Some(_), Some(v)) if key == "DKIM_KEY" => {
+                    let (p, sel) = parse_dkim_key(v).map_err(|r| err(lineno, Some(r)))?;
+                    dkim_keys.push((lineno, p, sel));
+                }
                 (Some(_), Some(v)) => {
                     c.set_value(key, v).map_err(|r| err(lineno, Some(r)))?;
                 }
             }
+        }
+        for (line, path, own) in dkim_keys {
+            let Some(selector) = own.or_else(|| c.dkim_selector.clone()) else {
+                return Err(err(
+                    line,
+                    Some("DKIM_KEY needs a selector: after the path, or as DKIM_SELECTOR".into()),
+                ));
+            };
+            if c.dkim_keys.iter().any(|k| k.selector == selector) {
+                return Err(err(
+                    line,
+                    Some(format!(
+                        "DKIM_KEY: a second key for selector `{selector}' (dual signing needs a selector per key)"
+                    )),
+                ));
+            }
+            c.dkim_keys.push(DkimKey { path, selector });
         }
         if c.nullclient && c.smarthost.is_none() {
             return Err(ConfError {
@@ -385,6 +451,22 @@ impl Config {
                         "SPOOL_MIN_FREE needs a size such as 100M, 5% or 0 (no check), not `{v}'"
                     )
                 })?;
+            }
+            "DKIM_SELECTOR" => {
+                let v = v.trim();
+                if !is_domain_like(v) {
+                    return Err(format!(
+                        "DKIM_SELECTOR needs a selector (letters, digits, `-', dot-separated), not `{v}'"
+                    ));
+                }
+                self.dkim_selector = Some(v.to_ascii_lowercase());
+            }
+            "DKIM_DOMAIN" => {
+                let v = v.trim().trim_end_matches('.');
+                if !is_domain_like(v) {
+                    return Err(format!("DKIM_DOMAIN needs a domain name, not `{v}'"));
+                }
+                self.dkim_domain = Some(v.to_ascii_lowercase());
             }
             "SMTP_TIMEOUT" => self.smtp_timeout = Some(dur(v)?),
             "CONNECT_TIMEOUT" => self.connect_timeout = dur(v)?,
@@ -501,6 +583,62 @@ impl Config {
         }
         system_hostname()
     }
+
+    /// The DKIM signing domain: DKIM_DOMAIN, else the mail name, in lower
+    /// case. Mail is signed when every From: address is in it or below it.
+    pub fn dkim_domain(&self) -> String {
+        match &self.dkim_domain {
+            Some(d) => d.clone(),
+            None => self.hostname().trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+}
+
+/// Whether `s` is dot-separated labels of letters, digits and inner `-`
+/// (a domain name, or a DKIM selector: RFC 6376 §3.1).
+fn is_domain_like(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Reads a `DKIM_KEY` value: an absolute path and an optional selector.
+/// Without the `dkim` feature the key is refused: such a build can not
+/// sign, and mail must not go out unsigned when signing is asked for.
+fn parse_dkim_key(v: &str) -> Result<(PathBuf, Option<String>), String> {
+    if !cfg!(feature = "dkim") {
+        return Err(
+            "DKIM_KEY: this dma-rs was built without DKIM signing (the cargo feature `dkim')"
+                .into(),
+        );
+    }
+    let words: Vec<&str> = v.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    let (path, selector) = match words[..] {
+        [p] => (p, None),
+        [p, s] => (p, Some(s)),
+        _ => {
+            return Err(format!(
+                "DKIM_KEY needs a path and an optional selector, not `{v}'"
+            ));
+        }
+    };
+    if !path.starts_with('/') {
+        return Err(format!("DKIM_KEY needs an absolute path, not `{path}'"));
+    }
+    if let Some(s) = selector
+        && !is_domain_like(s)
+    {
+        return Err(format!(
+            "DKIM_KEY: `{s}' is not a selector (letters, digits, `-', dot-separated)"
+        ));
+    }
+    Ok((PathBuf::from(path), selector.map(str::to_ascii_lowercase)))
 }
 
 /// Splits a SMARTHOST value: hosts separated by blanks or commas, each
@@ -717,6 +855,59 @@ mod tests {
         // An unreadable file falls back to the host name, as in dma.
         let c = parse("MAILNAME /nonexistent/mailname\n").unwrap();
         assert_eq!(c.hostname(), system_hostname());
+    }
+
+    #[cfg(feature = "dkim")]
+    #[test]
+    fn dkim_keys_take_their_selector_or_dkim_selector() {
+        let c = parse(
+            "DKIM_KEY /etc/dma/rsa.pem\nDKIM_KEY /etc/dma/ed.pem Ed2026\nDKIM_SELECTOR rsa2026\nDKIM_DOMAIN Example.ORG.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dkim_keys,
+            vec![
+                DkimKey {
+                    path: "/etc/dma/rsa.pem".into(),
+                    selector: "rsa2026".into()
+                },
+                DkimKey {
+                    path: "/etc/dma/ed.pem".into(),
+                    selector: "ed2026".into()
+                },
+            ]
+        );
+        assert_eq!(c.dkim_domain(), "example.org");
+        // Without DKIM_DOMAIN: the mail name.
+        let c = parse("MAILNAME Mail.Example.NET\n").unwrap();
+        assert_eq!(c.dkim_domain(), "mail.example.net");
+        for (text, line, why) in [
+            ("DKIM_KEY /k.pem\n", 1, "needs a selector"),
+            ("DKIM_KEY k.pem s\n", 1, "absolute path"),
+            ("DKIM_KEY /k.pem s extra\n", 1, "optional selector"),
+            ("DKIM_KEY /k.pem s_1\n", 1, "is not a selector"),
+            (
+                "DKIM_SELECTOR s\nDKIM_KEY /a.pem\nDKIM_KEY /b.pem\n",
+                3,
+                "second key",
+            ),
+            ("DKIM_SELECTOR -s\n", 1, "needs a selector"),
+            ("DKIM_DOMAIN exa mple.org\n", 1, "needs a domain"),
+            ("DKIM_DOMAIN a..b\n", 1, "needs a domain"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "dkim"))]
+    #[test]
+    fn dkim_key_is_refused_without_the_feature() {
+        let e = parse("DKIM_KEY /k.pem s\n").unwrap_err();
+        assert!(e.to_string().contains("without DKIM signing"), "{e}");
+        // The other DKIM keys sign nothing by themselves: accepted.
+        assert!(parse("DKIM_SELECTOR s\nDKIM_DOMAIN example.org\n").is_ok());
     }
 
     impl Config {

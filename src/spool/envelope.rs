@@ -15,6 +15,12 @@
 //! `held <time>` (only in a held message: see [`Envelope::held`]) keeps a
 //! message from every delivery until an administrator releases it.
 //!
+//! `dkim <header>` (version 3; one per signature: see [`Envelope::dkim`])
+//! is a DKIM-Signature header made for the message before its first remote
+//! transaction, sent in front of it at every attempt. Only an envelope that
+//! has one is written as version 3, so a queue without signatures stays
+//! readable by the releases before it.
+//!
 //! After the `end` line come notes, appended to the file in place (no new
 //! file, no fsync): `inflight <time> <index>,<index>...` says that a
 //! delivery of those recipients started then ([`Envelope::inflight_note`]).
@@ -41,8 +47,13 @@
 
 use thiserror::Error;
 
-/// The first line of every envelope file we write.
+/// The first line of every envelope file we write without a DKIM
+/// signature.
 pub const MAGIC: &str = "dma-rs-queue 2";
+
+/// The first line of an envelope file that carries DKIM signatures
+/// (`dkim` lines, which version 2 readers do not know).
+pub const MAGIC_V3: &str = "dma-rs-queue 3";
 
 /// The first line of the envelope files of earlier releases (no `size`,
 /// no `end`), still read.
@@ -210,8 +221,32 @@ pub struct Envelope {
     pub held: Option<i64>,
     /// DSN requests.
     pub dsn: Dsn,
+    /// The DKIM-Signature header fields made for this message (one per
+    /// key, lines joined by LF, no final newline: see
+    /// [`valid_dkim_header`]), sent in front of it to every remote
+    /// recipient at every attempt, so that a retry sends the same bytes.
+    /// Empty until the first remote delivery of a message to be signed.
+    pub dkim: Vec<String>,
     /// The recipients, in order; expansions append.
     pub rcpts: Vec<Rcpt>,
+}
+
+/// Whether `h` is a DKIM-Signature header field as [`Envelope::dkim`]
+/// keeps it: `DKIM-Signature:` first, printable ASCII, folded with LF and
+/// a blank, no line longer than 998 octets. What an envelope says goes in
+/// front of the message as it is: nothing else may.
+pub fn valid_dkim_header(h: &str) -> bool {
+    let name = "DKIM-Signature:";
+    h.get(..name.len())
+        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        && h.split('\n').enumerate().all(|(i, line)| {
+            (i == 0 || line.starts_with([' ', '\t']))
+                && line.len() <= 998
+                && !line.trim().is_empty()
+                && line
+                    .bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        })
 }
 
 /// Why an envelope file could not be read.
@@ -288,6 +323,9 @@ impl Envelope {
         if let Some(v) = &self.dsn.envid {
             kv("dsn-envid", v);
         }
+        for h in &self.dkim {
+            kv("dkim", h);
+        }
         for r in &self.rcpts {
             kv("rcpt", &r.addr);
             if let Some(p) = r.parent {
@@ -317,7 +355,12 @@ impl Envelope {
             }
         }
         kv("end", &self.rcpts.len().to_string());
-        format!("{MAGIC}\n{s}")
+        let magic = if self.dkim.is_empty() {
+            MAGIC
+        } else {
+            MAGIC_V3
+        };
+        format!("{magic}\n{s}")
     }
 
     /// Parses an envelope file's text, strictly.
@@ -327,11 +370,13 @@ impl Envelope {
             line: line + 1,
             reason: reason.to_string(),
         };
-        let v1 = match lines.next() {
-            Some((_, MAGIC)) => false,
-            Some((_, MAGIC_V1)) => true,
+        let version = match lines.next() {
+            Some((_, MAGIC_V1)) => 1,
+            Some((_, MAGIC)) => 2,
+            Some((_, MAGIC_V3)) => 3,
             _ => return Err(bad(0, "not a dma-rs queue file (or another version)")),
         };
+        let v1 = version == 1;
         let mut env = Envelope {
             id: String::new(),
             created: 0,
@@ -342,6 +387,7 @@ impl Envelope {
             double_bounce: false,
             held: None,
             dsn: Dsn::default(),
+            dkim: Vec::new(),
             rcpts: Vec::new(),
         };
         let mut seen_sender = false;
@@ -402,6 +448,12 @@ impl Envelope {
                 "dsn-notify" => env.dsn.notify = Some(value),
                 "dsn-ret" => env.dsn.ret = Some(value),
                 "dsn-envid" => env.dsn.envid = Some(value),
+                "dkim" if version >= 3 => {
+                    if !valid_dkim_header(&value) {
+                        return Err(bad(n, "not a DKIM-Signature header"));
+                    }
+                    env.dkim.push(value);
+                }
                 "rcpt" => {
                     if value.is_empty() {
                         return Err(bad(n, "empty recipient"));
@@ -462,6 +514,9 @@ impl Envelope {
         if !v1 && env.size.is_none() {
             return Err(bad(0, "missing size"));
         }
+        if version == 3 && env.dkim.is_empty() {
+            return Err(bad(0, "version 3 without a dkim line"));
+        }
         Ok(env)
     }
 
@@ -518,6 +573,7 @@ mod tests {
             double_bounce: false,
             held: None,
             dsn: Dsn::default(),
+            dkim: Vec::new(),
             rcpts: vec![
                 Rcpt::new("team", None),
                 Rcpt {
@@ -554,6 +610,36 @@ mod tests {
         assert!(text.contains("\nheld 1764411000\n"), "{text}");
         assert_eq!(Envelope::parse(&text).unwrap(), e);
         assert!(Envelope::parse(&text.replace("held 1764411000", "held soon")).is_err());
+    }
+
+    #[test]
+    fn dkim_lines_make_version_3_and_are_checked() {
+        let mut e = sample();
+        assert!(e.serialize().starts_with(&format!("{MAGIC}\n")));
+        let sig = "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s;\n\th=From:From:To; bh=x;\n\tb=y;";
+        e.dkim = vec![sig.into(), sig.replace("rsa", "ed25519")];
+        let text = e.serialize();
+        assert!(text.starts_with(&format!("{MAGIC_V3}\n")), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("dkim ")).count(), 2);
+        assert_eq!(Envelope::parse(&text).unwrap(), e);
+        // Version 2 knows no dkim line; version 3 needs one.
+        assert!(Envelope::parse(&text.replacen(MAGIC_V3, MAGIC, 1)).is_err());
+        e.dkim.clear();
+        let plain = e.serialize();
+        assert!(Envelope::parse(&plain.replacen(MAGIC, MAGIC_V3, 1)).is_err());
+        // Only a DKIM-Signature field, whole, goes in front of the message.
+        for forged in [
+            "Bcc: root",
+            "DKIM-Signature: a\nBcc: root",
+            "DKIM-Signature: a\n\nbody",
+            "DKIM-Signature: a\n",
+            "DKIM-Signature: a\r\n\tb",
+            "DKIM-Signature: \u{e9}",
+        ] {
+            let text = text.replacen(&encode(sig), &encode(forged), 1);
+            assert!(Envelope::parse(&text).is_err(), "{forged:?}");
+        }
+        assert!(valid_dkim_header(sig));
     }
 
     #[test]

@@ -738,6 +738,7 @@ mod tests {
             double_bounce: false,
             held: None,
             dsn: Default::default(),
+            dkim: Vec::new(),
             rcpts: (0..rcpts)
                 .map(|i| Rcpt::new(format!("r{i}"), None))
                 .collect(),

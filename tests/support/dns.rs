@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use simple_dns::rdata::{A, AAAA, CNAME, MX, RData};
+use simple_dns::rdata::{A, AAAA, CNAME, MX, RData, TXT};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, RCODE, ResourceRecord, TYPE};
 
 /// What the fake knows. Names are matched case-insensitively, with or
@@ -34,6 +34,9 @@ pub enum Record {
     Aaaa(String, Ipv6Addr),
     /// `name CNAME target`, followed in answers.
     Cname(String, String),
+    /// `name TXT "string" "string"...`: one record of these strings (each
+    /// at most 255 octets).
+    Txt(String, Vec<String>),
     /// `name CNAME target`, not followed: the answer holds only the CNAME.
     BareCname(String, String),
     /// The name does not exist (NXDOMAIN).
@@ -218,6 +221,7 @@ impl Record {
             | Record::A(n, _)
             | Record::Aaaa(n, _)
             | Record::Cname(n, _)
+            | Record::Txt(n, _)
             | Record::BareCname(n, _)
             | Record::NxDomain(n)
             | Record::ServFail(n)
@@ -241,6 +245,13 @@ impl Record {
             Record::Aaaa(_, ip) => RData::AAAA(AAAA::from(*ip)),
             Record::Cname(_, target) | Record::BareCname(_, target) => {
                 RData::CNAME(CNAME(name(target)))
+            }
+            Record::Txt(_, strings) => {
+                let mut txt = TXT::new();
+                for s in strings {
+                    txt.add_string(s).unwrap();
+                }
+                RData::TXT(txt)
             }
             _ => return None,
         };
