@@ -61,9 +61,9 @@ pub const SIGNED_FIELDS: &[&str] = &[
     "References",
 ];
 
-/// A header section larger than this is not looked into (such a message
-/// is not signed).
-const MAX_HEADER: u64 = 1 << 20;
+/// How much of the message is read for its From: fields: intake refuses
+/// a header section larger than this ([`crate::intake::MAX_HEADER`]).
+const MAX_HEADER: u64 = crate::intake::MAX_HEADER as u64;
 
 /// What DKIM makes of a message about to go to its remote recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
