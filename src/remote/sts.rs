@@ -1,0 +1,101 @@
+//! MTA-STS (RFC 8461) applied to MX delivery: the policy in force for a
+//! recipient domain (looked up, fetched and cached by
+//! [`crate::smtp::mta_sts`]), and what it says of each MX host.
+
+use std::net::IpAddr;
+
+use super::HopTls;
+use crate::context::Ctx;
+use crate::logging::Level::{self, Info, Notice};
+use crate::smtp::dns::{DnsError, Resolver};
+use crate::smtp::mta_sts::{self, Fetcher, Found, Mode};
+
+/// A domain's policy in force, in enforce or testing mode.
+pub(crate) struct Applied {
+    domain: String,
+    found: Found,
+}
+
+impl Applied {
+    /// `MTA-STS policy of example.com (enforce, id 20260101, cached)`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "MTA-STS policy of {} ({}, id {}, {})",
+            self.domain, self.found.policy.mode, self.found.id, self.found.source
+        )
+    }
+
+    /// Whether hosts that fail the policy are not to be used.
+    pub(crate) fn enforce(&self) -> bool {
+        self.found.policy.mode == Mode::Enforce
+    }
+
+    /// Whether the policy lists MX host `host`, or why not.
+    pub(crate) fn check_mx(&self, host: &str) -> Result<(), String> {
+        if self.found.policy.allows(host) {
+            return Ok(());
+        }
+        let patterns: Vec<String> = self
+            .found
+            .policy
+            .mx
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect();
+        Err(format!(
+            "MX host {host} matches none of its mx patterns ({})",
+            patterns.join(", ")
+        ))
+    }
+
+    /// What the policy asks of TLS with a host it lists.
+    pub(crate) fn hop_tls(&self) -> HopTls {
+        match self.found.policy.mode {
+            Mode::Enforce => HopTls::Sts(self.describe()),
+            _ => HopTls::StsTesting(self.describe()),
+        }
+    }
+}
+
+/// The MTA-STS policy in force for `domain`, if it has one in enforce or
+/// testing mode. Cached in SPOOLDIR/mta-sts (by the runner; a user's `-bv`
+/// can not write there, and fetches afresh). What happened on the way goes
+/// to `note` (the log, and `-bv`).
+pub(crate) fn policy(
+    ctx: &Ctx,
+    resolver: &Resolver,
+    domain: &str,
+    note: &mut impl FnMut(Level, String),
+) -> Option<Applied> {
+    let name = format!("_mta-sts.{}", domain.trim_end_matches('.'));
+    let txt = match resolver.txt(&name) {
+        Ok(found) => Ok(found.records),
+        Err(DnsError::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    };
+    let dir = ctx.config.spooldir.join("mta-sts");
+    if let Err(why) = mta_sts::cache::prepare(&dir) {
+        note(Info, format!("MTA-STS for {domain}: no cache: {why}"));
+    }
+    let r = resolver.clone();
+    let addresses = move |host: &str| -> Result<Vec<IpAddr>, String> {
+        r.addresses(host).map_err(|e| e.to_string())
+    };
+    let fetcher = Fetcher::new(addresses, ctx.config.cafile.clone());
+    let now = jiff::Timestamp::now().as_second();
+    let outcome = mta_sts::policy_for(domain, txt, now, &dir, &fetcher);
+    for n in outcome.notes {
+        note(Notice, format!("MTA-STS for {domain}: {n}"));
+    }
+    let found = outcome.found?;
+    let applied = Applied {
+        domain: domain.to_ascii_lowercase(),
+        found,
+    };
+    if applied.found.policy.mode == Mode::None {
+        note(Info, format!("{}: nothing to apply", applied.describe()));
+        return None;
+    }
+    note(Info, format!("{} applies", applied.describe()));
+    Some(applied)
+}
