@@ -81,7 +81,11 @@ pub(crate) fn policy(
     let addresses = move |host: &str| -> Result<Vec<IpAddr>, String> {
         r.addresses(host).map_err(|e| e.to_string())
     };
-    let fetcher = Fetcher::new(addresses, ctx.config.cafile.clone());
+    let mut fetcher = Fetcher::new(addresses, ctx.config.cafile.clone());
+    // SMTP_TIMEOUT, when shorter, bounds the fetch too.
+    if let Some(t) = ctx.config.smtp_timeout {
+        fetcher.timeout = fetcher.timeout.min(t);
+    }
     let now = jiff::Timestamp::now().as_second();
     let outcome = mta_sts::policy_for(domain, txt, now, &dir, &fetcher);
     for n in outcome.notes {
