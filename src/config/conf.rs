@@ -299,7 +299,7 @@ pub const KEYS: &[Key] = &[
     flag("ROOT_FORWARD_PROGRAMS"),
     value("CAFILE", "path", None),
     flag("TLS_NO_VERIFY"),
-    value("TLS_POLICY", "dane mta-sts|none", Some("dane mta-sts")),
+    value("TLS_POLICY", "policies", Some("dane mta-sts")),
     value("NAMESERVER", "ip[:port]", None),
     value("SMTP_TIMEOUT", "duration", None),
     value("CONNECT_TIMEOUT", "duration", Some("30s")),
