@@ -179,6 +179,19 @@ fn dane_ta_delivers_over_a_handshake_with_the_anchor_in_the_chain() {
 }
 
 #[test]
+fn a_dane_ta_refusal_over_a_handshake_is_ours_in_words() {
+    let root = ca("dma-rs test CA", None);
+    let (cert, key) = leaf(&["other.example"], Some(&root), false);
+    let c = client(vec![record(2, 1, 1, root.der(), root.key())], &[]);
+    let (why, refused) = handshake(&c, vec![cert, root.der().clone()], &key).unwrap_err();
+    assert!(refused, "{why}");
+    assert!(
+        why.starts_with("wrong name: the certificate of mx.example (subject CN=leaf.test) is for other.example, not for mx.example (DANE-TA"),
+        "{why}"
+    );
+}
+
+#[test]
 fn dane_ee_matches_the_certificate_or_its_key_by_any_matching_type_ignoring_name_and_dates() {
     for expired in [false, true] {
         let (cert, key) = leaf(&["wrong.example"], None, expired);
