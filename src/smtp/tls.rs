@@ -15,6 +15,9 @@
 //! unverified, and [`Client::unverified`] says why. A FINGERPRINT mismatch
 //! is never accepted.
 //!
+//! Under DANE ([`client_dane`], RFC 7672) the server's TLSA records decide
+//! instead of CAs, CAFILE and the other settings above: see [`dane`].
+//!
 //! Every failure is described in words ([`Client::why`]): what is wrong, and
 //! the certificate's subject, never a rustls enum name.
 
@@ -34,7 +37,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 
+pub mod dane;
 mod words;
+pub use dane::Tlsa;
 use words::{CertInfo, describe_cert, describe_io, subject_of};
 
 /// How the server's certificate is checked.
@@ -110,9 +115,6 @@ impl Client {
 /// `lenient` (OPPORTUNISTIC_TLS with STARTTLS): accept a certificate that
 /// fails verification, and record why. Errors name the file.
 pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
     let check = match Policy::of(config) {
         Policy::Verify => {
             let (roots, anchors) = roots(config)?;
@@ -131,6 +133,39 @@ pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
         Policy::Pin(fp) => Check::Pin(fp),
         Policy::None => Check::Nothing,
     };
+    build(config, check, lenient)
+}
+
+/// The rustls client configuration for a server with DANE TLSA records
+/// (RFC 7672): its certificate must match one of the usable records in
+/// `tlsa`; FINGERPRINT, CAFILE, TLS_NO_VERIFY and OPPORTUNISTIC_TLS do not
+/// apply (a failure is never accepted). CERTFILE is still presented.
+///
+/// `names` are the names a DANE-TA (usage 2) certificate may carry: the MX
+/// host name (the TLSA base domain) and, if the caller accepts it, the
+/// next-hop domain (RFC 7672 §3.2.2); empty means the name the connection
+/// is made to (its SNI). DANE-EE (usage 3) checks no name and no dates.
+///
+/// Unusable records ([`Tlsa::usable`]) are dropped. With none left this is
+/// an error: RFC 7672 §2.2 then asks for TLS without authentication, which
+/// is the caller's decision, not a verifier that refuses every certificate.
+pub fn client_dane(config: &Config, tlsa: Vec<Tlsa>, names: Vec<String>) -> Result<Client, String> {
+    let tlsa: Vec<Tlsa> = tlsa.into_iter().filter(Tlsa::usable).collect();
+    if tlsa.is_empty() {
+        return Err("no usable TLSA records (DANE needs usage 2 or 3, selector 0 or 1, matching type 0, 1 or 2)".into());
+    }
+    let names = names
+        .iter()
+        .map(|n| server_name(n.strip_suffix('.').unwrap_or(n)))
+        .collect::<Result<_, _>>()?;
+    build(config, Check::Dane { tlsa, names }, false)
+}
+
+/// The configuration around `check`, with CERTFILE if set.
+fn build(config: &Config, check: Check, lenient: bool) -> Result<Client, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
     let verdict = Arc::new(Mutex::new(None));
     let builder = builder
         .dangerous()
@@ -228,10 +263,12 @@ pub fn summary(der: &[u8]) -> Option<Summary> {
 
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
 pub fn fingerprint(cert: &[u8]) -> String {
-    Sha256::digest(cert)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(cert))
+}
+
+/// Bytes in lower-case hex, as FINGERPRINT and TLSA records are written.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the verifier checks.
@@ -249,6 +286,12 @@ enum Check {
     Pin([u8; 32]),
     /// Nothing (TLS_NO_VERIFY). Handshake signatures are still checked.
     Nothing,
+    /// DANE: one of the usable TLSA records matches; `names` for a DANE-TA
+    /// chain (empty: the SNI name).
+    Dane {
+        tlsa: Vec<Tlsa>,
+        names: Vec<ServerName<'static>>,
+    },
 }
 
 #[derive(Debug)]
@@ -277,6 +320,22 @@ impl ServerCertVerifier for Verifier {
         let host = name.to_str();
         match &self.check {
             Check::Nothing => Ok(ServerCertVerified::assertion()),
+            Check::Dane { tlsa, names } => {
+                let names = if names.is_empty() {
+                    std::slice::from_ref(name)
+                } else {
+                    names.as_slice()
+                };
+                let algs = self.provider.signature_verification_algorithms.all;
+                match dane::verify(tlsa, names, end_entity, intermediates, &host, now, algs) {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    // DANE is mandatory: never accepted unverified.
+                    Err(refused) => {
+                        self.record(refused.words);
+                        Err(refused.error)
+                    }
+                }
+            }
             Check::Pin(fp) => {
                 let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
                 if got == *fp {
@@ -288,7 +347,7 @@ impl ServerCertVerifier for Verifier {
                     "fingerprints do not match: the certificate of {host} ({}) has SHA-256 {}, FINGERPRINT is {}",
                     subject_of(end_entity.as_ref()),
                     fingerprint(end_entity.as_ref()),
-                    fp.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    hex(fp)
                 ));
                 Err(Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
