@@ -5,7 +5,8 @@
 //! the handshake, the request and the whole body, so a server that
 //! trickles bytes holds a delivery for no longer than [`FETCH_TIMEOUT`].
 //!
-//! The host's addresses come from the caller (our resolver, or a test's).
+//! The host's addresses come from the caller (our resolver, or a test's);
+//! the time the lookup takes counts against the deadline too.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -62,16 +63,8 @@ impl<A: Addresses> Fetcher<A> {
         }
     }
 
-    /// The policy's bytes as served for `domain` (lower case, checked by
-    /// [`super::policy_domain`]), or why not, in one line that starts
-    /// with "fetching https://…: ".
-    pub fn fetch_text(&self, domain: &str) -> Result<Vec<u8>, String> {
-        let host = format!("mta-sts.{domain}");
-        let url = format!("https://{host}{}", http::PATH);
-        self.get(&host)
-            .map_err(|why| format!("fetching {url}: {why}"))
-    }
-
+    /// The body served at `https://<host>/.well-known/mta-sts.txt`, or
+    /// why not.
     fn get(&self, host: &str) -> Result<Vec<u8>, String> {
         let deadline = Deadline::after(self.timeout);
         let client = tls::webpki_client(self.cafile.as_deref())?;
@@ -130,12 +123,16 @@ impl<A: Addresses> Fetcher<A> {
 }
 
 impl<A: Addresses> Fetch for Fetcher<A> {
+    /// The policy of `domain`, or why not, in one line that starts
+    /// "fetching https://mta-sts.<domain>/.well-known/mta-sts.txt: ".
     fn fetch(&self, domain: &str) -> Result<Policy, String> {
-        let text = self.fetch_text(domain)?;
-        let url = format!("https://mta-sts.{domain}{}", http::PATH);
-        let text = String::from_utf8(text)
-            .map_err(|_| format!("fetching {url}: the policy is not UTF-8 text"))?;
-        Policy::parse(&text).map_err(|why| format!("fetching {url}: not a valid policy: {why}"))
+        let host = format!("mta-sts.{domain}");
+        let policy = self.get(&host).and_then(|body| {
+            let text =
+                String::from_utf8(body).map_err(|_| "the policy is not UTF-8 text".to_string())?;
+            Policy::parse(&text).map_err(|why| format!("not a valid policy: {why}"))
+        });
+        policy.map_err(|why| format!("fetching https://{host}{}: {why}", http::PATH))
     }
 }
 

@@ -396,6 +396,10 @@ mod tests {
                 format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "h".repeat(20_000)),
                 "a line longer than 16384 bytes in the header fields",
             ),
+            (
+                "HTTP/1.1 302 \u{202e}dnuoF\r\nLocation: https://x/\u{2028}\x1b[2J\r\n\r\n".into(),
+                "HTTP 302 ?dnuoF to https://x/??[2J (a policy is never fetched through a redirect: RFC 8461 §3.3)",
+            ),
         ] {
             let got = body(wire.as_bytes()).unwrap_err();
             assert_eq!(got, want, "{}", shown(&wire));

@@ -224,12 +224,20 @@ fn is_wsp(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
-/// Text from the server, safe and short enough for a log line.
+/// Text from a server or a DNS record, safe and short enough for a log
+/// line and a queue file: printable ASCII (all that a policy, a record or
+/// an HTTP head should hold), anything else as `?`, at most 80 characters.
 pub(super) fn shown(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if s.chars().count() > 80 {
         out.push_str("...");
