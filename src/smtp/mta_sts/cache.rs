@@ -266,9 +266,13 @@ pub fn remove_expired(dir: &Path, now: i64) -> Result<Vec<String>, String> {
             None
         } else {
             match load(dir, &name) {
-                Ok(Some(e)) if !e.is_fresh(now) => {
+                Ok(Some(e)) if now >= e.expires() => {
                     Some(format!("expired at {}", date(e.expires())))
                 }
+                Ok(Some(e)) if !e.is_fresh(now) => Some(format!(
+                    "fetched at {}, which is yet to come (the clock was stepped back?)",
+                    date(e.fetched)
+                )),
                 Ok(_) => None,
                 Err(why) if m.is_symlink() || foreign(&m).is_none() => Some(why),
                 Err(why) => {
@@ -471,6 +475,7 @@ mod tests {
         // Real time: the temporary file's age is its mtime's.
         let now = crate::spool::now();
         store(&dir, "fresh.example", &entry(now - 10, 86400)).unwrap();
+        store(&dir, "future.example", &entry(now + 3600, 86400)).unwrap();
         store(&dir, "old.example", &entry(now - 86400, 86400)).unwrap();
         fs::write(dir.join("broken.example"), "junk").unwrap();
         fs::write(dir.join(".tmpabc"), "x").unwrap();
@@ -479,6 +484,11 @@ mod tests {
         let done = remove_expired(&dir, now).unwrap().join("\n");
         let want = format!("old.example: expired at {}", date(now));
         assert!(done.contains("removed") && done.contains(&want), "{done}");
+        let want = format!(
+            "future.example: fetched at {}, which is yet to come",
+            date(now + 3600)
+        );
+        assert!(done.contains(&want), "{done}");
         assert!(
             done.contains("broken.example: MTA-STS cache file"),
             "{done}"

@@ -435,6 +435,25 @@ mod tests {
         assert_eq!(got.unwrap(), b"ok");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_reader_never_panics(
+            head in "HTTP/1\\.[01] [0-9]{3}[ -~]{0,10}\r?\n((Content-Type|Content-Length|Transfer-Encoding|X)[ -~]{0,20}\r?\n){0,4}\r?\n",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut wire = head.into_bytes();
+            wire.extend_from_slice(&body);
+            if let Ok(b) = read_body(&wire[..]) {
+                proptest::prop_assert!(b.len() <= MAX_BODY);
+            }
+        }
+
+        #[test]
+        fn the_reader_never_panics_on_any_bytes(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500)) {
+            let _ = read_body(&wire[..]);
+        }
+    }
+
     #[test]
     fn too_many_interim_responses_hit_the_header_limit() {
         let wire = "HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
