@@ -447,7 +447,10 @@ fn dane_tls(
         Err(e) => return Err(format!("DANE: TLSA lookup for {name} failed: {e}")),
     };
     if found.records.is_empty() {
-        note(Info, format!("DANE not used for {host}: no TLSA records at {name}"));
+        note(
+            Info,
+            format!("DANE not used for {host}: no TLSA records at {name}"),
+        );
         return Ok(None);
     }
     if !found.secure {
@@ -665,7 +668,7 @@ fn open_with(
         let short = if !is_tls(&s) {
             Some("no TLS".to_string())
         } else {
-            s.stream().unverified()
+            s.stream().unverified().map(str::to_string)
         };
         if let Some(why) = short {
             notice!("{policy}: {shown}: {why}; enforce mode would not deliver here");

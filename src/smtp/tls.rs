@@ -22,16 +22,18 @@
 //! the certificate's subject, never a rustls enum name.
 
 use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{WebPkiServerVerifier, verify_server_name};
+use rustls::client::{WantsClientCert, WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, Error, RootCertStore,
+    SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 
@@ -75,7 +77,7 @@ pub struct Client {
     pub config: Arc<ClientConfig>,
     /// The verifier's finding, in words: why the certificate was refused (or,
     /// when lenient, accepted unverified). Empty when it verified.
-    verdict: Arc<Mutex<Option<String>>>,
+    verdict: Verdict,
 }
 
 impl Client {
@@ -116,20 +118,7 @@ impl Client {
 /// fails verification, and record why. Errors name the file.
 pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
     let check = match Policy::of(config) {
-        Policy::Verify => {
-            let (roots, anchors) = roots(config)?;
-            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("certificate verifier: {e}"))?;
-            Check::Chain {
-                inner,
-                anchors,
-                source: match &config.cafile {
-                    Some(p) => format!("CAFILE {}", p.display()),
-                    None => "the system's trusted CAs".to_string(),
-                },
-            }
-        }
+        Policy::Verify => chain(config.cafile.as_deref())?,
         Policy::Pin(fp) => Check::Pin(fp),
         Policy::None => Check::Nothing,
     };
@@ -163,18 +152,7 @@ pub fn client_dane(config: &Config, tlsa: Vec<Tlsa>, names: Vec<String>) -> Resu
 
 /// The configuration around `check`, with CERTFILE if set.
 fn build(config: &Config, check: Check, lenient: bool) -> Result<Client, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let verdict = Arc::new(Mutex::new(None));
-    let builder = builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            check,
-            lenient,
-            verdict: verdict.clone(),
-            provider: provider(),
-        }));
+    let (builder, verdict) = checking(check, lenient)?;
     let cfg = match &config.certfile {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -196,12 +174,63 @@ fn build(config: &Config, check: Check, lenient: bool) -> Result<Client, String>
     })
 }
 
+/// A rustls client configuration that always verifies the chain to
+/// `cafile`'s CAs (or the system's) and the host name, and shows no client
+/// certificate: for an MTA-STS policy fetch, where only that counts (RFC
+/// 8461 §3.3), whatever FINGERPRINT, TLS_NO_VERIFY, OPPORTUNISTIC_TLS and
+/// CERTFILE say for SMTP.
+pub fn webpki_client(cafile: Option<&Path>) -> Result<Client, String> {
+    let (builder, verdict) = checking(chain(cafile)?, false)?;
+    Ok(Client {
+        config: Arc::new(builder.with_no_client_auth()),
+        verdict,
+    })
+}
+
+type Verdict = Arc<Mutex<Option<String>>>;
+
+/// A configuration builder whose verifier does `check`, and where it
+/// records its finding.
+fn checking(
+    check: Check,
+    lenient: bool,
+) -> Result<(ConfigBuilder<ClientConfig, WantsClientCert>, Verdict), String> {
+    let verdict = Arc::new(Mutex::new(None));
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            check,
+            lenient,
+            verdict: verdict.clone(),
+            provider: provider(),
+        }));
+    Ok((builder, verdict))
+}
+
+/// The chain-and-name check against `cafile`'s CAs, or the system's.
+fn chain(cafile: Option<&Path>) -> Result<Check, String> {
+    let (roots, anchors) = roots(cafile)?;
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("certificate verifier: {e}"))?;
+    Ok(Check::Chain {
+        inner,
+        anchors,
+        source: match cafile {
+            Some(p) => format!("CAFILE {}", p.display()),
+            None => "the system's trusted CAs".to_string(),
+        },
+    })
+}
+
 /// CAFILE's certificates (also returned as they are, for the exact-match
 /// rule), or the system's.
-fn roots(config: &Config) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
+fn roots(cafile: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
     let mut anchors = Vec::new();
-    match &config.cafile {
+    match cafile {
         Some(path) => {
             for c in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("CAFILE {}: {e}", path.display()))?
@@ -298,7 +327,7 @@ enum Check {
 struct Verifier {
     check: Check,
     lenient: bool,
-    verdict: Arc<Mutex<Option<String>>>,
+    verdict: Verdict,
     provider: Arc<CryptoProvider>,
 }
 
