@@ -617,3 +617,41 @@ fn bv_with_v_shows_the_policy_of_each_mx() {
     assert!(!run.stdout().contains(", in order:"), "{}", run.stdout());
     assert_eq!(dns.queries(), before);
 }
+
+#[test]
+fn a_queue_run_asks_a_failing_policy_host_once() {
+    if !need_root("mta_sts_memo") {
+        return;
+    }
+    let ca = Ca::new();
+    let dns = FakeDns::start(vec![
+        mx("sts8.test", "mx.sts8.test"),
+        a("mx.sts8.test", 63),
+        txt("_mta-sts.sts8.test", "v=STSv1; id=1"),
+        a("mta-sts.sts8.test", 64),
+    ]);
+    let server = smtp(63, None);
+    let site = web(
+        64,
+        &ca,
+        "sts8.test",
+        Answer::Raw(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()),
+    );
+    // One worker for the hop (several would each ask once, at the same
+    // time).
+    let env = env(&dns, &ca, "DEFER\nHOP_SESSIONS 1\n");
+    for rcpt in ["a@sts8.test", "b@sts8.test", "c@sts8.test"] {
+        env.send(&["-f", "s@sender.test", rcpt], MSG)
+            .expect(0, &env);
+    }
+    assert_eq!(env.queue_ids().len(), 3);
+    let mut c = env.cmd("sendmail");
+    c.args(["-q", "-v"]);
+    let run = env.run(c, b"", None);
+    run.expect(0, &env);
+    // Three messages, one fetch (and no policy: delivered as configured);
+    // the second and third message do not wait for a policy host that has
+    // just failed.
+    assert_eq!(server.messages().len(), 3, "{}", run.show());
+    assert_eq!(site.requests().len(), 1, "{}", run.show());
+}

@@ -3,12 +3,23 @@
 //! [`crate::smtp::mta_sts`]), and what it says of each MX host.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::HopTls;
 use crate::context::Ctx;
 use crate::logging::Level::{self, Info, Notice};
 use crate::smtp::dns::{DnsError, Resolver};
 use crate::smtp::mta_sts::{self, Fetcher, Found, Mode};
+
+/// How long a process keeps using a policy it decided on (or the lack of
+/// one): a queue run with many messages for a domain looks it up once, and
+/// a policy host that does not answer costs one timeout, not one per
+/// message (RFC 8461 §3.3 asks for no more than one fetch per few minutes).
+const MEMO_FOR: Duration = Duration::from_secs(300);
+
+/// The decisions of this process: domain, when, what.
+static MEMO: Mutex<Vec<(String, Instant, Option<Found>)>> = Mutex::new(Vec::new());
 
 /// A domain's policy in force, in enforce or testing mode.
 pub(crate) struct Applied {
@@ -67,6 +78,40 @@ pub(crate) fn policy(
     domain: &str,
     note: &mut impl FnMut(Level, String),
 ) -> Option<Applied> {
+    let key = domain.trim_end_matches('.').to_ascii_lowercase();
+    let remembered = {
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        memo.retain(|(_, at, _)| at.elapsed() < MEMO_FOR);
+        memo.iter()
+            .find(|(d, _, _)| *d == key)
+            .map(|(_, _, f)| f.clone())
+    };
+    let found = match remembered {
+        Some(found) => found,
+        None => {
+            let found = look_up(ctx, resolver, domain, note);
+            let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+            memo.push((key.clone(), Instant::now(), found.clone()));
+            found
+        }
+    }?;
+    let applied = Applied { domain: key, found };
+    if applied.found.policy.mode == Mode::None {
+        note(Info, format!("{}: nothing to apply", applied.describe()));
+        return None;
+    }
+    note(Info, format!("{} applies", applied.describe()));
+    Some(applied)
+}
+
+/// The policy in force for `domain`, looked up (and fetched, if its id
+/// is new) now.
+fn look_up(
+    ctx: &Ctx,
+    resolver: &Resolver,
+    domain: &str,
+    note: &mut impl FnMut(Level, String),
+) -> Option<Found> {
     let name = format!("_mta-sts.{}", domain.trim_end_matches('.'));
     let txt = match resolver.txt(&name) {
         Ok(found) => Ok(found.records),
@@ -91,15 +136,5 @@ pub(crate) fn policy(
     for n in outcome.notes {
         note(Notice, format!("MTA-STS for {domain}: {n}"));
     }
-    let found = outcome.found?;
-    let applied = Applied {
-        domain: domain.to_ascii_lowercase(),
-        found,
-    };
-    if applied.found.policy.mode == Mode::None {
-        note(Info, format!("{}: nothing to apply", applied.describe()));
-        return None;
-    }
-    note(Info, format!("{} applies", applied.describe()));
-    Some(applied)
+    outcome.found
 }
