@@ -539,9 +539,6 @@ pub(crate) struct Trace {
     /// Why the connection is in plain text although STARTTLS was asked for
     /// (OPPORTUNISTIC_TLS).
     pub(crate) plain_because: Option<String>,
-    /// The recipient domain's policy that decides TLS with this host
-    /// (MTA-STS, DANE), in words.
-    pub(crate) policy: Option<String>,
 }
 
 /// Why a connection was not opened.
@@ -577,9 +574,6 @@ fn open_with(
     let required = hop.tls.required();
     let refused = |e: String| Open::Failed(format!("{}: {e}", hop.tls.describe(&hop.name)));
     info!("trying remote delivery to {shown}");
-    if hop.tls != HopTls::Config {
-        trace.policy = Some(hop.tls.describe(&hop.name));
-    }
     let stream = Stream::connect(hop.addr, c.connect_timeout)
         .map_err(|e| failed(format!("connect to {shown} failed: {e}")))?;
     let implicit = c.securetransfer && !c.starttls;
