@@ -365,25 +365,6 @@ fn mx_hops(
     let mut last = None;
     let mut refused = Vec::new();
     for host in mx.records {
-        // MTA-STS enforce: only the hosts its policy names.
-        let sts_tls = match &sts {
-            Some(p) => match p.check_mx(&host.name) {
-                Ok(()) => p.hop_tls(),
-                Err(why) if p.enforce() => {
-                    note(Notice, format!("{}: {why}: not trying it", p.describe()));
-                    refused.push(format!("{}: {why}", p.describe()));
-                    continue;
-                }
-                Err(why) => {
-                    note(
-                        Notice,
-                        format!("{}: {why}: enforce mode would not try it", p.describe()),
-                    );
-                    p.hop_tls()
-                }
-            },
-            None => HopTls::Config,
-        };
         let addrs = match resolver.address_lookup(&host.name) {
             Ok(a) => a,
             Err(e) => {
@@ -391,16 +372,17 @@ fn mx_hops(
                 continue;
             }
         };
-        let tls = if dane_off.is_some() {
-            sts_tls
+        // DANE first: a host with usable TLSA records gets them, whatever
+        // MTA-STS says of it (RFC 8461 §2).
+        let dane = if dane_off.is_some() {
+            None
         } else if !addrs.secure {
             let why = "its addresses are not DNSSEC-signed";
             note(Info, format!("DANE not used for {}: {why}", host.name));
-            sts_tls
+            None
         } else {
             match dane_tls(resolver, &host.name, &mut note) {
-                Ok(Some(tls)) => tls,
-                Ok(None) => sts_tls,
+                Ok(found) => found,
                 Err(why) => {
                     // An attacker's way to strip DANE: skip the host.
                     note(Warning, format!("{why}: not trying {}", host.name));
@@ -408,6 +390,24 @@ fn mx_hops(
                     continue;
                 }
             }
+        };
+        let tls = match (dane, &sts) {
+            (Some(dane), _) => dane,
+            (None, None) => HopTls::Config,
+            // MTA-STS enforce: only the hosts its policy names.
+            (None, Some(p)) => match p.check_mx(&host.name) {
+                Ok(()) => p.hop_tls(),
+                Err(why) if p.enforce() => {
+                    note(Notice, format!("{}: {why}: not trying it", p.describe()));
+                    refused.push(format!("{}: {why}", p.describe()));
+                    continue;
+                }
+                Err(why) => {
+                    let why = format!("{}: {why}: enforce mode would not try it", p.describe());
+                    note(Notice, why);
+                    p.hop_tls()
+                }
+            },
         };
         hops.extend(addrs.records.into_iter().map(|ip| Hop {
             name: host.name.clone(),
