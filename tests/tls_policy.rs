@@ -545,13 +545,14 @@ fn dane_wins_over_mta_sts_and_tls_policy_turns_either_off() {
         60,
         &ca,
         "both.test",
-        Answer::Policy(policy("enforce", &["mx.both.test"])),
+        // It does not even list the host: DANE decides there all the same.
+        Answer::Policy(policy("enforce", &["mx.listed.test"])),
     );
     let env = env(&dns, &ca, "");
     let log = send(&env, "a@both.test");
     assert_eq!(server.messages().len(), 1, "{log}\n{}", mailq(&env));
     assert!(server.messages()[0].tls);
-    // MTA-STS alone: the self-signed certificate is refused.
+    // MTA-STS alone: the host is not listed.
     env.write_conf(&format!(
         "NAMESERVER {}\nSMTP_TIMEOUT 3s\nCONNECT_TIMEOUT 2s\nCAFILE {}\nTLS_POLICY mta-sts\n",
         dns.addr(),
@@ -560,7 +561,9 @@ fn dane_wins_over_mta_sts_and_tls_policy_turns_either_off() {
     let log = send(&env, "b@both.test");
     assert_eq!(server.messages().len(), 1, "{log}");
     assert!(
-        mailq(&env).contains("4.7.5 MTA-STS policy of both.test"),
+        mailq(&env).contains(
+            "4.7.5 MTA-STS policy of both.test (enforce, id 1, cached): MX host mx.both.test matches none"
+        ),
         "{log}"
     );
     // Neither: delivered as dma.conf says (plain text), no policy fetched.
