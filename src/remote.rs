@@ -635,6 +635,10 @@ fn open_with(
                     "no usable TLSA record for {}: encrypted, not authenticated",
                     hop.name
                 ));
+            } else if required {
+                // The handshake is through: the certificate matched.
+                let by = hop.tls.describe(&hop.name);
+                info!("TLS with {shown}: certificate verified, as {by} requires");
             }
             s = Session::new(stream, &shown, t);
             trace.hello = Some(s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?);
