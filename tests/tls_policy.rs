@@ -191,6 +191,10 @@ fn mta_sts_enforce_delivers_to_a_listed_mx_over_verified_starttls() {
         log.contains("MTA-STS policy of sts1.test (enforce, id 2026a, fresh) applies"),
         "{log}"
     );
+    assert!(
+        log.contains("TLS with mx.sts1.test [127.0.0.41]: certificate verified, as MTA-STS policy of sts1.test (enforce, id 2026a, fresh) requires"),
+        "{log}"
+    );
     let req = site.requests();
     assert_eq!(req.len(), 1);
     assert!(
@@ -440,6 +444,10 @@ fn dane_3_1_1_delivers_to_a_self_signed_server_and_a_mismatch_defers() {
     assert!(m[0].tls);
     assert!(
         log.contains("DANE for mx.dane1.test: TLS required"),
+        "{log}"
+    );
+    assert!(
+        log.contains("TLS with mx.dane1.test [127.0.0.54]: certificate verified, as DANE (TLSA records of _25._tcp.mx.dane1.test: 3 1 1 "),
         "{log}"
     );
     let log = send(&env, "b@dane2.test");
