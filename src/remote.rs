@@ -284,7 +284,7 @@ fn resolve(ctx: &Ctx, hop: &NextHop) -> Result<Vec<Hop>, crate::deliver::Outcome
                     tls: HopTls::Config,
                 }]);
             }
-            return mx_hops(ctx, &resolver(ctx), domain, &mut Vec::new());
+            return mx_hops(ctx, &resolver(ctx), domain, true, &mut Vec::new());
         }
     }
     Ok(hops)
@@ -303,7 +303,13 @@ pub(crate) fn resolver(ctx: &Ctx) -> Resolver {
 pub(crate) fn explain_mx(ctx: &Ctx, domain: &str) -> Vec<String> {
     use crate::deliver::Outcome;
     let mut notes = Vec::new();
-    let hops = mx_hops(ctx, &resolver(ctx), domain, &mut notes);
+    let hops = mx_hops(ctx, &resolver(ctx), domain, false, &mut notes);
+    // Names and reasons from DNS and servers: no control characters for
+    // the terminal.
+    let notes: Vec<String> = notes
+        .iter()
+        .map(|n| crate::escape::controls(n).into_owned())
+        .collect();
     let mut out: Vec<String> = notes.into_iter().map(|n| format!("({n})")).collect();
     match hops {
         Ok(hops) => out.extend(hops.iter().map(|h| {
@@ -312,10 +318,10 @@ pub(crate) fn explain_mx(ctx: &Ctx, domain: &str) -> Vec<String> {
                 HopTls::StsTesting(p) => format!("TLS as dma.conf says ({p}: logged only)"),
                 other => format!("TLS required by {}", other.describe(&h.name)),
             };
-            format!("{}: {tls}", h.shown())
+            crate::escape::controls(&format!("{}: {tls}", h.shown())).into_owned()
         })),
         Err(Outcome::Deferred(why) | Outcome::Failed(why)) => {
-            out.push(format!("no host to try: {why}"));
+            out.push(crate::escape::controls(&format!("no host to try: {why}")).into_owned());
         }
         Err(Outcome::Delivered) => {}
     }
@@ -324,11 +330,14 @@ pub(crate) fn explain_mx(ctx: &Ctx, domain: &str) -> Vec<String> {
 
 /// The MX hosts of `domain` to try, in order, each with what the domain's
 /// DANE or MTA-STS policy asks of TLS there. What was decided on the way
-/// is logged, and added to `notes` (for `-bv`).
+/// is logged, and added to `notes` (for `-bv`). `delivering`: the runner's
+/// delivery, which keeps the MTA-STS cache (`-bv`, run by anyone, must not
+/// touch it).
 fn mx_hops(
     ctx: &Ctx,
     resolver: &Resolver,
     domain: &str,
+    delivering: bool,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Hop>, crate::deliver::Outcome> {
     use crate::deliver::Outcome;
@@ -340,7 +349,7 @@ fn mx_hops(
     let mx = resolver.mx_lookup(domain).map_err(|e| dns_outcome(&e))?;
     let policy = &ctx.config.tls_policy;
     let sts = if policy.mta_sts {
-        sts::policy(ctx, resolver, domain, &mut note)
+        sts::policy(ctx, resolver, domain, delivering, &mut note)
     } else {
         None
     };
@@ -392,6 +401,16 @@ fn mx_hops(
             }
         };
         let tls = match (dane, &sts) {
+            // TLSA records none of which is usable ask for TLS without
+            // authentication: weaker than an MTA-STS policy that enforces.
+            (Some(HopTls::DaneUnusable), Some(p)) if p.enforce() => match p.check_mx(&host.name) {
+                Ok(()) => p.hop_tls(),
+                Err(why) => {
+                    note(Notice, format!("{}: {why}: not trying it", p.describe()));
+                    refused.push(format!("{}: {why}", p.describe()));
+                    continue;
+                }
+            },
             (Some(dane), _) => dane,
             (None, None) => HopTls::Config,
             // MTA-STS enforce: only the hosts its policy names.

@@ -2,12 +2,11 @@
 //! attacked as a hostile network peer would (DNS answers, the MX host,
 //! the policy web server) and as an ordinary local user would. Each test
 //! asserts the SAFE outcome: a failing test is an attack that worked.
-//! Tests that show a hole are kept, marked `#[ignore = "hole: ..."]`:
+//! Five attacks worked when first written (b3092ec) and were mended:
 //! `an_aaaa_servfail_does_not_strip_dane`,
 //! `a_user_can_not_take_the_cache_directory`,
 //! `unusable_tlsa_does_not_weaken_an_enforce_policy`,
-//! `bv_shows_mx_names_escaped`, `a_dead_policy_host_costs_one_deadline_per_run`
-//! (run them with `-- --ignored`).
+//! `bv_shows_mx_names_escaped`, `a_dead_policy_host_costs_one_deadline_per_run`.
 //!
 //! Every test has its own addresses in 127.0.0.100-127.0.0.140 (root binds
 //! port 25 and 443 there); run as root:
@@ -890,7 +889,6 @@ fn non_loopback_v4() -> Option<Ipv4Addr> {
 /// TLS, but the domain's MTA-STS policy still asks for a certificate that
 /// verifies. A self-signed certificate must not be accepted.
 #[test]
-#[ignore = "hole (policy conflict): unusable TLSA records (HopTls::DaneUnusable) win over an MTA-STS enforce policy, so the MX certificate is not verified at all (remote.rs mx_hops: dane_tls Ok(Some(DaneUnusable)) replaces sts_tls)"]
 fn unusable_tlsa_does_not_weaken_an_enforce_policy() {
     if !need_root("attack15_unusable_vs_sts") {
         return;
@@ -1008,7 +1006,6 @@ fn malformed_tlsa_answers_skip_the_host() {
 /// DANE must still apply to the A address, or the host must be skipped;
 /// it must not be delivered to in plain text.
 #[test]
-#[ignore = "hole: a failed AAAA lookup with a secure A record makes the addresses 'insecure' (address_lookup: secure = all_secure && failure.is_none()), so DANE is dropped for the host and the mail goes out as dma.conf says: plain text by default"]
 fn an_aaaa_servfail_does_not_strip_dane() {
     if !need_root("attack15_aaaa_servfail") {
         return;
@@ -1203,7 +1200,6 @@ fn attacker_text_reaches_mailq_and_the_log_escaped() {
 /// notes: an MX host name with an escape sequence (any domain's owner
 /// publishes what MX names they like) must not reach the terminal raw.
 #[test]
-#[ignore = "hole (low): -bv -v prints MX host names from DNS raw (explain_mx lines go to stdout through print!, not through escape::controls): terminal escape sequences in a domain's MX names reach the user's terminal"]
 fn bv_shows_mx_names_escaped() {
     if !need_root("attack15_bv_escapes") {
         return;
@@ -1655,7 +1651,6 @@ fn installed_cache_outlives_a_blocked_fetch() {
 /// a cached enforce policy no longer outlives a blocked fetch: an attacker
 /// on the network gets the next message in plain text.
 #[test]
-#[ignore = "hole: a user's `sendmail -bv -v` (set-group-id mail) creates SPOOLDIR/mta-sts owned by the user (mode 2700); the runner (uid mail) can then not use its MTA-STS cache at all, so no stale policy protects a domain when its fetch is blocked"]
 fn a_user_can_not_take_the_cache_directory() {
     if !need_root("attack15_installed_cache_dir") {
         return;
@@ -1681,7 +1676,6 @@ fn a_user_can_not_take_the_cache_directory() {
 /// the default 8 workers and HOP_SESSIONS 8, SMTP_TIMEOUT 2s: 4.5 s (each
 /// worker waits once per message of its share).
 #[test]
-#[ignore = "hole (known, being fixed by the lead): the policy fetch is repeated for every message of a queue run, so a dead policy host costs N x the fetch deadline (20 s, or SMTP_TIMEOUT when shorter)"]
 fn a_dead_policy_host_costs_one_deadline_per_run() {
     if !need_root("attack15_dead_web") {
         return;

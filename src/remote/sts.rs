@@ -69,13 +69,16 @@ impl Applied {
 }
 
 /// The MTA-STS policy in force for `domain`, if it has one in enforce or
-/// testing mode. Cached in SPOOLDIR/mta-sts (by the runner; a user's `-bv`
-/// can not write there, and fetches afresh). What happened on the way goes
-/// to `note` (the log, and `-bv`).
+/// testing mode. Cached in SPOOLDIR/mta-sts when `delivering` (the runner);
+/// otherwise (`-bv`, run by any user with the set-group-id binary) the
+/// cache is neither read nor made: a directory a user made there would be
+/// theirs, and lock the runner out of its cache. What happened on the way
+/// goes to `note` (the log, and `-bv`).
 pub(crate) fn policy(
     ctx: &Ctx,
     resolver: &Resolver,
     domain: &str,
+    delivering: bool,
     note: &mut impl FnMut(Level, String),
 ) -> Option<Applied> {
     let key = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -89,7 +92,7 @@ pub(crate) fn policy(
     let found = match remembered {
         Some(found) => found,
         None => {
-            let found = look_up(ctx, resolver, domain, note);
+            let found = look_up(ctx, resolver, domain, delivering, note);
             let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
             memo.push((key.clone(), Instant::now(), found.clone()));
             found
@@ -110,6 +113,7 @@ fn look_up(
     ctx: &Ctx,
     resolver: &Resolver,
     domain: &str,
+    delivering: bool,
     note: &mut impl FnMut(Level, String),
 ) -> Option<Found> {
     let name = format!("_mta-sts.{}", domain.trim_end_matches('.'));
@@ -118,7 +122,24 @@ fn look_up(
         Err(DnsError::NotFound(_)) => Ok(Vec::new()),
         Err(e) => Err(e.to_string()),
     };
-    let dir = ctx.config.spooldir.join("mta-sts");
+    // Outside a delivery: an empty directory of our own, gone afterwards.
+    let scratch = match delivering {
+        true => None,
+        false => match tempfile::tempdir() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                note(
+                    Info,
+                    format!("MTA-STS for {domain}: no scratch directory: {e}"),
+                );
+                return None;
+            }
+        },
+    };
+    let dir = match &scratch {
+        Some(d) => d.path().to_path_buf(),
+        None => ctx.config.spooldir.join("mta-sts"),
+    };
     if let Err(why) = mta_sts::cache::prepare(&dir) {
         note(Info, format!("MTA-STS for {domain}: no cache: {why}"));
     }

@@ -224,8 +224,11 @@ impl Resolver {
         self.address_lookup(host).map(|l| l.records)
     }
 
-    /// [`Resolver::addresses`], saying whether both answers were
-    /// DNSSEC-validated (one that failed makes the whole insecure).
+    /// [`Resolver::addresses`], saying whether the answers it took the
+    /// addresses from were DNSSEC-validated. A family whose lookup failed
+    /// gives no addresses and says nothing about the others: an attacker
+    /// who makes the AAAA question fail must not strip DANE from the
+    /// signed A records (Postfix judges each RRset on its own too).
     pub fn address_lookup(&self, host: &str) -> Result<Lookup<Vec<IpAddr>>, DnsError> {
         let host = host.strip_suffix('.').unwrap_or(host);
         let mut addrs = Vec::new();
@@ -249,7 +252,7 @@ impl Resolver {
             _ if addrs.is_empty() => Err(DnsError::NoAddress(host.to_string())),
             _ => Ok(Lookup {
                 records: addrs,
-                secure: all_secure && failure.is_none(),
+                secure: all_secure,
             }),
         }
     }
