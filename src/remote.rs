@@ -400,21 +400,15 @@ fn mx_hops(
                 }
             }
         };
+        // Unusable TLSA records ask for TLS without authentication: weaker
+        // than an MTA-STS policy that enforces, which then decides.
+        let weak =
+            |d: &HopTls| *d == HopTls::DaneUnusable && sts.as_ref().is_some_and(|p| p.enforce());
         let tls = match (dane, &sts) {
-            // TLSA records none of which is usable ask for TLS without
-            // authentication: weaker than an MTA-STS policy that enforces.
-            (Some(HopTls::DaneUnusable), Some(p)) if p.enforce() => match p.check_mx(&host.name) {
-                Ok(()) => p.hop_tls(),
-                Err(why) => {
-                    note(Notice, format!("{}: {why}: not trying it", p.describe()));
-                    refused.push(format!("{}: {why}", p.describe()));
-                    continue;
-                }
-            },
-            (Some(dane), _) => dane,
-            (None, None) => HopTls::Config,
+            (Some(dane), _) if !weak(&dane) => dane,
+            (_, None) => HopTls::Config,
             // MTA-STS enforce: only the hosts its policy names.
-            (None, Some(p)) => match p.check_mx(&host.name) {
+            (_, Some(p)) => match p.check_mx(&host.name) {
                 Ok(()) => p.hop_tls(),
                 Err(why) if p.enforce() => {
                     note(Notice, format!("{}: {why}: not trying it", p.describe()));
