@@ -508,8 +508,20 @@ fn verify(ctx: &mut Ctx, inv: &Invocation) -> Result<i32, Fatal> {
     }
     let mut ok = true;
     let mut out = String::new();
+    let mut mx = Vec::new();
     for r in rcpts {
-        ok &= explain(ctx, &r, None, &mut Vec::new(), 0, &mut out);
+        ok &= explain(ctx, &r, None, &mut Vec::new(), 0, &mut out, &mut mx);
+    }
+    // With -v: the MX hosts of each domain, and what its DANE or MTA-STS
+    // policy asks of TLS with each (DNS lookups, maybe an HTTPS fetch: not
+    // without being asked).
+    if inv.verbose {
+        for domain in mx {
+            out.push_str(&format!("MX hosts of {domain}, in order:\n"));
+            for line in crate::remote::explain_mx(ctx, &domain) {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
     }
     print!("{out}");
     Ok(if ok { EX_OK } else { EX_NOUSER })
@@ -522,6 +534,7 @@ fn explain(
     ancestors: &mut Vec<String>,
     depth: usize,
     out: &mut String,
+    mx: &mut Vec<String>,
 ) -> bool {
     let pad = "  ".repeat(depth);
     let route = ctx.route(addr, origin, ancestors, &[]);
@@ -567,7 +580,15 @@ fn explain(
             ancestors.push(ctx.local_name(addr));
             let mut ok = true;
             for c in children {
-                ok &= explain(ctx, &c.addr, c.origin.as_ref(), ancestors, depth + 1, out);
+                ok &= explain(
+                    ctx,
+                    &c.addr,
+                    c.origin.as_ref(),
+                    ancestors,
+                    depth + 1,
+                    out,
+                    mx,
+                );
             }
             ancestors.pop();
             ok
@@ -604,6 +625,9 @@ fn explain(
                 _ => format!("the smarthosts {}, in this order", hosts.join(", ")),
             };
             out.push_str(&format!("{pad}{a}: remote, to {hop}\n"));
+            if hosts.is_empty() && !mx.contains(&domain) {
+                mx.push(domain);
+            }
             true
         }
         Route::Fail(why) => {

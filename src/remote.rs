@@ -24,6 +24,8 @@ use crate::smtp::{body, tls};
 use crate::spool::Dsn;
 use crate::{info, notice, warning};
 
+mod sts;
+
 /// One remote recipient of the message.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -53,12 +55,62 @@ pub struct Result1 {
 }
 
 /// A host to try: its name (for TLS and messages), address and port.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hop {
     /// The name as configured (SMARTHOST, an MX), for TLS and auth.conf.
     pub(crate) name: String,
     /// One of its addresses, with the port.
     pub(crate) addr: SocketAddr,
+    /// What the recipient domain's published policy asks of TLS there.
+    pub(crate) tls: HopTls,
+}
+
+/// What a recipient domain's published policy (DANE, MTA-STS) asks of TLS
+/// with one of its MX hosts; smarthosts and domains without a policy go as
+/// dma.conf says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum HopTls {
+    /// As dma.conf says.
+    #[default]
+    Config,
+    /// MTA-STS in testing mode: as dma.conf says, and what enforce mode
+    /// would refuse is logged. The policy, in words.
+    StsTesting(String),
+    /// MTA-STS in enforce mode: STARTTLS, and a certificate that verifies
+    /// (CA chain, the MX name) whatever dma.conf says. The policy, in words.
+    Sts(String),
+    /// DANE (RFC 7672): STARTTLS, and a certificate that matches one of
+    /// these usable TLSA records; CAs and dma.conf do not matter.
+    Dane(Vec<tls::Tlsa>),
+    /// TLSA records, none of them usable: STARTTLS without authentication
+    /// (RFC 7672 §2.2), whatever dma.conf says.
+    DaneUnusable,
+}
+
+impl HopTls {
+    /// Whether TLS is mandatory: no plain-text delivery, no fallback.
+    fn required(&self) -> bool {
+        !matches!(self, HopTls::Config | HopTls::StsTesting(_))
+    }
+
+    /// What requires TLS, for messages: `MTA-STS policy of example.com
+    /// (enforce, id 2026)`, `DANE (TLSA 3 1 1 ...)`.
+    fn describe(&self, host: &str) -> String {
+        match self {
+            HopTls::Config | HopTls::StsTesting(_) => "the configuration".to_string(),
+            HopTls::Sts(policy) => policy.clone(),
+            HopTls::Dane(tlsa) => format!(
+                "DANE (TLSA records of _25._tcp.{host}: {})",
+                tlsa.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            HopTls::DaneUnusable => {
+                format!("DANE (TLSA records of _25._tcp.{host}, none usable)")
+            }
+        }
+    }
 }
 
 impl Hop {
@@ -69,6 +121,7 @@ impl Hop {
             .map(|addr| Hop {
                 name: host.to_string(),
                 addr,
+                tls: HopTls::Config,
             })
             .collect())
     }
@@ -82,7 +135,6 @@ impl Hop {
 /// Recipients that go in one transaction: the same hosts, the same added
 /// header lines.
 struct Group<'t> {
-    key: Vec<SocketAddr>,
     prepend: Vec<String>,
     hops: Vec<Hop>,
     targets: Vec<&'t Target>,
@@ -149,14 +201,13 @@ pub fn deliver(
                 smtp: None,
             }),
             Ok(hops) => {
-                let key: Vec<SocketAddr> = hops.iter().map(|h| h.addr).collect();
+                // The same hosts under the same TLS demands.
                 match groups
                     .iter_mut()
-                    .find(|g| g.key == key && g.prepend == t.prepend)
+                    .find(|g| g.hops == *hops && g.prepend == t.prepend)
                 {
                     Some(g) => g.targets.push(t),
                     None => groups.push(Group {
-                        key,
                         prepend: t.prepend.clone(),
                         hops: hops.clone(),
                         targets: vec![t],
@@ -261,35 +312,212 @@ fn resolve(ctx: &Ctx, hop: &NextHop) -> Result<Vec<Hop>, crate::deliver::Outcome
                 return Ok(vec![Hop {
                     name: lit.to_string(),
                     addr: SocketAddr::new(ip, 25),
+                    tls: HopTls::Config,
                 }]);
             }
-            let resolver = match ctx.config.nameserver {
-                Some(ns) => Resolver::with_server(ns),
-                None => Resolver::from_system(),
-            };
-            let mxs = resolver.mx_hosts(domain).map_err(|e| dns_outcome(&e))?;
-            let mut last = None;
-            for mx in mxs {
-                match resolver.addresses(&mx.name) {
-                    Ok(addrs) => hops.extend(addrs.into_iter().map(|ip| Hop {
-                        name: mx.name.clone(),
-                        addr: SocketAddr::new(ip, 25),
-                    })),
-                    Err(e) => last = Some(e),
-                }
-            }
-            if hops.is_empty() {
-                let e = last.unwrap_or_else(|| DnsError::NoAddress(domain.clone()));
-                // No host of the domain has an address: try again later,
-                // unless the domain itself does not exist.
-                return Err(match e {
-                    DnsError::NotFound(_) | DnsError::NullMx(_) => dns_outcome(&e),
-                    other => Outcome::Deferred(format!("4.4.3 {other}")),
-                });
-            }
+            return mx_hops(ctx, &resolver(ctx), domain, true, &mut Vec::new());
         }
     }
     Ok(hops)
+}
+
+/// The resolver for MX delivery: NAMESERVER, or resolv.conf's.
+pub(crate) fn resolver(ctx: &Ctx) -> Resolver {
+    match ctx.config.nameserver {
+        Some(ns) => Resolver::with_server(ns),
+        None => Resolver::from_system(),
+    }
+}
+
+/// For `-bv`: the MX hosts of `domain` to try, in order, with what TLS
+/// each gets and why; or why there are none.
+pub(crate) fn explain_mx(ctx: &Ctx, domain: &str) -> Vec<String> {
+    use crate::deliver::Outcome;
+    let mut notes = Vec::new();
+    let hops = mx_hops(ctx, &resolver(ctx), domain, false, &mut notes);
+    // Names and reasons from DNS and servers: no control characters for
+    // the terminal.
+    let notes: Vec<String> = notes
+        .iter()
+        .map(|n| crate::escape::controls(n).into_owned())
+        .collect();
+    let mut out: Vec<String> = notes.into_iter().map(|n| format!("({n})")).collect();
+    match hops {
+        Ok(hops) => out.extend(hops.iter().map(|h| {
+            let tls = match &h.tls {
+                HopTls::Config => "TLS as dma.conf says".to_string(),
+                HopTls::StsTesting(p) => format!("TLS as dma.conf says ({p}: logged only)"),
+                other => format!("TLS required by {}", other.describe(&h.name)),
+            };
+            crate::escape::controls(&format!("{}: {tls}", h.shown())).into_owned()
+        })),
+        Err(Outcome::Deferred(why) | Outcome::Failed(why)) => {
+            out.push(crate::escape::controls(&format!("no host to try: {why}")).into_owned());
+        }
+        Err(Outcome::Delivered) => {}
+    }
+    out
+}
+
+/// The MX hosts of `domain` to try, in order, each with what the domain's
+/// DANE or MTA-STS policy asks of TLS there. What was decided on the way
+/// is logged, and added to `notes` (for `-bv`). `delivering`: the runner's
+/// delivery, which keeps the MTA-STS cache (`-bv`, run by anyone, must not
+/// touch it).
+fn mx_hops(
+    ctx: &Ctx,
+    resolver: &Resolver,
+    domain: &str,
+    delivering: bool,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Hop>, crate::deliver::Outcome> {
+    use crate::deliver::Outcome;
+    let mut note = |level: crate::logging::Level, text: String| {
+        crate::logging::log(level, &text);
+        notes.push(text);
+    };
+    use crate::logging::Level::{Info, Notice, Warning};
+    let mx = resolver.mx_lookup(domain).map_err(|e| dns_outcome(&e))?;
+    let policy = &ctx.config.tls_policy;
+    let sts = if policy.mta_sts {
+        sts::policy(ctx, resolver, domain, delivering, &mut note)
+    } else {
+        None
+    };
+    let dane_off = if !policy.dane {
+        Some("TLS_POLICY leaves it out".to_string())
+    } else if !resolver.trust_ad {
+        Some(
+            "the resolver is not trusted to validate DNSSEC (not on loopback, and no `options trust-ad` in resolv.conf)"
+                .to_string(),
+        )
+    } else if !mx.secure {
+        Some(format!("the MX records of {domain} are not DNSSEC-signed"))
+    } else {
+        None
+    };
+    if let Some(why) = &dane_off
+        && policy.dane
+    {
+        note(Info, format!("DANE not used for {domain}: {why}"));
+    }
+    let mut hops = Vec::new();
+    let mut last = None;
+    let mut refused = Vec::new();
+    for host in mx.records {
+        let addrs = match resolver.address_lookup(&host.name) {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        // DANE first: a host with usable TLSA records gets them, whatever
+        // MTA-STS says of it (RFC 8461 §2).
+        let dane = if dane_off.is_some() {
+            None
+        } else if !addrs.secure {
+            let why = "its addresses are not DNSSEC-signed";
+            note(Info, format!("DANE not used for {}: {why}", host.name));
+            None
+        } else {
+            match dane_tls(resolver, &host.name, &mut note) {
+                Ok(found) => found,
+                Err(why) => {
+                    // An attacker's way to strip DANE: skip the host.
+                    note(Warning, format!("{why}: not trying {}", host.name));
+                    refused.push(why);
+                    continue;
+                }
+            }
+        };
+        // Unusable TLSA records ask for TLS without authentication: weaker
+        // than an MTA-STS policy that enforces, which then decides.
+        let weak =
+            |d: &HopTls| *d == HopTls::DaneUnusable && sts.as_ref().is_some_and(|p| p.enforce());
+        let tls = match (dane, &sts) {
+            (Some(dane), _) if !weak(&dane) => dane,
+            (_, None) => HopTls::Config,
+            // MTA-STS enforce: only the hosts its policy names.
+            (_, Some(p)) => match p.check_mx(&host.name) {
+                Ok(()) => p.hop_tls(),
+                Err(why) if p.enforce() => {
+                    note(Notice, format!("{}: {why}: not trying it", p.describe()));
+                    refused.push(format!("{}: {why}", p.describe()));
+                    continue;
+                }
+                Err(why) => {
+                    let why = format!("{}: {why}: enforce mode would not try it", p.describe());
+                    note(Notice, why);
+                    p.hop_tls()
+                }
+            },
+        };
+        hops.extend(addrs.records.into_iter().map(|ip| Hop {
+            name: host.name.clone(),
+            addr: SocketAddr::new(ip, 25),
+            tls: tls.clone(),
+        }));
+    }
+    if hops.is_empty() {
+        if !refused.is_empty() {
+            return Err(Outcome::Deferred(format!("4.7.5 {}", refused.join("; "))));
+        }
+        let e = last.unwrap_or_else(|| DnsError::NoAddress(domain.to_string()));
+        // No host of the domain has an address: try again later,
+        // unless the domain itself does not exist.
+        return Err(match e {
+            DnsError::NotFound(_) | DnsError::NullMx(_) => dns_outcome(&e),
+            other => Outcome::Deferred(format!("4.4.3 {other}")),
+        });
+    }
+    Ok(hops)
+}
+
+/// What DANE asks of TLS with `host` (whose addresses are signed): its
+/// TLSA records at `_25._tcp.host`, if signed; `None` when it has none (or
+/// they are not signed), an error when the lookup failed (RFC 7672 §2.2:
+/// the host is not to be used then).
+fn dane_tls(
+    resolver: &Resolver,
+    host: &str,
+    note: &mut impl FnMut(crate::logging::Level, String),
+) -> Result<Option<HopTls>, String> {
+    use crate::logging::Level::{Info, Notice};
+    let name = format!("_25._tcp.{host}");
+    let found = match resolver.tlsa(&name) {
+        Ok(found) => found,
+        Err(DnsError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(format!("DANE: TLSA lookup for {name} failed: {e}")),
+    };
+    if found.records.is_empty() {
+        note(
+            Info,
+            format!("DANE not used for {host}: no TLSA records at {name}"),
+        );
+        return Ok(None);
+    }
+    if !found.secure {
+        let why = format!("the TLSA records at {name} are not DNSSEC-signed");
+        note(Info, format!("DANE not used for {host}: {why}"));
+        return Ok(None);
+    }
+    let usable: Vec<tls::Tlsa> = found
+        .records
+        .iter()
+        .filter_map(|raw| tls::Tlsa::from_rdata(raw))
+        .filter(tls::Tlsa::usable)
+        .collect();
+    Ok(Some(if usable.is_empty() {
+        let why = format!("TLSA records at {name}, none usable: TLS without authentication");
+        note(Notice, format!("DANE for {host}: {why}"));
+        HopTls::DaneUnusable
+    } else {
+        let list: Vec<String> = usable.iter().map(|t| t.to_string()).collect();
+        let what = format!("TLS required, certificate to match {}", list.join(", "));
+        note(Info, format!("DANE for {host}: {what}"));
+        HopTls::Dane(usable)
+    }))
 }
 
 fn dns_outcome(e: &DnsError) -> crate::deliver::Outcome {
@@ -385,14 +613,17 @@ fn open_with(
     let t = timeouts(ctx);
     let shown = hop.shown();
     let failed = Open::Failed;
+    // TLS the recipient domain's policy demands: no plain text, no
+    // unverified certificate, and failures that name the policy.
+    let required = hop.tls.required();
+    let refused = |e: String| Open::Failed(format!("{}: {e}", hop.tls.describe(&hop.name)));
     info!("trying remote delivery to {shown}");
     let stream = Stream::connect(hop.addr, c.connect_timeout)
         .map_err(|e| failed(format!("connect to {shown} failed: {e}")))?;
     let implicit = c.securetransfer && !c.starttls;
     let stream = if implicit {
-        warn_noverify(ctx, &shown);
         let client =
-            tls::client(c, false).map_err(|e| failed(format!("TLS configuration: {e}")))?;
+            client_for(ctx, hop, false).map_err(|e| failed(format!("TLS configuration: {e}")))?;
         trace.tls = Some("implicit TLS");
         stream
             .into_tls(client.config.clone(), &hop.name, t.command)
@@ -400,7 +631,7 @@ fn open_with(
                 let why = client.why(&e).0;
                 let e = format!("TLS with {shown} failed: {why}");
                 trace.tls_failed = Some(why);
-                failed(e)
+                if required { refused(e) } else { failed(e) }
             })?
     } else {
         stream
@@ -408,14 +639,15 @@ fn open_with(
     let mut s = Session::new(stream, &shown, t);
     trace.greeting = Some(s.greeting().map_err(|e| failed(e.to_string()))?);
     trace.hello = Some(s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?);
-    if c.securetransfer && c.starttls && starttls {
+    if !implicit && (required || (c.securetransfer && c.starttls && starttls)) {
         let offered = s.caps.starttls;
         let ok = offered && s.starttls().map_err(|e| failed(e.to_string()))?;
         if ok {
-            warn_noverify(ctx, &shown);
             // OPPORTUNISTIC_TLS: a certificate that fails verification is
-            // accepted, the connection marked unverified.
-            let client = tls::client(c, c.opportunistic_tls)
+            // accepted, the connection marked unverified. Never under a
+            // policy of the domain's.
+            let lenient = c.opportunistic_tls && !required;
+            let client = client_for(ctx, hop, lenient)
                 .map_err(|e| failed(format!("TLS configuration: {e}")))?;
             trace.tls = Some("STARTTLS");
             let mut stream =
@@ -428,7 +660,9 @@ fn open_with(
                         let (why, certificate) = client.why(&e);
                         let e = format!("TLS with {shown} failed: {why}");
                         trace.tls_failed = Some(why);
-                        return Err(if c.opportunistic_tls && !certificate {
+                        return Err(if required {
+                            refused(e)
+                        } else if c.opportunistic_tls && !certificate {
                             Open::HandshakeFailed(e)
                         } else {
                             failed(e)
@@ -440,9 +674,23 @@ fn open_with(
                     "TLS with {shown} is unverified: {why}; OPPORTUNISTIC_TLS delivers over it all the same (encrypted, but the server is not authenticated)"
                 );
                 stream.set_unverified(why);
+            } else if hop.tls == HopTls::DaneUnusable {
+                stream.set_unverified(format!(
+                    "no usable TLSA record for {}: encrypted, not authenticated",
+                    hop.name
+                ));
+            } else if required {
+                // The handshake is through: the certificate matched.
+                let by = hop.tls.describe(&hop.name);
+                info!("TLS with {shown}: certificate verified, as {by} requires");
             }
             s = Session::new(stream, &shown, t);
             trace.hello = Some(s.hello(&ctx.hostname).map_err(|e| failed(e.to_string()))?);
+        } else if required {
+            return Err(refused(format!(
+                "{shown} {} STARTTLS",
+                if offered { "refused" } else { "does not offer" }
+            )));
         } else if c.opportunistic_tls {
             notice!(
                 "in opportunistic TLS mode, STARTTLS not available at {shown}: continuing in plain text"
@@ -458,7 +706,38 @@ fn open_with(
             )));
         }
     }
+    if let HopTls::StsTesting(policy) = &hop.tls {
+        let short = if !is_tls(&s) {
+            Some("no TLS".to_string())
+        } else {
+            s.stream().unverified().map(str::to_string)
+        };
+        if let Some(why) = short {
+            notice!("{policy}: {shown}: {why}; enforce mode would not deliver here");
+        }
+    }
     Ok(s)
+}
+
+/// The TLS client for `hop`: as dma.conf says, or as the domain's policy
+/// demands (MTA-STS: a verified chain and name, whatever FINGERPRINT or
+/// TLS_NO_VERIFY say; DANE: its TLSA records).
+fn client_for(ctx: &Ctx, hop: &Hop, lenient: bool) -> Result<tls::Client, String> {
+    let strict = |no_verify: bool| {
+        let mut c = ctx.config.clone();
+        c.fingerprint = None;
+        c.tls_no_verify = no_verify;
+        tls::client(&c, false)
+    };
+    match &hop.tls {
+        HopTls::Config | HopTls::StsTesting(_) => {
+            warn_noverify(ctx, &hop.shown());
+            tls::client(&ctx.config, lenient)
+        }
+        HopTls::Sts(_) => strict(false),
+        HopTls::Dane(tlsa) => tls::client_dane(&ctx.config, tlsa.clone(), vec![hop.name.clone()]),
+        HopTls::DaneUnusable => strict(true),
+    }
 }
 
 fn warn_noverify(ctx: &Ctx, shown: &str) {
@@ -542,10 +821,10 @@ fn deliver_group(
     for hop in hops {
         let shown = hop.shown();
         // A connection kept from an earlier message of this queue run.
-        if let Some(s) = ctx.pool.as_ref().and_then(|p| p.take(hop.addr)) {
+        if let Some(s) = ctx.pool.as_ref().and_then(|p| p.take(hop)) {
             match run_transactions(s, msg, group, prepend, &shown) {
                 Run::Done(out, s) => {
-                    keep(ctx, hop.addr, s);
+                    keep(ctx, hop, s);
                     return out;
                 }
                 Run::Stale(e) => {
@@ -603,7 +882,7 @@ fn deliver_group(
         }
         return match run_transactions(s, msg, group, prepend, &shown) {
             Run::Done(out, s) => {
-                keep(ctx, hop.addr, s);
+                keep(ctx, hop, s);
                 out
             }
             Run::Stale(e) => group_deferred(group, &session_why(&e), Some(&shown)),
@@ -611,6 +890,12 @@ fn deliver_group(
     }
     let status = if last_err.starts_with("authentication failed") {
         "4.7.0"
+    } else if hops
+        .iter()
+        .any(|h| h.tls.required() && last_err.starts_with(&h.tls.describe(&h.name)))
+    {
+        // TLS the domain's policy demands, not to be had.
+        "4.7.5"
     } else {
         "4.4.1"
     };
@@ -638,20 +923,22 @@ pub(crate) fn password_withheld(ctx: &Ctx, s: &Session<Stream>) -> Option<String
 }
 
 /// Keeps a usable session for the next message of a queue run, or ends it.
-fn keep(ctx: &Ctx, addr: SocketAddr, s: Option<Session<Stream>>) {
+fn keep(ctx: &Ctx, hop: &Hop, s: Option<Session<Stream>>) {
     let Some(s) = s else { return };
     match &ctx.pool {
-        Some(p) => p.put(addr, s),
+        Some(p) => p.put(hop, s),
         None => s.quit(),
     }
 }
 
-/// Open SMTP sessions kept during a queue run, one per server address, so
-/// that every due message for a host goes over one connection (RSET between
+/// Open SMTP sessions kept during a queue run, one per server address (and
+/// name, and TLS demands: a session opened as dma.conf says is no session
+/// for a domain whose policy requires verified TLS), so that every due
+/// message for a host goes over one connection (RSET between
 /// transactions).
 #[derive(Default)]
 pub struct Pool {
-    sessions: std::cell::RefCell<Vec<(SocketAddr, Session<Stream>)>>,
+    sessions: std::cell::RefCell<Vec<(Hop, Session<Stream>)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -664,19 +951,19 @@ impl Pool {
     /// The most sessions kept open at once.
     const MAX: usize = 16;
 
-    fn take(&self, addr: SocketAddr) -> Option<Session<Stream>> {
+    fn take(&self, hop: &Hop) -> Option<Session<Stream>> {
         let mut v = self.sessions.borrow_mut();
-        let i = v.iter().position(|(a, _)| *a == addr)?;
+        let i = v.iter().position(|(h, _)| h == hop)?;
         Some(v.swap_remove(i).1)
     }
 
-    fn put(&self, addr: SocketAddr, s: Session<Stream>) {
+    fn put(&self, hop: &Hop, s: Session<Stream>) {
         let mut v = self.sessions.borrow_mut();
         if v.len() >= Pool::MAX {
             let (_, old) = v.remove(0);
             old.quit();
         }
-        v.push((addr, s));
+        v.push((hop.clone(), s));
     }
 
     /// How many sessions are open: a runner with none has no connection to

@@ -900,6 +900,14 @@ fn run_queue(ctx: &mut Ctx, due_only: bool, select: &[Select]) -> Result<deliver
     if let Err(e) = ctx.spool.reap_orphans() {
         crit!("can not clean the queue: {e}");
     }
+    // MTA-STS policies past their max_age (the runner's own directory).
+    let sts = dir.join("mta-sts");
+    if sts.is_dir() {
+        match crate::smtp::mta_sts::cache::remove_expired(&sts, crate::spool::now()) {
+            Ok(gone) => gone.iter().for_each(|g| crate::info!("MTA-STS cache: {g}")),
+            Err(e) => crate::notice!("MTA-STS cache: {e}"),
+        }
+    }
     // Messages are shared out among QUEUE_WORKERS processes by next hop:
     // everything for one smarthost or one domain goes to the same worker,
     // over one connection; different next hops are worked on in parallel.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dma_rs::smtp::dns::{DnsError, MxHost, Resolver};
+use dma_rs::smtp::dns::{DnsError, Lookup, MxHost, Resolver};
 use fakedns::{FakeDns, Record};
 
 fn s(text: &str) -> String {
@@ -410,4 +410,132 @@ fn from_system_does_not_panic() {
     assert!(!r.servers.is_empty());
     assert!(r.servers.iter().all(|s| s.port() == 53));
     assert!(r.attempts >= 1 && r.timeout >= Duration::from_secs(1));
+}
+
+#[test]
+fn txt_records_join_their_strings() {
+    let long = "p=".to_string() + &"A".repeat(400);
+    let fake = FakeDns::start(vec![
+        Record::Txt(s("_mta-sts.example.test"), vec![s("v=STSv1; id=20260101")]),
+        Record::Txt(s("_mta-sts.example.test"), vec![s("v=spf1 "), s("-all")]),
+        Record::Txt(s("sel._domainkey.example.test"), vec![long.clone()]),
+        a("bare.example.test", [192, 0, 2, 50]),
+    ]);
+    let r = resolver(&fake);
+    let got = r.txt("_mta-sts.example.test").unwrap();
+    assert_eq!(got.records, ["v=STSv1; id=20260101", "v=spf1 -all"]);
+    // 400 bytes go as two strings of one record, and come back as one.
+    assert_eq!(
+        r.txt("sel._domainkey.example.test.").unwrap().records,
+        [long]
+    );
+    // NODATA is an empty answer; NXDOMAIN an error.
+    assert_eq!(
+        r.txt("bare.example.test").unwrap().records,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        r.txt("_mta-sts.nowhere.test"),
+        Err(DnsError::NotFound(s("_mta-sts.nowhere.test")))
+    );
+    assert_eq!(
+        fake.log().iter().map(|q| q.qtype).collect::<Vec<_>>(),
+        [16; 4]
+    );
+}
+
+#[test]
+fn tlsa_records_come_back_raw() {
+    let digest: Vec<u8> = (0u8..32).collect();
+    let fake = FakeDns::start(vec![
+        Record::Tlsa(s("_25._tcp.mx.example.test"), 3, 1, 1, digest.clone()),
+        Record::Tlsa(s("_25._tcp.mx.example.test"), 2, 0, 1, vec![7; 32]),
+        Record::Cname(
+            s("_25._tcp.alias.example.test"),
+            s("_25._tcp.mx.example.test"),
+        ),
+        a("mx2.example.test", [192, 0, 2, 51]),
+        Record::Truncate(s("_25._tcp.big.example.test")),
+        Record::Tlsa(s("_25._tcp.big.example.test"), 3, 1, 2, vec![9; 64]),
+    ]);
+    let r = resolver(&fake);
+    let mut want = vec![3, 1, 1];
+    want.extend_from_slice(&digest);
+    let mut second = vec![2, 0, 1];
+    second.extend_from_slice(&[7; 32]);
+    let got = r.tlsa("_25._tcp.mx.example.test").unwrap();
+    assert_eq!(got.records, [want.clone(), second.clone()]);
+    assert_eq!(fake.log()[0].qtype, 52);
+    // Through a CNAME, and over TCP after truncation.
+    assert_eq!(
+        r.tlsa("_25._tcp.alias.example.test").unwrap().records,
+        [want, second]
+    );
+    let mut third = vec![3, 1, 2];
+    third.extend_from_slice(&[9; 64]);
+    assert_eq!(
+        r.tlsa("_25._tcp.big.example.test").unwrap().records,
+        [third]
+    );
+    assert!(fake.log().iter().any(|q| q.tcp && q.qtype == 52));
+    // A name without TLSA records: NODATA; no name: NXDOMAIN.
+    assert!(r.tlsa("mx2.example.test").unwrap().records.is_empty());
+    assert!(matches!(
+        r.tlsa("_25._tcp.none.example.test"),
+        Err(DnsError::NotFound(_))
+    ));
+}
+
+#[test]
+fn the_ad_bit_counts_only_from_a_trusted_resolver() {
+    let fake = FakeDns::start(vec![
+        mx("signed.test", 10, "mx.signed.test"),
+        Record::Secure(s("signed.test")),
+        a("mx.signed.test", [192, 0, 2, 60]),
+        aaaa("mx.signed.test", "2001:db8::60"),
+        Record::Secure(s("mx.signed.test")),
+        Record::Tlsa(s("_25._tcp.mx.signed.test"), 3, 1, 1, vec![1; 32]),
+        Record::Secure(s("_25._tcp.mx.signed.test")),
+        Record::Secure(s("_25._tcp.nodata.signed.test")),
+        mx("plain.test", 10, "mx.plain.test"),
+        a("mx.plain.test", [192, 0, 2, 61]),
+        // A signed name behind an unsigned CNAME is not secure.
+        Record::BareCname(s("alias.test"), s("mx.signed.test")),
+    ]);
+    let r = resolver(&fake);
+    // On loopback, the fake is trusted to validate.
+    assert!(r.trust_ad);
+    let mx = r.mx_lookup("signed.test").unwrap();
+    assert_eq!(mx.records, [host(10, "mx.signed.test")]);
+    assert!(mx.secure);
+    assert!(r.address_lookup("mx.signed.test").unwrap().secure);
+    assert!(r.tlsa("_25._tcp.mx.signed.test").unwrap().secure);
+    let nodata = r.tlsa("_25._tcp.nodata.signed.test").unwrap();
+    assert_eq!(
+        nodata,
+        Lookup {
+            records: Vec::new(),
+            secure: true
+        }
+    );
+    assert!(!r.mx_lookup("plain.test").unwrap().secure);
+    assert!(!r.address_lookup("mx.plain.test").unwrap().secure);
+    let alias = r.address_lookup("alias.test").unwrap();
+    assert_eq!(alias.records.len(), 2);
+    assert!(!alias.secure);
+    // Every query asked for AD.
+    assert!(fake.log().iter().all(|q| q.rd && q.ad));
+    // The same answers from a resolver not trusted for AD are insecure.
+    let mut untrusted = resolver(&fake);
+    untrusted.trust_ad = false;
+    assert!(!untrusted.mx_lookup("signed.test").unwrap().secure);
+    assert!(!untrusted.tlsa("_25._tcp.mx.signed.test").unwrap().secure);
+}
+
+#[test]
+fn a_resolver_elsewhere_is_not_trusted_for_ad() {
+    let r = Resolver::with_server("192.0.2.53:53".parse().unwrap());
+    assert!(!r.trust_ad);
+    let r = Resolver::with_server("[::1]:53".parse().unwrap());
+    assert!(r.trust_ad);
 }

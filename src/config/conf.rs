@@ -52,6 +52,55 @@ pub struct Masquerade {
     pub host: Option<String>,
 }
 
+/// `TLS_POLICY`: which policies published by a recipient domain are
+/// honoured for MX delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// DANE (RFC 7672): TLSA records, when the resolver validates.
+    pub dane: bool,
+    /// MTA-STS (RFC 8461): the domain's HTTPS-published policy.
+    pub mta_sts: bool,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> TlsPolicy {
+        TlsPolicy {
+            dane: true,
+            mta_sts: true,
+        }
+    }
+}
+
+impl TlsPolicy {
+    /// `dane`, `mta-sts`, both (separated by spaces or commas, in any
+    /// order), or `none`.
+    pub fn parse(v: &str) -> Result<TlsPolicy, String> {
+        let mut p = TlsPolicy {
+            dane: false,
+            mta_sts: false,
+        };
+        let words: Vec<String> = v
+            .split([' ', '\t', ','])
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for w in &words {
+            match w.as_str() {
+                "dane" => p.dane = true,
+                "mta-sts" => p.mta_sts = true,
+                "none" if words.len() == 1 => {}
+                _ => {
+                    return Err(format!(
+                        "TLS_POLICY needs dane, mta-sts, both, or none, not `{}'",
+                        v.trim()
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Everything `dma.conf` can say, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -115,6 +164,10 @@ pub struct Config {
     /// `TLS_NO_VERIFY` (ours, off): do not verify server certificates.
     /// Insecure; logged at every use.
     pub tls_no_verify: bool,
+    /// `TLS_POLICY` (ours, default `dane mta-sts`): which published policies
+    /// of a recipient domain make TLS mandatory and authenticated when
+    /// delivering straight to its MX hosts.
+    pub tls_policy: TlsPolicy,
     /// `NAMESERVER addr[:port]` (ours): the DNS server for MX lookups
     /// instead of /etc/resolv.conf's.
     pub nameserver: Option<std::net::SocketAddr>,
@@ -194,6 +247,7 @@ impl Default for Config {
             root_forward_programs: false,
             cafile: None,
             tls_no_verify: false,
+            tls_policy: TlsPolicy::default(),
             nameserver: None,
             smtp_timeout: None,
             connect_timeout: Duration::from_secs(30),
@@ -284,6 +338,7 @@ pub const KEYS: &[Key] = &[
     flag("ROOT_FORWARD_PROGRAMS"),
     value("CAFILE", "path", None),
     flag("TLS_NO_VERIFY"),
+    value("TLS_POLICY", "policies", Some("dane mta-sts")),
     value("NAMESERVER", "ip[:port]", None),
     value("SMTP_TIMEOUT", "duration", None),
     value("CONNECT_TIMEOUT", "duration", Some("30s")),
@@ -424,6 +479,7 @@ impl Config {
                 self.smarthost = Some(v.to_string());
             }
             "CAFILE" => self.cafile = Some(PathBuf::from(v)),
+            "TLS_POLICY" => self.tls_policy = TlsPolicy::parse(v)?,
             "LOGFILE" => {
                 if !v.starts_with('/') {
                     return Err(format!("LOGFILE needs an absolute path, not `{v}'"));
@@ -798,6 +854,27 @@ mod tests {
                 e.to_string()
                     .starts_with(&format!("syntax error in /etc/dma/dma.conf:{line}: "))
             );
+        }
+    }
+
+    #[test]
+    fn tls_policy_key() {
+        let both = TlsPolicy {
+            dane: true,
+            mta_sts: true,
+        };
+        assert_eq!(parse("").unwrap().tls_policy, both);
+        assert_eq!(
+            parse("TLS_POLICY mta-sts, DANE\n").unwrap().tls_policy,
+            both
+        );
+        let c = parse("TLS_POLICY dane\n").unwrap();
+        assert!(c.tls_policy.dane && !c.tls_policy.mta_sts);
+        let c = parse("TLS_POLICY none\n").unwrap();
+        assert!(!c.tls_policy.dane && !c.tls_policy.mta_sts);
+        for text in ["TLS_POLICY dnssec\n", "TLS_POLICY none dane\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains("TLS_POLICY needs dane"), "{e}");
         }
     }
 

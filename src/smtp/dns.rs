@@ -2,7 +2,15 @@
 //!
 //! [`Resolver::mx_hosts`] finds the mail exchangers of a domain, with the
 //! implicit MX (the domain itself when it has no MX records) and the RFC 7505
-//! null MX; [`Resolver::addresses`] finds the AAAA and A records of a host.
+//! null MX; [`Resolver::addresses`] finds the AAAA and A records of a host;
+//! [`Resolver::txt`] and [`Resolver::tlsa`] find the records MTA-STS
+//! (RFC 8461) and DANE (RFC 7672) start from.
+//!
+//! DNSSEC: we do not validate, we ask (the AD bit, RFC 6840 §5.7) and
+//! believe the answer only from a resolver we trust to validate: one on
+//! loopback, or any under `options trust-ad` in resolv.conf, as glibc and
+//! Postfix do. [`Lookup::secure`] says whether every answer on the way was
+//! so validated.
 //! The recursion is the nameserver's job: we send one question with the RD
 //! bit over UDP to each configured server in turn, fall back to TCP when the
 //! reply is truncated, and follow the CNAME chains in the answers. The wire
@@ -32,7 +40,23 @@ pub struct Resolver {
     pub timeout: Duration,
     /// How many rounds over all the servers before we give up.
     pub attempts: u32,
+    /// Whether the servers' AD bit is believed: every server is on loopback,
+    /// or resolv.conf says `options trust-ad`.
+    pub trust_ad: bool,
 }
+
+/// Records found, and whether DNSSEC vouched for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup<T> {
+    /// The records (empty: the name exists without records of the type).
+    pub records: T,
+    /// Whether every answer on the way (CNAMEs included) came with the AD
+    /// bit from a resolver trusted to set it ([`Resolver::trust_ad`]).
+    pub secure: bool,
+}
+
+/// The DNS type code of TLSA (RFC 6698), which simple-dns does not know.
+const TLSA: u16 = 52;
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +98,11 @@ enum Data {
     Mx(u16, String),
     Addr(IpAddr),
     Cname(String),
+    /// A TXT record, its strings joined (RFC 7208 §3.3 and RFC 8461 §3.1
+    /// both read a record so); None when that is not UTF-8.
+    Txt(Option<String>),
+    /// A TLSA record's data (RFC 6698 §2.1).
+    Tlsa(Vec<u8>),
     Other,
 }
 
@@ -84,7 +113,8 @@ impl Data {
             (Data::Mx(..), TYPE::MX)
                 | (Data::Addr(IpAddr::V4(_)), TYPE::A)
                 | (Data::Addr(IpAddr::V6(_)), TYPE::AAAA)
-        )
+                | (Data::Txt(_), TYPE::TXT)
+        ) || matches!((self, qtype), (Data::Tlsa(_), TYPE::Unknown(TLSA)))
     }
 }
 
@@ -92,6 +122,8 @@ impl Data {
 /// owner names in lower case.
 struct Reply {
     rcode: RCODE,
+    /// The AD bit.
+    authentic: bool,
     answers: Vec<(String, Data)>,
 }
 
@@ -122,6 +154,7 @@ impl Resolver {
             }
             resolver.timeout = Duration::from_secs(conf.timeout.clamp(1, 30).into());
             resolver.attempts = conf.attempts.clamp(1, 5);
+            resolver.trust_ad = conf.trust_ad || all_loopback(&resolver.servers);
         }
         resolver
     }
@@ -132,6 +165,7 @@ impl Resolver {
             servers: vec![addr],
             timeout: Duration::from_secs(5),
             attempts: 2,
+            trust_ad: all_loopback(&[addr]),
         }
     }
 
@@ -141,13 +175,22 @@ impl Resolver {
     /// records has the implicit MX `0 domain`; a null MX gives
     /// [`DnsError::NullMx`].
     pub fn mx_hosts(&self, domain: &str) -> Result<Vec<MxHost>, DnsError> {
+        self.mx_lookup(domain).map(|l| l.records)
+    }
+
+    /// [`Resolver::mx_hosts`], saying whether the MX RRset (or, for the
+    /// implicit MX, the NODATA answer) was DNSSEC-validated.
+    pub fn mx_lookup(&self, domain: &str) -> Result<Lookup<Vec<MxHost>>, DnsError> {
         let domain = domain.strip_suffix('.').unwrap_or(domain);
-        let records = self.lookup(domain, TYPE::MX)?;
+        let (records, secure) = self.lookup(domain, TYPE::MX)?;
         if records.is_empty() {
-            return Ok(vec![MxHost {
-                preference: 0,
-                name: domain.to_string(),
-            }]);
+            return Ok(Lookup {
+                records: vec![MxHost {
+                    preference: 0,
+                    name: domain.to_string(),
+                }],
+                secure,
+            });
         }
         // The root exchange is the null MX. It must stand alone (RFC 7505
         // §3); mixed with real exchangers, we just skip it.
@@ -167,7 +210,10 @@ impl Resolver {
                 group.swap(i, (random_u32() % (i as u32 + 1)) as usize);
             }
         }
-        Ok(hosts)
+        Ok(Lookup {
+            records: hosts,
+            secure,
+        })
     }
 
     /// The addresses of `host`: AAAA then A records (CNAMEs followed).
@@ -175,15 +221,28 @@ impl Resolver {
     /// When one of the two lookups fails temporarily but the other gives
     /// addresses, those are the answer.
     pub fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.address_lookup(host).map(|l| l.records)
+    }
+
+    /// [`Resolver::addresses`], saying whether the answers it took the
+    /// addresses from were DNSSEC-validated. A family whose lookup failed
+    /// gives no addresses and says nothing about the others: an attacker
+    /// who makes the AAAA question fail must not strip DANE from the
+    /// signed A records (Postfix judges each RRset on its own too).
+    pub fn address_lookup(&self, host: &str) -> Result<Lookup<Vec<IpAddr>>, DnsError> {
         let host = host.strip_suffix('.').unwrap_or(host);
         let mut addrs = Vec::new();
         let mut failure = None;
+        let mut all_secure = true;
         for qtype in [TYPE::AAAA, TYPE::A] {
             match self.lookup(host, qtype) {
-                Ok(records) => addrs.extend(records.into_iter().filter_map(|data| match data {
-                    Data::Addr(ip) => Some(ip),
-                    _ => None,
-                })),
+                Ok((records, secure)) => {
+                    all_secure &= secure;
+                    addrs.extend(records.into_iter().filter_map(|data| match data {
+                        Data::Addr(ip) => Some(ip),
+                        _ => None,
+                    }))
+                }
                 Err(e @ DnsError::NotFound(_)) if addrs.is_empty() => return Err(e),
                 Err(e) => failure = failure.or(Some(e)),
             }
@@ -191,20 +250,59 @@ impl Resolver {
         match failure {
             Some(e) if addrs.is_empty() => Err(e),
             _ if addrs.is_empty() => Err(DnsError::NoAddress(host.to_string())),
-            _ => Ok(addrs),
+            _ => Ok(Lookup {
+                records: addrs,
+                secure: all_secure,
+            }),
         }
     }
 
+    /// The TXT records of `name`, each one's strings joined; records that
+    /// are not UTF-8 are left out. None: NODATA. Errors: NotFound (NXDOMAIN)
+    /// or Temporary.
+    pub fn txt(&self, name: &str) -> Result<Lookup<Vec<String>>, DnsError> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let (records, secure) = self.lookup(name, TYPE::TXT)?;
+        let records = records
+            .into_iter()
+            .filter_map(|data| match data {
+                Data::Txt(text) => text,
+                _ => None,
+            })
+            .collect();
+        Ok(Lookup { records, secure })
+    }
+
+    /// The TLSA records of `name` (`_25._tcp.mx.example`), as their raw
+    /// data: usage, selector, matching type, then the association data.
+    /// Errors: NotFound (NXDOMAIN) or Temporary.
+    pub fn tlsa(&self, name: &str) -> Result<Lookup<Vec<Vec<u8>>>, DnsError> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let (records, secure) = self.lookup(name, TYPE::Unknown(TLSA))?;
+        let records = records
+            .into_iter()
+            .filter_map(|data| match data {
+                Data::Tlsa(raw) => Some(raw),
+                _ => None,
+            })
+            .collect();
+        Ok(Lookup { records, secure })
+    }
+
     /// The records of type `qtype` for `name`, following CNAMEs; empty when
-    /// the name exists without such records. Errors: NotFound or Temporary.
-    fn lookup(&self, name: &str, qtype: TYPE) -> Result<Vec<Data>, DnsError> {
+    /// the name exists without such records; and whether every reply on the
+    /// way was validated (AD from a trusted resolver). Errors: NotFound or
+    /// Temporary.
+    fn lookup(&self, name: &str, qtype: TYPE) -> Result<(Vec<Data>, bool), DnsError> {
         let mut qname = name.to_string();
         let mut hops = 0;
+        let mut secure = self.trust_ad;
         loop {
             let reply = self.query(name, &qname, qtype)?;
             if reply.rcode == RCODE::NameError {
                 return Err(DnsError::NotFound(name.to_string()));
             }
+            secure &= reply.authentic;
             let mut owner = qname.to_ascii_lowercase();
             loop {
                 let found: Vec<Data> = reply
@@ -214,7 +312,7 @@ impl Resolver {
                     .map(|(_, data)| data.clone())
                     .collect();
                 if !found.is_empty() {
-                    return Ok(found);
+                    return Ok((found, secure));
                 }
                 let target = reply.answers.iter().find_map(|(o, data)| match data {
                     Data::Cname(target) if *o == owner => Some(target.to_ascii_lowercase()),
@@ -229,7 +327,7 @@ impl Resolver {
                 owner = target;
             }
             if owner == qname.to_ascii_lowercase() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), secure));
             }
             // The answer ends at a CNAME: ask about its target.
             qname = owner;
@@ -248,7 +346,9 @@ impl Resolver {
             for &server in &self.servers {
                 let id = random_u32() as u16;
                 let mut packet = Packet::new_query(id);
-                packet.set_flags(PacketFlag::RECURSION_DESIRED);
+                // AD in a query asks for the AD bit in the reply (RFC 6840
+                // §5.7), without the signatures DO would bring.
+                packet.set_flags(PacketFlag::RECURSION_DESIRED | PacketFlag::AUTHENTIC_DATA);
                 let question = Question::new(
                     qn.clone(),
                     QTYPE::TYPE(qtype),
@@ -364,11 +464,21 @@ impl Resolver {
 /// Our reply, or None when `msg` answers something else (wrong id, not a
 /// response, another question). Unparseable replies are errors.
 fn parse_reply(msg: &[u8], id: u16, qn: &Name, qtype: TYPE) -> io::Result<Option<Reply>> {
-    let packet = Packet::parse(msg)
+    // simple-dns refuses a question of a type it does not know (TLSA): read
+    // it as NULL, its answers come as `RData::NULL(52, ..)` all the same.
+    let mut shimmed = msg.to_vec();
+    let was_tlsa = shim_tlsa_question(&mut shimmed);
+    let packet = Packet::parse(&shimmed)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed reply: {e}")))?;
+    let asked = if qtype == TYPE::Unknown(TLSA) {
+        TYPE::NULL
+    } else {
+        qtype
+    };
     let ours = packet.id() == id
         && packet.has_flags(PacketFlag::RESPONSE)
-        && matches!(&packet.questions[..], [q] if q.qname == *qn && q.qtype == QTYPE::TYPE(qtype));
+        && was_tlsa == (qtype == TYPE::Unknown(TLSA))
+        && matches!(&packet.questions[..], [q] if q.qname == *qn && q.qtype == QTYPE::TYPE(asked));
     if !ours {
         return Ok(None);
     }
@@ -381,6 +491,8 @@ fn parse_reply(msg: &[u8], id: u16, qn: &Name, qtype: TYPE) -> io::Result<Option
                 RData::A(a) => Data::Addr(Ipv4Addr::from(a.address).into()),
                 RData::AAAA(a) => Data::Addr(Ipv6Addr::from(a.address).into()),
                 RData::CNAME(cname) => Data::Cname(plain_name(&cname.0)),
+                RData::TXT(txt) => Data::Txt(String::try_from(txt.clone()).ok()),
+                RData::NULL(TLSA, data) => Data::Tlsa(data.get_data().to_vec()),
                 _ => Data::Other,
             };
             (plain_name(&rr.name).to_ascii_lowercase(), data)
@@ -388,8 +500,43 @@ fn parse_reply(msg: &[u8], id: u16, qn: &Name, qtype: TYPE) -> io::Result<Option
         .collect();
     Ok(Some(Reply {
         rcode: packet.rcode(),
+        authentic: packet.has_flags(PacketFlag::AUTHENTIC_DATA),
         answers,
     }))
+}
+
+/// Rewrites the type of the one question in the DNS message `msg` from
+/// TLSA to NULL, so that simple-dns parses it; whether it did.
+fn shim_tlsa_question(msg: &mut [u8]) -> bool {
+    if msg.len() < 12 || msg[4..6] != [0, 1] {
+        return false;
+    }
+    // The question's name: labels up to the root (no pointer can come
+    // first: nothing precedes it to point at).
+    let mut i = 12;
+    while let Some(&len) = msg.get(i) {
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return false;
+        }
+        i += 1 + usize::from(len);
+    }
+    let at = i + 1;
+    match msg.get(at..at + 2) {
+        Some(t) if t == TLSA.to_be_bytes() => {
+            msg[at..at + 2].copy_from_slice(&10u16.to_be_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether every server is on loopback: a validating resolver of this
+/// host's own, whose AD bit nobody on a network could have forged.
+fn all_loopback(servers: &[SocketAddr]) -> bool {
+    !servers.is_empty() && servers.iter().all(|s| s.ip().is_loopback())
 }
 
 /// A name as text, without a trailing dot ("" for the root).

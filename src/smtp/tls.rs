@@ -15,26 +15,33 @@
 //! unverified, and [`Client::unverified`] says why. A FINGERPRINT mismatch
 //! is never accepted.
 //!
+//! Under DANE ([`client_dane`], RFC 7672) the server's TLSA records decide
+//! instead of CAs, CAFILE and the other settings above: see [`dane`].
+//!
 //! Every failure is described in words ([`Client::why`]): what is wrong, and
 //! the certificate's subject, never a rustls enum name.
 
 use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{WebPkiServerVerifier, verify_server_name};
+use rustls::client::{WantsClientCert, WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, Error, RootCertStore,
+    SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 
+pub mod dane;
 mod words;
+pub use dane::Tlsa;
 use words::{CertInfo, describe_cert, describe_io, subject_of};
 
 /// How the server's certificate is checked.
@@ -70,7 +77,7 @@ pub struct Client {
     pub config: Arc<ClientConfig>,
     /// The verifier's finding, in words: why the certificate was refused (or,
     /// when lenient, accepted unverified). Empty when it verified.
-    verdict: Arc<Mutex<Option<String>>>,
+    verdict: Verdict,
 }
 
 impl Client {
@@ -110,36 +117,42 @@ impl Client {
 /// `lenient` (OPPORTUNISTIC_TLS with STARTTLS): accept a certificate that
 /// fails verification, and record why. Errors name the file.
 pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
     let check = match Policy::of(config) {
-        Policy::Verify => {
-            let (roots, anchors) = roots(config)?;
-            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("certificate verifier: {e}"))?;
-            Check::Chain {
-                inner,
-                anchors,
-                source: match &config.cafile {
-                    Some(p) => format!("CAFILE {}", p.display()),
-                    None => "the system's trusted CAs".to_string(),
-                },
-            }
-        }
+        Policy::Verify => chain(config.cafile.as_deref())?,
         Policy::Pin(fp) => Check::Pin(fp),
         Policy::None => Check::Nothing,
     };
-    let verdict = Arc::new(Mutex::new(None));
-    let builder = builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            check,
-            lenient,
-            verdict: verdict.clone(),
-            provider: provider(),
-        }));
+    build(config, check, lenient)
+}
+
+/// The rustls client configuration for a server with DANE TLSA records
+/// (RFC 7672): its certificate must match one of the usable records in
+/// `tlsa`; FINGERPRINT, CAFILE, TLS_NO_VERIFY and OPPORTUNISTIC_TLS do not
+/// apply (a failure is never accepted). CERTFILE is still presented.
+///
+/// `names` are the names a DANE-TA (usage 2) certificate may carry: the MX
+/// host name (the TLSA base domain) and, if the caller accepts it, the
+/// next-hop domain (RFC 7672 §3.2.2); empty means the name the connection
+/// is made to (its SNI). DANE-EE (usage 3) checks no name and no dates.
+///
+/// Unusable records ([`Tlsa::usable`]) are dropped. With none left this is
+/// an error: RFC 7672 §2.2 then asks for TLS without authentication, which
+/// is the caller's decision, not a verifier that refuses every certificate.
+pub fn client_dane(config: &Config, tlsa: Vec<Tlsa>, names: Vec<String>) -> Result<Client, String> {
+    let tlsa: Vec<Tlsa> = tlsa.into_iter().filter(Tlsa::usable).collect();
+    if tlsa.is_empty() {
+        return Err("no usable TLSA records (DANE needs usage 2 or 3, selector 0 or 1, matching type 0, 1 or 2)".into());
+    }
+    let names = names
+        .iter()
+        .map(|n| server_name(n.strip_suffix('.').unwrap_or(n)))
+        .collect::<Result<_, _>>()?;
+    build(config, Check::Dane { tlsa, names }, false)
+}
+
+/// The configuration around `check`, with CERTFILE if set.
+fn build(config: &Config, check: Check, lenient: bool) -> Result<Client, String> {
+    let (builder, verdict) = checking(check, lenient)?;
     let cfg = match &config.certfile {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -161,12 +174,63 @@ pub fn client(config: &Config, lenient: bool) -> Result<Client, String> {
     })
 }
 
+/// A rustls client configuration that always verifies the chain to
+/// `cafile`'s CAs (or the system's) and the host name, and shows no client
+/// certificate: for an MTA-STS policy fetch, where only that counts (RFC
+/// 8461 §3.3), whatever FINGERPRINT, TLS_NO_VERIFY, OPPORTUNISTIC_TLS and
+/// CERTFILE say for SMTP.
+pub fn webpki_client(cafile: Option<&Path>) -> Result<Client, String> {
+    let (builder, verdict) = checking(chain(cafile)?, false)?;
+    Ok(Client {
+        config: Arc::new(builder.with_no_client_auth()),
+        verdict,
+    })
+}
+
+type Verdict = Arc<Mutex<Option<String>>>;
+
+/// A configuration builder whose verifier does `check`, and where it
+/// records its finding.
+fn checking(
+    check: Check,
+    lenient: bool,
+) -> Result<(ConfigBuilder<ClientConfig, WantsClientCert>, Verdict), String> {
+    let verdict = Arc::new(Mutex::new(None));
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            check,
+            lenient,
+            verdict: verdict.clone(),
+            provider: provider(),
+        }));
+    Ok((builder, verdict))
+}
+
+/// The chain-and-name check against `cafile`'s CAs, or the system's.
+fn chain(cafile: Option<&Path>) -> Result<Check, String> {
+    let (roots, anchors) = roots(cafile)?;
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("certificate verifier: {e}"))?;
+    Ok(Check::Chain {
+        inner,
+        anchors,
+        source: match cafile {
+            Some(p) => format!("CAFILE {}", p.display()),
+            None => "the system's trusted CAs".to_string(),
+        },
+    })
+}
+
 /// CAFILE's certificates (also returned as they are, for the exact-match
 /// rule), or the system's.
-fn roots(config: &Config) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
+fn roots(cafile: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
     let mut anchors = Vec::new();
-    match &config.cafile {
+    match cafile {
         Some(path) => {
             for c in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("CAFILE {}: {e}", path.display()))?
@@ -228,10 +292,12 @@ pub fn summary(der: &[u8]) -> Option<Summary> {
 
 /// The SHA-256 of a certificate, as FINGERPRINT writes it (hex).
 pub fn fingerprint(cert: &[u8]) -> String {
-    Sha256::digest(cert)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(cert))
+}
+
+/// Bytes in lower-case hex, as FINGERPRINT and TLSA records are written.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the verifier checks.
@@ -249,13 +315,19 @@ enum Check {
     Pin([u8; 32]),
     /// Nothing (TLS_NO_VERIFY). Handshake signatures are still checked.
     Nothing,
+    /// DANE: one of the usable TLSA records matches; `names` for a DANE-TA
+    /// chain (empty: the SNI name).
+    Dane {
+        tlsa: Vec<Tlsa>,
+        names: Vec<ServerName<'static>>,
+    },
 }
 
 #[derive(Debug)]
 struct Verifier {
     check: Check,
     lenient: bool,
-    verdict: Arc<Mutex<Option<String>>>,
+    verdict: Verdict,
     provider: Arc<CryptoProvider>,
 }
 
@@ -277,6 +349,22 @@ impl ServerCertVerifier for Verifier {
         let host = name.to_str();
         match &self.check {
             Check::Nothing => Ok(ServerCertVerified::assertion()),
+            Check::Dane { tlsa, names } => {
+                let names = if names.is_empty() {
+                    std::slice::from_ref(name)
+                } else {
+                    names.as_slice()
+                };
+                let algs = self.provider.signature_verification_algorithms.all;
+                match dane::verify(tlsa, names, end_entity, intermediates, &host, now, algs) {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    // DANE is mandatory: never accepted unverified.
+                    Err(refused) => {
+                        self.record(refused.words);
+                        Err(refused.error)
+                    }
+                }
+            }
             Check::Pin(fp) => {
                 let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
                 if got == *fp {
@@ -288,7 +376,7 @@ impl ServerCertVerifier for Verifier {
                     "fingerprints do not match: the certificate of {host} ({}) has SHA-256 {}, FINGERPRINT is {}",
                     subject_of(end_entity.as_ref()),
                     fingerprint(end_entity.as_ref()),
-                    fp.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    hex(fp)
                 ));
                 Err(Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,

@@ -19,8 +19,35 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use simple_dns::rdata::{A, AAAA, CNAME, MX, RData, TXT};
-use simple_dns::{CLASS, Name, Packet, PacketFlag, RCODE, ResourceRecord, TYPE};
+use simple_dns::rdata::{A, AAAA, CNAME, MX, NULL, RData, TXT};
+use simple_dns::{
+    CLASS, CharacterString, Name, Packet, PacketFlag, QTYPE, RCODE, ResourceRecord, TYPE,
+};
+
+/// The type code of TLSA, unknown to simple-dns.
+const TLSA: u16 = 52;
+
+/// Rewrites a query's TLSA question to NULL (see dma_rs's resolver); whether
+/// it did.
+fn shim_tlsa(msg: &mut [u8]) -> bool {
+    if msg.len() < 12 {
+        return false;
+    }
+    let mut i = 12;
+    while let Some(&len) = msg.get(i) {
+        if len == 0 || len & 0xc0 != 0 {
+            break;
+        }
+        i += 1 + usize::from(len);
+    }
+    match msg.get(i + 1..i + 3) {
+        Some(t) if t == TLSA.to_be_bytes() => {
+            msg[i + 1..i + 3].copy_from_slice(&10u16.to_be_bytes());
+            true
+        }
+        _ => false,
+    }
+}
 
 /// What the fake knows. Names are matched case-insensitively, with or
 /// without a trailing dot.
@@ -34,9 +61,6 @@ pub enum Record {
     Aaaa(String, Ipv6Addr),
     /// `name CNAME target`, followed in answers.
     Cname(String, String),
-    /// `name TXT "string" "string"...`: one record of these strings (each
-    /// at most 255 octets).
-    Txt(String, Vec<String>),
     /// `name CNAME target`, not followed: the answer holds only the CNAME.
     BareCname(String, String),
     /// The name does not exist (NXDOMAIN).
@@ -57,6 +81,14 @@ pub enum Record {
     WrongSourceFirst(String),
     /// ... by a bogus one with the right id about another question.
     WrongQuestionFirst(String),
+    /// `name TXT "string" ...`: one record; strings longer than 255 bytes
+    /// are split into several, as zone files do.
+    Txt(String, Vec<String>),
+    /// `name TLSA usage selector matching-type data`.
+    Tlsa(String, u8, u8, u8, Vec<u8>),
+    /// Replies to questions about the name have the AD bit set (the
+    /// resolver validated them).
+    Secure(String),
 }
 
 /// One question the fake received.
@@ -64,12 +96,14 @@ pub enum Record {
 pub struct Seen {
     /// The name as sent.
     pub name: String,
-    /// The query type code (1 A, 5 CNAME, 15 MX, 28 AAAA).
+    /// The query type code (1 A, 5 CNAME, 15 MX, 16 TXT, 28 AAAA, 52 TLSA).
     pub qtype: u16,
     /// Whether it came over TCP.
     pub tcp: bool,
     /// Whether the RD bit was set.
     pub rd: bool,
+    /// Whether the AD bit was set (asking for it in the reply, RFC 6840).
+    pub ad: bool,
 }
 
 /// A running fake server.
@@ -221,7 +255,6 @@ impl Record {
             | Record::A(n, _)
             | Record::Aaaa(n, _)
             | Record::Cname(n, _)
-            | Record::Txt(n, _)
             | Record::BareCname(n, _)
             | Record::NxDomain(n)
             | Record::ServFail(n)
@@ -230,7 +263,10 @@ impl Record {
             | Record::Silent(n)
             | Record::WrongIdFirst(n)
             | Record::WrongSourceFirst(n)
-            | Record::WrongQuestionFirst(n) => n,
+            | Record::WrongQuestionFirst(n)
+            | Record::Txt(n, _)
+            | Record::Tlsa(n, ..)
+            | Record::Secure(n) => n,
         }
     }
 
@@ -249,9 +285,17 @@ impl Record {
             Record::Txt(_, strings) => {
                 let mut txt = TXT::new();
                 for s in strings {
-                    txt.add_string(s).unwrap();
+                    for piece in s.as_bytes().chunks(255) {
+                        txt.add_char_string(CharacterString::new(piece).unwrap());
+                    }
                 }
                 RData::TXT(txt)
+            }
+            Record::Tlsa(_, usage, selector, mtype, data) => {
+                let mut raw = vec![*usage, *selector, *mtype];
+                raw.extend_from_slice(data);
+                let null = NULL::new(&raw).unwrap().into_owned();
+                RData::NULL(TLSA, null)
             }
             _ => return None,
         };
@@ -273,12 +317,19 @@ impl Shared {
 
     /// The replies to one query message (none for garbage or silence).
     fn answer(&self, msg: &[u8], tcp: bool) -> Vec<Out> {
-        let Ok(query) = Packet::parse(msg) else {
+        // simple-dns refuses questions of type TLSA: parse it as NULL, and
+        // put TLSA back in the reply.
+        let mut msg = msg.to_vec();
+        let tlsa = shim_tlsa(&mut msg);
+        let Ok(query) = Packet::parse(&msg) else {
             return Vec::new();
         };
-        let Some(question) = query.questions.first().cloned() else {
+        let Some(mut question) = query.questions.first().cloned() else {
             return Vec::new();
         };
+        if tlsa {
+            question.qtype = QTYPE::TYPE(TYPE::Unknown(TLSA));
+        }
         let qname = question.qname.to_string();
         let qtype = u16::from(question.qtype);
         self.count.fetch_add(1, Ordering::SeqCst);
@@ -287,6 +338,7 @@ impl Shared {
             qtype,
             tcp,
             rd: query.has_flags(PacketFlag::RECURSION_DESIRED),
+            ad: query.has_flags(PacketFlag::AUTHENTIC_DATA),
         });
         if self.has(&qname, |r| matches!(r, Record::Silent(_))) {
             return Vec::new();
@@ -294,6 +346,9 @@ impl Shared {
 
         let mut reply = Packet::new_reply(query.id());
         reply.set_flags(PacketFlag::RECURSION_DESIRED | PacketFlag::RECURSION_AVAILABLE);
+        if self.has(&qname, |r| matches!(r, Record::Secure(_))) {
+            reply.set_flags(PacketFlag::AUTHENTIC_DATA);
+        }
         reply.questions.push(question.clone());
         let mut out = Vec::new();
         if !tcp {
@@ -335,8 +390,9 @@ impl Shared {
             // records of the asked type at its end.
             let mut owner = qname.clone();
             for _ in 0..20 {
-                if !self.has(&owner, |r| r.rr().is_some())
-                    || self.has(&owner, |r| matches!(r, Record::NxDomain(_)))
+                if !self.has(&owner, |r| {
+                    r.rr().is_some() || matches!(r, Record::Secure(_))
+                }) || self.has(&owner, |r| matches!(r, Record::NxDomain(_)))
                 {
                     *reply.rcode_mut() = RCODE::NameError;
                     break;

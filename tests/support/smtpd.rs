@@ -33,6 +33,9 @@ pub struct Behavior {
     pub mail_reply_raw: Option<String>,
     /// Implicit TLS with this server configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// STARTTLS with this server configuration: offered in EHLO (until TLS
+    /// is up), and the connection upgraded.
+    pub starttls: Option<Arc<rustls::ServerConfig>>,
     /// On the first connection only: after the message data, wait 30 s
     /// before the final reply (to kill the client meanwhile).
     pub stall_after_first_data: bool,
@@ -101,6 +104,7 @@ impl Default for Behavior {
             data_reply: "250 2.0.0 queued".into(),
             mail_reply_raw: None,
             tls: None,
+            starttls: None,
             stall_after_first_data: false,
             trickle: None,
         }
@@ -113,6 +117,8 @@ pub struct Message {
     pub sender: String,
     pub rcpts: Vec<String>,
     pub data: String,
+    /// Whether it came over TLS (implicit or STARTTLS).
+    pub tls: bool,
 }
 
 /// What the server saw.
@@ -192,6 +198,12 @@ impl FakeSmtp {
 trait Conn: Read + Write + Send {}
 impl<T: Read + Write + Send> Conn for T {}
 
+/// `conn` with TLS on it, server side.
+fn upgrade(conn: Box<dyn Conn>, cfg: &Arc<rustls::ServerConfig>) -> std::io::Result<Box<dyn Conn>> {
+    let c = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
+    Ok(Box::new(rustls::StreamOwned::new(c, conn)))
+}
+
 /// Records each read into the log.
 struct Recorder {
     s: Box<dyn Conn>,
@@ -230,11 +242,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
     if b.trickle == Some(Trickle::ImplicitTls) {
         return trickle(&mut &s, &TLS_RECORD, &[0], tls_slow);
     }
+    let mut tls = b.tls.is_some();
     let conn: Box<dyn Conn> = match &b.tls {
-        Some(cfg) => {
-            let c = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
-            Box::new(rustls::StreamOwned::new(c, s))
-        }
+        Some(cfg) => upgrade(Box::new(s), cfg)?,
         None => Box::new(s),
     };
     let mut r = BufReader::new(Recorder {
@@ -269,6 +279,9 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
         if upper.starts_with("EHLO") {
             let mut lines = vec!["fake.test".to_string()];
             lines.extend(b.ehlo.iter().cloned());
+            if b.starttls.is_some() && !tls {
+                lines.push("STARTTLS".into());
+            }
             let n = lines.len();
             for (i, l) in lines.iter().enumerate() {
                 say(
@@ -284,6 +297,16 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
             // the 220, which the client rightly calls an injection.
             r.read_exact(&mut [0; 5])?;
             return trickle(r.get_mut(), &TLS_RECORD, &[0], tls_slow);
+        } else if let (true, false, Some(cfg)) = (upper == "STARTTLS", tls, &b.starttls) {
+            say(&mut r, "220 2.0.0 ready")?;
+            let plain = r.into_inner().s;
+            r = BufReader::new(Recorder {
+                s: upgrade(plain, cfg)?,
+                log: log.clone(),
+            });
+            tls = true;
+            sender.clear();
+            rcpts.clear();
         } else if upper.starts_with("STARTTLS") {
             match &b.starttls_inject {
                 Some(extra) => say(&mut r, &format!("220 go ahead\r\n{}", extra.trim_end()))?,
@@ -363,6 +386,7 @@ fn serve(s: TcpStream, n: usize, b: &Behavior, log: &Arc<Mutex<Log>>) -> std::io
                     sender: sender.clone(),
                     rcpts: rcpts.clone(),
                     data,
+                    tls,
                 });
             }
             say(&mut r, &b.data_reply)?;
