@@ -628,3 +628,81 @@ fn assert_key_record(env: &Env, ed: &TestKey, rsa: &Path) {
     let want = format!("ed._domainkey.example.org. IN TXT \"{}\"", ed.record);
     assert!(out.lines().any(|l| l == want), "{out}\nwant: {want}");
 }
+
+#[test]
+fn installed_the_runner_as_mail_signs_with_a_key_only_it_reads() {
+    if !need_root("dkim_installed") {
+        return;
+    }
+    use support::installed::{Installed, chown_mode, show};
+    let k = keys();
+    let mut records = mx("remote.test", 10);
+    records.push(txt("rsa", "example.org", &k.rsa));
+    let dns = FakeDns::start(records);
+    let fake = listen(10, Behavior::default());
+    let inst = Installed::new();
+    let mail = nix::unistd::User::from_name("mail").unwrap().unwrap();
+    let (mail_uid, mail_gid) = (mail.uid.as_raw(), mail.gid.as_raw());
+    // /etc/dma/dkim.pem inside the installation's namespace.
+    let key = inst.root.join("etc/dkim.pem");
+    std::fs::write(&key, &k.rsa.pem).unwrap();
+    chown_mode(&key, mail_uid, mail_gid, 0o600);
+    inst.add_conf(&format!(
+        "NAMESERVER {}\nSMTP_TIMEOUT 5s\nDKIM_DOMAIN example.org\nDKIM_KEY /etc/dma/dkim.pem rsa\n",
+        dns.addr()
+    ));
+    // Alice submits (set-group-id mail, her own uid): she can not read the
+    // key, the runner (mail) that delivers her mail signs with it.
+    let o = inst.run(Some(ALICE), &["cat", "/etc/dma/dkim.pem"], "");
+    assert!(!o.status.success(), "{}", show(&o));
+    let o = inst.run(
+        Some(ALICE),
+        &[&inst.path("sbin/sendmail"), "-odi", "x@remote.test"],
+        "From: alice@example.org\nTo: x@remote.test\nSubject: installed\n\nbody\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let m = fake.messages();
+    assert_eq!(m.len(), 1, "{:?}", inst.spool_files());
+    let out = assert_verifies(&dns, &unstuffed(&m[0].data));
+    assert_eq!(out.trim(), "ok d=example.org s=rsa a=rsa-sha256");
+
+    // --check: as root, the record; as Alice, that she can not see it.
+    let dma = inst.path("sbin/dma");
+    let o = inst.run(None, &[&dma, "--check"], "");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("warning: DKIM_KEY"), "{text}");
+    assert!(
+        text.contains("rsa._domainkey.example.org. IN TXT \"v=DKIM1; k=rsa; p="),
+        "{text}"
+    );
+    let o = inst.run(Some(ALICE), &[&dma, "--check"], "");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("# DKIM_KEY /etc/dma/dkim.pem: not readable by this user"),
+        "{text}"
+    );
+    // A key of root's the runners can not read: --check says so, and the
+    // mail waits.
+    chown_mode(&key, 0, 0, 0o600);
+    let o = inst.run(None, &[&dma, "--check"], "");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "warning: DKIM_KEY /etc/dma/dkim.pem belongs to root, and the runners (user mail) can not read it"
+        ),
+        "{text}"
+    );
+    let o = inst.run(
+        Some(ALICE),
+        &[&inst.path("sbin/sendmail"), "-odi", "x@remote.test"],
+        "From: alice@example.org\nTo: x@remote.test\nSubject: waits\n\nbody\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(fake.messages().len(), 1);
+    let o = inst.run(None, &[&inst.path("sbin/sendmail"), "-bp"], "");
+    let q = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        q.contains("4.3.5 DKIM_KEY /etc/dma/dkim.pem: Permission denied"),
+        "{q}"
+    );
+}
