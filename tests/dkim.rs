@@ -348,13 +348,29 @@ fn ed25519_signs_for_the_mail_name_and_its_subdomains() {
         "",
         Vec::new(),
     );
-    let msg = format!("From: lists@Lists.{HOST}\nTo: x@remote.test\nSubject: ed\n\nbody\n");
+    // A line longer than SMTP allows is folded as it is sent, and signed
+    // so; the body has no final newline.
+    let long = "x".repeat(1500);
+    let msg = format!("From: lists@Lists.{HOST}\nTo: x@remote.test\nSubject: ed\n\nbody\n{long}");
     env.send(&["-f", "root", "x@remote.test"], &msg)
         .expect(0, &env);
     let got = received(&fake, &env);
+    assert!(
+        got.ends_with(&format!("\r\n {}\r\n", &long[997..])),
+        "{got}"
+    );
     let out = assert_verifies(&dns, &got);
     assert_eq!(out.trim(), format!("ok d={HOST} s=ed a=ed25519-sha256"));
     assert_fails(&dns, &got.replace("body", "bodY"), "the body changed");
+    // A message of header fields only.
+    env.send(
+        &["-f", "root", "x@remote.test"],
+        &format!("From: root@{HOST}\nSubject: no body"),
+    )
+    .expect(0, &env);
+    let m = fake.messages();
+    assert_eq!(m.len(), 2, "{}", env.dump());
+    assert_verifies(&dns, &unstuffed(&m[1].data));
 }
 
 #[test]
@@ -410,10 +426,13 @@ fn folded_fields_trailing_blank_lines_and_8bit_bodies_verify_everywhere() {
         mx("other.test", 5),
     );
     let eight = listen(5, Behavior::default());
-    let msg = "From: Alice\n  <alice@example.org>\nTo: x@remote.test,\n\ty@other.test\n\
-               Subject: a subject\n   folded  over\n\tthree lines\n\
-               Content-Type: text/plain; charset=utf-8\n\n\
-               Gr\u{fc}\u{df}e aus K\u{f6}ln,  with   blanks \n\nund so weiter\n\n\n\n";
+    // Blanks and tabs where relaxed canonicalization squeezes or drops
+    // them: inside, at the end of, and around folded values; an empty Cc.
+    let msg = "From: Alice\n  <alice@example.org>\nTo: x@remote.test,\n\ty@other.test \t\n\
+               Subject:\ta subject \n   folded  over\n\tthree lines\t\n\
+               Cc:\nReply-To:    alice@example.org   \n\
+               Content-Type: text/plain;\n charset=utf-8\n\n\
+               Gr\u{fc}\u{df}e aus K\u{f6}ln,  with   blanks \n\t\nund so weiter\n\n\n\n";
     env.send(
         &["-f", "alice@example.org", "x@remote.test", "y@other.test"],
         msg,
@@ -428,7 +447,7 @@ fn folded_fields_trailing_blank_lines_and_8bit_bodies_verify_everywhere() {
         a.contains("Content-Transfer-Encoding: quoted-printable"),
         "{a}"
     );
-    assert!(a.contains("Subject: a subject\r\n   folded  over\r\n\tthree lines\r\n"));
+    assert!(a.contains("Subject:\ta subject \r\n   folded  over\r\n\tthree lines\t\r\n"));
     assert!(a.ends_with("\r\n\r\n\r\n"), "{a:?}");
     // The trailing blank lines are not signed (relaxed): one less or more
     // verifies; a changed word does not.
