@@ -461,6 +461,44 @@ fn folded_fields_trailing_blank_lines_and_8bit_bodies_verify_everywhere() {
 }
 
 #[test]
+fn utf8_header_text_is_signed_as_it_is() {
+    if !need_root("dkim_utf8") {
+        return;
+    }
+    let k = keys();
+    let World { dns, fake, env } = world(
+        11,
+        Behavior {
+            ehlo: vec!["PIPELINING".into(), "8BITMIME".into(), "SMTPUTF8".into()],
+            ..Behavior::default()
+        },
+        "example.org",
+        &[(&k.ed25519, "ed")],
+        "DKIM_DOMAIN example.org\n",
+        Vec::new(),
+    );
+    // The header stays UTF-8 (RFC 6532, SMTPUTF8); the body goes 7-bit.
+    env.send(
+        &["-f", "alice@example.org", "x@remote.test"],
+        "From: J\u{fc}rgen <alice@example.org>\nTo: x@remote.test\nSubject: Gr\u{fc}\u{df}e\n\nK\u{f6}ln\n",
+    )
+    .expect(0, &env);
+    let got = received(&fake, &env);
+    assert!(got.contains("Subject: Gr\u{fc}\u{df}e\r\n"), "{got}");
+    assert!(got.contains("K=C3=B6ln"), "{got}");
+    assert_verifies(&dns, &got);
+    let mail = fake
+        .commands()
+        .into_iter()
+        .find(|c| c.starts_with("MAIL FROM"));
+    assert!(
+        mail.as_deref()
+            .is_some_and(|m| m.contains("BODY=8BITMIME") && m.contains("SMTPUTF8")),
+        "{mail:?}"
+    );
+}
+
+#[test]
 fn other_domains_and_local_copies_are_not_signed() {
     if !need_root("dkim_unsigned") {
         return;
