@@ -198,7 +198,6 @@ pub fn deliver(
 /// ([`crate::smtp::downgrade`], the same bytes every time) when it has
 /// 8-bit octets (RFC 6376 §5.3), else itself. (`Msg::for_server` makes
 /// the same choice when sending.)
-#[cfg(feature = "dkim")]
 pub(crate) fn signed_form(data: &File) -> Result<File, String> {
     let scan = reader(data)
         .and_then(|mut r| body::scan(&mut r))

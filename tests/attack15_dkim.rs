@@ -2,8 +2,8 @@
 //! as an ordinary local user would (dmt-alice, on the installed set-id
 //! build where that matters) and with messages crafted to get signed what
 //! should not be. Each test asserts the SAFE outcome: a failing test is an
-//! attack that worked. Tests marked `#[ignore = "hole: ..."]` are attacks
-//! that worked when written (24f4c75); run them with `--ignored`:
+//! attack that worked. Six attacks worked when written (24f4c75) and were
+//! mended:
 //! `a_bare_cr_smuggles_no_foreign_from_into_a_signed_message`,
 //! `a_from_past_the_first_mebibyte_is_not_overlooked`,
 //! `a_second_subject_or_reply_to_breaks_the_signature`,
@@ -386,7 +386,6 @@ const MSG: &str = "From: Alice <alice@example.org>\nTo: x@remote.test\nReply-To:
 /// (dkimpy: ok); the second message below arrives with only `From:
 /// mallory@evil.test` in its header, signed d=example.org, verifying.
 #[test]
-#[ignore = "hole: a bare CR in a header line smuggles a From: past the DKIM_DOMAIN check (the signer checks the spool's lines, signs and sends the CR as a line end)"]
 fn a_bare_cr_smuggles_no_foreign_from_into_a_signed_message() {
     if !need_root("attack15_dkim_bare_cr") {
         return;
@@ -426,7 +425,6 @@ fn a_bare_cr_smuggles_no_foreign_from_into_a_signed_message() {
 /// with one From: whose comment is folded over 1 MiB and ends `),
 /// mallory@evil.test`.
 #[test]
-#[ignore = "hole: a From: past the first MiB of the stored header (intake's limit plus our Received:) is not checked, and is signed"]
 fn a_from_past_the_first_mebibyte_is_not_overlooked() {
     if !need_root("attack15_dkim_big_header") {
         return;
@@ -572,7 +570,6 @@ fn a_from_added_anywhere_breaks_the_signature() {
 /// mallory@evil.test` (or `Subject: urgent: new bank details`) on top,
 /// verify with dkimpy: `ok`.
 #[test]
-#[ignore = "hole: signed fields the message has (Subject, To, Reply-To, Date, Message-ID) are not over-signed: a second one added on top still verifies"]
 fn a_second_subject_or_reply_to_breaks_the_signature() {
     if !need_root("attack15_dkim_added_fields") {
         return;
@@ -1330,7 +1327,6 @@ fn release_fifo(fifo: &Path) {
 /// `echo | sendmail -odi -f alice@example.org x@remote.test`: it never
 /// returns (`dma -q` likewise); `dma --check` hangs too.
 #[test]
-#[ignore = "hole: a FIFO as DKIM_KEY hangs the runner forever in open(2) (the regular-file check comes after the open)"]
 fn a_fifo_as_the_key_does_not_hang_the_runner() {
     if !need_root("attack15_dkim_fifo") {
         return;
@@ -1373,7 +1369,6 @@ fn a_fifo_as_the_key_does_not_hang_the_runner() {
 /// 0.3 s); `mkfifo /tmp/k.pem`, `DKIM_KEY /tmp/k.pem s`: it never
 /// returns.
 #[test]
-#[ignore = "hole: dma --check reads a DKIM_KEY without a size limit or a type check: /dev/zero exhausts memory, a FIFO hangs it"]
 fn check_is_bounded_on_odd_key_files() {
     if !need_root("attack15_dkim_check_bounded") {
         return;
@@ -1434,7 +1429,6 @@ fn check_is_bounded_on_odd_key_files() {
 /// (mail 600), `DKIM_KEY /srv/keys/dkim.pem s`: `dma --check` has no
 /// warning.
 #[test]
-#[ignore = "hole: dma --check does not warn of a DKIM_KEY in a directory another user can write (she can then swap the key for a FIFO: the runner hangs)"]
 fn check_warns_of_a_key_in_a_directory_alice_can_write() {
     if !need_root("attack15_dkim_key_dir") {
         return;

@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
 
 /// A key file larger than this is not a PEM private key of ours.
-const MAX_FILE: u64 = 64 * 1024;
+pub const MAX_FILE: u64 = 64 * 1024;
 
 /// The smallest RSA key that signs (RFC 8301 §3.2).
 pub const RSA_MIN_BITS: usize = 2048;
@@ -110,12 +110,46 @@ pub fn unsafe_file(meta: &std::fs::Metadata, runner: u32) -> Option<String> {
     None
 }
 
+/// Why a directory on the way to the key at `path` lets someone other
+/// than root or `runner` replace the key (or hold signing up with a FIFO),
+/// if one does.
+pub fn unsafe_dirs(path: &Path, runner: u32) -> Option<String> {
+    for dir in path.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if m.uid() != 0 && m.uid() != runner {
+            return Some(format!("{} belongs to uid {}", dir.display(), m.uid()));
+        }
+        // Sticky (/tmp): nobody else may rename or remove what is in it.
+        if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+            return Some(format!(
+                "{} may be written by others (mode {:o})",
+                dir.display(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    None
+}
+
+/// Opens the key at `path` without waiting (a FIFO put there must not
+/// hold the runner up), and reads what it is.
+pub fn open(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = f.metadata()?;
+    Ok((f, meta))
+}
+
 /// Reads the key at `path` as the signing process: the file must pass
 /// [`unsafe_file`] for our own effective uid (checked on the open file,
 /// so a file swapped meanwhile is not read), then [`parse`].
 pub fn load(path: &Path) -> Result<Loaded, String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
+    let (f, meta) = open(path).map_err(|e| e.to_string())?;
     if let Some(why) = unsafe_file(&meta, nix::unistd::geteuid().as_raw()) {
         return Err(why);
     }

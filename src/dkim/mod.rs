@@ -33,7 +33,7 @@
 pub mod key;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
@@ -41,12 +41,12 @@ use crate::config::Config;
 use crate::spool::Envelope;
 use crate::{info, notice};
 
-/// The header fields signed, in the order mail-auth takes them: a name
-/// listed once more than the message has it is signed as absent, so
-/// From twice over-signs it, and every other name listed is locked as it
-/// is (present or absent).
+/// The header fields signed. Each is listed once more than the message
+/// has it ([`oversigned`]): mail-auth signs a name listed beyond the
+/// message's fields as absent, so that none of them can be added above
+/// the signed ones (RFC 6376 §8.15), not a second From, Subject or
+/// Reply-To that a reader would show instead.
 pub const SIGNED_FIELDS: &[&str] = &[
-    "From",
     "From",
     "To",
     "Cc",
@@ -61,9 +61,13 @@ pub const SIGNED_FIELDS: &[&str] = &[
     "References",
 ];
 
-/// How much of the message is read for its From: fields: intake refuses
-/// a header section larger than this ([`crate::intake::MAX_HEADER`]).
-const MAX_HEADER: u64 = crate::intake::MAX_HEADER as u64;
+/// How much of the message, as sent, is read for its header section:
+/// intake refuses a user's header section larger than
+/// [`crate::intake::MAX_HEADER`], and adds its own fields to it (sent
+/// with CRLF line ends). A header section that does not end within this
+/// is not signed: a From: past the part checked must not ride on a
+/// signature.
+const MAX_HEADER: usize = crate::intake::MAX_HEADER * 2 + 64 * 1024;
 
 /// What DKIM makes of a message about to go to its remote recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +101,27 @@ pub fn plan(config: &Config, data: &File, env: &Envelope) -> Plan {
         return Plan::Unsigned;
     }
     let domain = config.dkim_domain();
-    if let Err(why) = from_in_domain(data, &domain) {
+    // What is checked is what is signed and sent: the 7-bit form of an
+    // 8-bit message, its bare CRs line ends, its long lines folded.
+    let signed = crate::remote::signed_form(data)
+        .map_err(Unsignable::Io)
+        .and_then(|form| Ok((wire_header(&form)?, form)));
+    let (head, form) = match signed {
+        Ok(found) => found,
+        Err(Unsignable::Header(why)) => {
+            notice!("dkim: not signed: {why}");
+            return Plan::Unsigned;
+        }
+        Err(Unsignable::Io(why)) => {
+            crate::warning!("dkim: not signed, the remote recipients wait: {why}");
+            return Plan::Defer(why);
+        }
+    };
+    if let Err(why) = from_in_domain(&head, &domain) {
         notice!("dkim: not signed: {why}");
         return Plan::Unsigned;
     }
-    match sign(config, data, &domain) {
+    match sign(config, &form, &oversigned(&head), &domain) {
         Ok(headers) => {
             for h in &headers {
                 info!(
@@ -130,12 +150,12 @@ fn tag<'h>(h: &'h str, name: &str) -> &'h str {
         .map_or("?", |(_, v)| v.trim())
 }
 
-/// `Ok` when every From: address of the message in `data` is in `domain`
-/// or one of its subdomains (ASCII case ignored); else why not.
-pub fn from_in_domain(data: &File, domain: &str) -> Result<(), String> {
-    let head = header_section(data).map_err(|e| format!("can not read the message: {e}"))?;
+/// `Ok` when every From: address of the header section `head` (as sent:
+/// [`wire_header`]) is in `domain` or one of its subdomains (ASCII case
+/// ignored); else why not.
+pub fn from_in_domain(head: &[u8], domain: &str) -> Result<(), String> {
     let msg = MessageParser::default()
-        .parse_headers(&head[..])
+        .parse_headers(head)
         .ok_or("no header section")?;
     let mut seen = 0;
     for h in msg.headers().iter().filter(|h| h.name == HeaderName::From) {
@@ -170,21 +190,79 @@ fn in_domain(d: &str, domain: &str) -> bool {
             .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
 }
 
-/// The header section of the message in `data` (up to its empty line, or
-/// [`MAX_HEADER`]).
-fn header_section(data: &File) -> io::Result<Vec<u8>> {
-    let mut r = BufReader::new(reader(data)?.take(MAX_HEADER));
-    let mut out = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 || line == b"\n" || line == b"\r\n" {
-            break;
-        }
-        out.extend_from_slice(&line);
+/// Why a message is not signed: its header section (it goes unsigned),
+/// or the spool (it waits).
+enum Unsignable {
+    Header(String),
+    Io(String),
+}
+
+/// The header section of the message in `form` as it goes over the wire
+/// ([`crate::smtp::body::write_chunk`]: CRLF, a bare CR a line end, long
+/// lines folded), through its empty line; refused when it does not end
+/// within [`MAX_HEADER`].
+fn wire_header(form: &File) -> Result<Vec<u8>, Unsignable> {
+    let mut head = Head(Vec::new());
+    let file = reader(form)
+        .map_err(|e| Unsignable::Io(format!("4.3.0 can not read the queued message: {e}")))?;
+    let mut r = BufReader::with_capacity(64 * 1024, file);
+    match crate::smtp::body::write_chunk(&mut r, &[], &mut head) {
+        Ok(_) => Ok(head.0),
+        Err(e) if e.kind() == io::ErrorKind::WriteZero => Ok(head.0),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(Unsignable::Header(format!(
+            "its header section does not end within {} KiB",
+            MAX_HEADER / 1024
+        ))),
+        Err(e) => Err(Unsignable::Io(format!(
+            "4.3.0 can not read the queued message: {e}"
+        ))),
     }
-    out.push(b'\n');
-    Ok(out)
+}
+
+/// Takes the bytes written up to the end of the header section (then
+/// stops the writer with `WriteZero`), at most [`MAX_HEADER`] of them.
+struct Head(Vec<u8>);
+
+impl io::Write for Head {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let from = self.0.len().saturating_sub(3);
+        self.0.extend_from_slice(buf);
+        if let Some(i) = self.0[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            self.0.truncate(from + i + 4);
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if self.0.len() > MAX_HEADER {
+            return Err(io::ErrorKind::FileTooLarge.into());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`SIGNED_FIELDS`], each as many times as the header section `head`
+/// has it, and once more.
+fn oversigned(head: &[u8]) -> Vec<&'static str> {
+    let names: Vec<&[u8]> = head
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.starts_with(b" ") && !l.starts_with(b"\t"))
+        .filter_map(|l| {
+            l.iter()
+                .position(|&b| b == b':')
+                .map(|i| l[..i].trim_ascii())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for field in SIGNED_FIELDS {
+        let n = names
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(field.as_bytes()))
+            .count();
+        out.extend(std::iter::repeat_n(*field, n + 1));
+    }
+    out
 }
 
 fn reader(data: &File) -> io::Result<File> {
@@ -196,7 +274,12 @@ fn reader(data: &File) -> io::Result<File> {
 /// Signs the message in `data` with every key of `config`, for `domain`:
 /// the DKIM-Signature fields, as the envelope keeps them.
 #[cfg(feature = "dkim")]
-fn sign(config: &Config, data: &File, domain: &str) -> Result<Vec<String>, String> {
+fn sign(
+    config: &Config,
+    form: &File,
+    fields: &[&str],
+    domain: &str,
+) -> Result<Vec<String>, String> {
     use mail_auth::common::headers::HeaderWriter as _;
 
     let mut keys = Vec::new();
@@ -209,12 +292,11 @@ fn sign(config: &Config, data: &File, domain: &str) -> Result<Vec<String>, Strin
         })?;
         keys.push((k, loaded));
     }
-    let form = crate::remote::signed_form(data)?;
     let mut out = Vec::new();
     for (k, loaded) in keys {
         let sig = match loaded.key {
-            key::Key::Rsa(rsa) => sign_with(rsa, domain, &k.selector, &form),
-            key::Key::Ed25519(ed) => sign_with(ed, domain, &k.selector, &form),
+            key::Key::Rsa(rsa) => sign_with(rsa, domain, &k.selector, fields, form),
+            key::Key::Ed25519(ed) => sign_with(ed, domain, &k.selector, fields, form),
         }
         .map_err(|e| format!("4.3.0 DKIM signing with {} failed: {e}", k.path.display()))?;
         let header = sig
@@ -232,14 +314,15 @@ fn sign(config: &Config, data: &File, domain: &str) -> Result<Vec<String>, Strin
     Ok(out)
 }
 
-/// One signature with `key`: relaxed/relaxed, [`SIGNED_FIELDS`], over the
-/// message in `form` as it goes over the wire, without the dot-stuffing
-/// (what BDAT sends: [`crate::smtp::body`]).
+/// One signature with `key`: relaxed/relaxed, `fields` ([`oversigned`]),
+/// over the message in `form` as it goes over the wire, without the
+/// dot-stuffing (what BDAT sends: [`crate::smtp::body`]).
 #[cfg(feature = "dkim")]
 fn sign_with<K>(
     key: K,
     domain: &str,
     selector: &str,
+    fields: &[&str],
     form: &File,
 ) -> Result<mail_auth::dkim::Signature, String>
 where
@@ -251,7 +334,7 @@ where
     let signer = DkimSigner::from_key(key)
         .domain(domain)
         .selector(selector)
-        .headers(SIGNED_FIELDS.iter().copied())
+        .headers(fields.iter().copied())
         .header_canonicalization(Canonicalization::Relaxed)
         .body_canonicalization(Canonicalization::Relaxed);
     let mut stream = Feed(signer.sign_streaming());
@@ -286,7 +369,7 @@ impl<K: mail_auth::common::crypto::SigningKey> io::Write for Feed<'_, K> {
 /// No signing in a build without the `dkim` feature (whose configuration
 /// can name no key: see `config::conf`).
 #[cfg(not(feature = "dkim"))]
-fn sign(_: &Config, _: &File, _: &str) -> Result<Vec<String>, String> {
+fn sign(_: &Config, _: &File, _: &[&str], _: &str) -> Result<Vec<String>, String> {
     Err("4.3.5 this dma-rs was built without DKIM signing".into())
 }
 
@@ -340,7 +423,22 @@ fn check_key(
             "DKIM_KEY {shown} belongs to root, and the runners (user {name}) can not read it: chown {name} {shown}"
         ));
     }
-    let pem = match std::fs::read(&k.path) {
+    if let Some(why) = key::unsafe_dirs(&k.path, runner) {
+        warn.push(format!(
+            "DKIM_KEY {shown}: {why}: whoever may write there can swap the key or hold signed mail up"
+        ));
+    }
+    // Read as the runner would: without waiting on a FIFO, a regular file
+    // only, and no more of it than a key can be.
+    let read = key::open(&k.path).and_then(|(f, m)| {
+        if !m.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut pem = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(f, key::MAX_FILE), &mut pem)?;
+        Ok(pem)
+    });
+    let pem = match read {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             lines.push(format!(
@@ -407,15 +505,61 @@ mod tests {
             ("From: undisclosed:;\n\n", false),
             ("Subject: no from\n\nFrom: a@example.org\n", false),
             ("From:\n\n", false),
+            // A bare CR is a line end as sent: a second From: it hides
+            // from a parser of the spool's text is seen (attack15_dkim).
+            ("X-A: x\rFrom: m@evil.test\nFrom: a@example.org\n\n", false),
+            (
+                "X-A: x\rFrom: m@evil.test\nX-B: y\r\rFrom: a@example.org\n\n",
+                false,
+            ),
         ] {
-            let r = from_in_domain(&file(msg), "example.org");
+            let r = from_in_domain(&head(msg), "example.org");
             assert_eq!(r.is_ok(), ok, "{msg:?}: {r:?}");
         }
-        let why = from_in_domain(&file("From: a@other.org\n\n"), "example.org").unwrap_err();
+        let why = from_in_domain(&head("From: a@other.org\n\n"), "example.org").unwrap_err();
         assert_eq!(
             why,
             "From: <a@other.org> is not in example.org (DKIM_DOMAIN)"
         );
+    }
+
+    /// The header section of `msg` as sent.
+    fn head(msg: &str) -> Vec<u8> {
+        match wire_header(&file(msg)) {
+            Ok(h) => h,
+            Err(Unsignable::Header(why) | Unsignable::Io(why)) => panic!("{msg:?}: {why}"),
+        }
+    }
+
+    #[test]
+    fn the_header_is_read_as_sent_and_only_whole() {
+        assert_eq!(
+            head("From: a@example.org\nX: y\r\n\nbody\nFrom: b@x.org\n"),
+            b"From: a@example.org\r\nX: y\r\n\r\n"
+        );
+        assert_eq!(head("From: a@example.org\n"), b"From: a@example.org\r\n");
+        // A From: past what is read is never signed over.
+        let mut big = "From: a@example.org\n".to_string();
+        while big.len() <= MAX_HEADER {
+            big.push_str(&format!("X-Pad: {}\n", "p".repeat(900)));
+        }
+        big.push_str("From: m@evil.test\n\nbody\n");
+        assert!(matches!(
+            wire_header(&file(&big)),
+            Err(Unsignable::Header(_))
+        ));
+    }
+
+    #[test]
+    fn every_signed_field_is_listed_once_more_than_present() {
+        let fields =
+            oversigned(b"From: a\r\nSubject: s\r\nsubject: t\r\n  From: folded\r\nTo: x\r\n\r\n");
+        let count = |name: &str| fields.iter().filter(|f| **f == name).count();
+        assert_eq!(count("From"), 2);
+        assert_eq!(count("Subject"), 3);
+        assert_eq!(count("To"), 2);
+        assert_eq!(count("Reply-To"), 1);
+        assert_eq!(fields.len(), SIGNED_FIELDS.len() + 4);
     }
 
     #[test]
