@@ -764,15 +764,7 @@ fn finish(ctx: &mut Ctx, w: Work, hand_back: bool) -> io::Result<Option<Locked>>
                 &msg.env.dkim,
                 &remote,
             ),
-            Some(why) => remote
-                .iter()
-                .map(|t| crate::remote::Result1 {
-                    index: t.index,
-                    outcome: Outcome::Deferred(why.clone()),
-                    mta: None,
-                    smtp: None,
-                })
-                .collect(),
+            Some(why) => crate::remote::all(&remote, Outcome::Deferred(why)),
         };
         for r in results {
             // What a server said (and TLS or DNS errors that quote it)

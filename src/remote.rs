@@ -220,7 +220,8 @@ fn defer(why: &str) -> crate::deliver::Outcome {
     crate::deliver::Outcome::Deferred(why.to_string())
 }
 
-fn all(targets: &[Target], outcome: crate::deliver::Outcome) -> Vec<Result1> {
+/// The same `outcome` for every target.
+pub(crate) fn all(targets: &[Target], outcome: crate::deliver::Outcome) -> Vec<Result1> {
     targets
         .iter()
         .map(|t| Result1 {
