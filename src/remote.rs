@@ -491,7 +491,11 @@ fn client_for(ctx: &Ctx, hop: &Hop, lenient: bool) -> Result<tls::Client, String
             tls::client(&ctx.config, lenient)
         }
         HopTls::Sts(_) => strict(false),
-        HopTls::Dane(tlsa) => tls::client_dane(&ctx.config, tlsa.clone(), vec![hop.name.clone()]),
+        HopTls::Dane(tlsa, domain) => tls::client_dane(
+            &ctx.config,
+            tlsa.clone(),
+            vec![hop.name.clone(), domain.clone()],
+        ),
         HopTls::DaneUnusable => strict(true),
     }
 }

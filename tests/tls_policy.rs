@@ -666,3 +666,67 @@ fn a_queue_run_asks_a_failing_policy_host_once() {
     assert_eq!(server.messages().len(), 3, "{}", run.show());
     assert_eq!(site.requests().len(), 1, "{}", run.show());
 }
+
+#[test]
+fn dane_ta_takes_the_mx_name_or_the_recipient_domain() {
+    if !need_root("dane_ta_names") {
+        return;
+    }
+    // The CA is not in CAFILE: the TLSA record alone makes it the anchor,
+    // and the server sends it in its chain.
+    let ca = Ca::new();
+    let env_ca = Ca::new();
+    let anchor = Sha256::digest(ca.issuer.der().as_ref()).to_vec();
+    let chained = |leaf: &Leaf, last: u8| {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.cert.clone(), ca.issuer.der().clone()],
+            leaf.key.clone_key(),
+        )
+        .unwrap();
+        FakeSmtp::start_on(
+            &format!("127.0.0.{last}:25"),
+            Behavior {
+                starttls: Some(Arc::new(cfg)),
+                ..Behavior::default()
+            },
+        )
+    };
+    let mut records = Vec::new();
+    for (domain, last) in [("ta1.test", 65), ("ta2.test", 66), ("ta3.test", 67)] {
+        let host = format!("mx.{domain}");
+        records.extend([
+            mx(domain, &host),
+            secure(domain),
+            a(&host, last),
+            secure(&host),
+            Record::Tlsa(format!("_25._tcp.{host}"), 2, 0, 1, anchor.clone()),
+            secure(&format!("_25._tcp.{host}")),
+        ]);
+    }
+    let dns = FakeDns::start(records);
+    // ta1: the certificate names the recipient domain only; ta2: the MX
+    // host; ta3: neither.
+    let by_domain = chained(&ca.leaf("ta1.test", false), 65);
+    let by_host = chained(&ca.leaf("mx.ta2.test", false), 66);
+    let by_neither = chained(&ca.leaf("elsewhere.test", false), 67);
+    let env = env(&dns, &env_ca, "");
+    let log = send(&env, "a@ta1.test");
+    send(&env, "b@ta2.test");
+    send(&env, "c@ta3.test");
+    assert_eq!(by_domain.messages().len(), 1, "{log}\n{}", mailq(&env));
+    assert!(by_domain.messages()[0].tls);
+    assert_eq!(by_host.messages().len(), 1, "{}", mailq(&env));
+    assert!(by_neither.messages().is_empty());
+    let q = mailq(&env);
+    assert!(
+        q.contains("4.7.5 DANE (TLSA records of _25._tcp.mx.ta3.test: 2 0 1 "),
+        "{q}"
+    );
+    assert_eq!(env.queue_ids().len(), 1);
+}

@@ -26,8 +26,10 @@ pub(crate) enum HopTls {
     /// (CA chain, the MX name) whatever dma.conf says. The policy, in words.
     Sts(String),
     /// DANE (RFC 7672): STARTTLS, and a certificate that matches one of
-    /// these usable TLSA records; CAs and dma.conf do not matter.
-    Dane(Vec<tls::Tlsa>),
+    /// these usable TLSA records; CAs and dma.conf do not matter. With the
+    /// recipient domain: a DANE-TA chain may name it instead of the MX host
+    /// (§3.2.2).
+    Dane(Vec<tls::Tlsa>, String),
     /// TLSA records, none of them usable: STARTTLS without authentication
     /// (RFC 7672 §2.2), whatever dma.conf says.
     DaneUnusable,
@@ -45,7 +47,7 @@ impl HopTls {
         match self {
             HopTls::Config | HopTls::StsTesting(_) => "the configuration".to_string(),
             HopTls::Sts(policy) => policy.clone(),
-            HopTls::Dane(tlsa) => format!(
+            HopTls::Dane(tlsa, _) => format!(
                 "DANE (TLSA records of _25._tcp.{host}: {})",
                 tlsa.iter()
                     .map(|t| t.to_string())
@@ -159,7 +161,7 @@ pub(super) fn mx_hops(
             note(Info, format!("DANE not used for {}: {why}", host.name));
             None
         } else {
-            match dane_tls(resolver, &host.name, &mut note) {
+            match dane_tls(resolver, &host.name, domain, &mut note) {
                 Ok(found) => found,
                 Err(why) => {
                     // An attacker's way to strip DANE: skip the host.
@@ -215,10 +217,12 @@ pub(super) fn mx_hops(
 /// What DANE asks of TLS with `host` (whose addresses are signed): its
 /// TLSA records at `_25._tcp.host`, if signed; `None` when it has none (or
 /// they are not signed), an error when the lookup failed (RFC 7672 §2.2:
-/// the host is not to be used then).
+/// the host is not to be used then). `domain`: the recipient domain, the
+/// other name a DANE-TA certificate may carry.
 fn dane_tls(
     resolver: &Resolver,
     host: &str,
+    domain: &str,
     note: &mut impl FnMut(crate::logging::Level, String),
 ) -> Result<Option<HopTls>, String> {
     use crate::logging::Level::{Info, Notice};
@@ -254,6 +258,6 @@ fn dane_tls(
         let list: Vec<String> = usable.iter().map(|t| t.to_string()).collect();
         let what = format!("TLS required, certificate to match {}", list.join(", "));
         note(Info, format!("DANE for {host}: {what}"));
-        HopTls::Dane(usable)
+        HopTls::Dane(usable, domain.to_ascii_lowercase())
     }))
 }
