@@ -4,7 +4,11 @@
 //! (tests/support/dkim_verify.py) verifies what they received against the
 //! keys published in the same fake DNS. Keys are made with `openssl
 //! genpkey`, and their DNS records with `openssl pkey -pubout`, not by us.
+//! A real exim verifies them on receipt too, its resolver pointed at the
+//! fake DNS (exim in a mount namespace with a resolv.conf of its own).
 
+#[path = "support/exim.rs"]
+mod exim;
 #[path = "support/dns.rs"]
 mod fakedns;
 #[path = "support/smtpd.rs"]
@@ -762,4 +766,50 @@ fn installed_the_runner_as_mail_signs_with_a_key_only_it_reads() {
         q.contains("4.3.5 DKIM_KEY /etc/dma/dkim.pem: Permission denied"),
         "{q}"
     );
+}
+
+#[test]
+fn exim_verifies_the_signatures_on_receipt() {
+    if !need_root("dkim_exim") || !exim::need_exim("dkim_exim") {
+        return;
+    }
+    let k = keys();
+    // exim asks its resolver (port 53 of the address in its own
+    // resolv.conf) for the keys.
+    let dns = FakeDns::start_on(
+        "127.0.15.53:53",
+        vec![
+            txt("rsa", "example.org", &k.rsa),
+            txt("ed", "example.org", &k.ed25519),
+        ],
+    );
+    let server = exim::Exim::start(exim::EximOptions {
+        nameserver: Some(Ipv4Addr::new(127, 0, 15, 53)),
+        ..Default::default()
+    });
+    let env = Env::new("");
+    let rsa = install_key(&env, "rsa.pem", &k.rsa, 0o600);
+    let ed = install_key(&env, "ed.pem", &k.ed25519, 0o600);
+    env.write_conf(&format!(
+        "SMARTHOST 127.0.0.1\nPORT {}\nSMTP_TIMEOUT 5s\nDKIM_DOMAIN example.org\n\
+         DKIM_KEY {} rsa\nDKIM_KEY {} ed\n",
+        server.port(),
+        rsa.display(),
+        ed.display()
+    ));
+    env.send(&["-f", "alice@example.org", "x@remote.test"], MSG)
+        .expect(0, &env);
+    assert_eq!(server.messages().len(), 1, "{}", env.dump());
+    let log = server.log();
+    for (s, a) in [("rsa", "rsa-sha256"), ("ed", "ed25519-sha256")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("DKIM: d=example.org s={s} ")))
+            .unwrap_or_else(|| panic!("no DKIM line for s={s}:\n{log}"));
+        assert!(
+            line.contains(&format!("a={a}")) && line.contains("[verification succeeded]"),
+            "{line}"
+        );
+    }
+    assert!(dns.queries() >= 2);
 }

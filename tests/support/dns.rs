@@ -123,7 +123,18 @@ struct Shared {
 impl FakeDns {
     /// Starts serving `records` on 127.0.0.1 (UDP and TCP, same port).
     pub fn start(records: Vec<Record>) -> FakeDns {
-        let (udp, tcp) = bind_pair();
+        FakeDns::serve(bind_pair(), records)
+    }
+
+    /// Starts serving `records` on `addr` (UDP and TCP), such as
+    /// 127.0.0.153:53 for a program that asks port 53 (root binds it).
+    pub fn start_on(addr: &str, records: Vec<Record>) -> FakeDns {
+        let udp = UdpSocket::bind(addr).unwrap();
+        let tcp = TcpListener::bind(addr).unwrap();
+        FakeDns::serve((udp, tcp), records)
+    }
+
+    fn serve((udp, tcp): (UdpSocket, TcpListener), records: Vec<Record>) -> FakeDns {
         let addr = udp.local_addr().unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
