@@ -19,6 +19,8 @@ mod https;
 #[path = "support/smtpd.rs"]
 mod smtpd;
 mod support;
+#[path = "support/tlsworld.rs"]
+mod tlsworld;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -28,81 +30,16 @@ use std::time::{Duration, Instant};
 
 use fakedns::{FakeDns, Record};
 use https::{Answer, FakeHttps};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PublicKeyData,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use smtpd::{Behavior, FakeSmtp};
 use support::installed::*;
 use support::*;
+use tlsworld::*;
 
 const MSG: &str = "Subject: attack15\n\nSECRET-BODY-15\n";
 
 // ---------------------------------------------------------------------
 // Certificates
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, with the key's SubjectPublicKeyInfo.
-struct Leaf {
-    cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-    spki: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(DnType::CommonName, "dma-rs attack15 CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A leaf for `names` (the first is the CN) signed by this CA, or by
-    /// itself; `expired`: valid only in 2000.
-    fn make(&self, names: &[&str], cn: &str, self_signed: bool, expired: bool) -> Leaf {
-        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2000, 12, 31);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = if self_signed {
-            p.self_signed(&key).unwrap()
-        } else {
-            p.signed_by(&key, &self.issuer).unwrap()
-        };
-        Leaf {
-            cert: cert.der().clone(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            spki: key.subject_public_key_info(),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        self.make(&[name], name, false, false)
-    }
-}
-
-fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.cert.clone()], leaf.key.clone_key())
-    .unwrap();
-    Arc::new(cfg)
-}
 
 fn fingerprint(leaf: &Leaf) -> String {
     Sha256::digest(leaf.cert.as_ref())
@@ -114,39 +51,8 @@ fn fingerprint(leaf: &Leaf) -> String {
 // ---------------------------------------------------------------------
 // DNS records
 
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
-fn a(name: &str, last: u8) -> Record {
-    Record::A(name.into(), ip(last))
-}
-
-fn mx(domain: &str, host: &str) -> Record {
-    Record::Mx(domain.into(), 10, host.into())
-}
-
 fn mx_pref(domain: &str, pref: u16, host: &str) -> Record {
     Record::Mx(domain.into(), pref, host.into())
-}
-
-fn txt(name: &str, text: &str) -> Record {
-    Record::Txt(name.into(), vec![text.into()])
-}
-
-fn secure(name: &str) -> Record {
-    Record::Secure(name.into())
-}
-
-/// `3 1 1` for `leaf`: the SHA-256 of its public key.
-fn tlsa_311(host: &str, leaf: &Leaf) -> Record {
-    Record::Tlsa(
-        format!("_25._tcp.{host}"),
-        3,
-        1,
-        1,
-        Sha256::digest(&leaf.spki).to_vec(),
-    )
 }
 
 /// A signed MX domain `domain` -> `mx.<domain>` at 127.0.0.`last`, with
@@ -175,27 +81,8 @@ fn sts_domain(domain: &str, last: u8, id: &str, web: u8) -> Vec<Record> {
     ]
 }
 
-fn policy(mode: &str, mx: &[&str]) -> String {
-    let mut p = format!("version: STSv1\r\nmode: {mode}\r\nmax_age: 86400\r\n");
-    for m in mx {
-        p.push_str(&format!("mx: {m}\r\n"));
-    }
-    p
-}
-
 // ---------------------------------------------------------------------
 // Servers
-
-/// A server on 127.0.0.`last`:25 offering STARTTLS with `leaf`, or none.
-fn smtp(last: u8, leaf: Option<&Leaf>) -> FakeSmtp {
-    FakeSmtp::start_on(
-        &format!("127.0.0.{last}:25"),
-        Behavior {
-            starttls: leaf.map(server_config),
-            ..Behavior::default()
-        },
-    )
-}
 
 /// A server on 127.0.0.`last`:25 that offers STARTTLS and answers it 454.
 fn smtp_454(last: u8) -> FakeSmtp {
@@ -295,7 +182,7 @@ fn dead_web(last: u8) -> Arc<Mutex<usize>> {
 /// fast as it is read.
 fn endless_web(last: u8, ca: &Ca, domain: &str) {
     let l = TcpListener::bind(format!("127.0.0.{last}:443")).unwrap();
-    let cfg = server_config(&ca.leaf(&format!("mta-sts.{domain}")));
+    let cfg = server_config(&ca.leaf(&format!("mta-sts.{domain}"), false));
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
             let cfg = cfg.clone();
@@ -484,7 +371,7 @@ fn sts_enforce_never_downgrades() {
     let dns = FakeDns::start(records);
     let strip = smtp(100, None);
     let s454 = smtp_454(101);
-    let wrongname = smtp(102, Some(&ca.leaf("mx.other.a15.test")));
+    let wrongname = smtp(102, Some(&ca.leaf("mx.other.a15.test", false)));
     let expired = smtp(
         103,
         Some(&ca.make(&["mx.expired.a15.test"], "mx.expired.a15.test", false, true)),
@@ -1041,7 +928,7 @@ fn huge_and_duplicate_txt_records() {
         return;
     }
     let ca = Ca::new();
-    let leaf = ca.leaf("mx.txt15.test");
+    let leaf = ca.leaf("mx.txt15.test", false);
     let pad = "a".repeat(10_000);
     let dns = FakeDns::start(vec![
         mx("txt15.test", "mx.txt15.test"),
@@ -1353,7 +1240,7 @@ fn stale_withdrawal_and_max_age_zero() {
         return;
     }
     let ca = Ca::new();
-    let leaf = ca.leaf("mx.life15.test");
+    let leaf = ca.leaf("mx.life15.test", false);
     let records = |id: &str, mxhost: &str, last: u8| {
         vec![
             mx("life15.test", mxhost),
@@ -1431,7 +1318,7 @@ fn planted_cache_files_are_not_believed() {
         return;
     }
     let ca = Ca::new();
-    let leaf = ca.leaf("mx.cache15.test");
+    let leaf = ca.leaf("mx.cache15.test", false);
     let dns = FakeDns::start(vec![
         mx("cache15.test", "mx.cache15.test"),
         a("mx.cache15.test", 135),
@@ -1538,7 +1425,7 @@ fn inst_servers() -> &'static InstServers {
     static S: std::sync::OnceLock<InstServers> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         let ca = Ca::new();
-        let leaf = ca.leaf("mx.inst15.test");
+        let leaf = ca.leaf("mx.inst15.test", false);
         InstServers {
             dns: FakeDns::start(sts_domain("inst15.test", 137, "1", 139)),
             // The attacker: a new id, an MX of theirs without TLS, the

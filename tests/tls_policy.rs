@@ -13,123 +13,17 @@ mod https;
 #[path = "support/smtpd.rs"]
 mod smtpd;
 mod support;
-
-use std::net::Ipv4Addr;
-use std::sync::Arc;
+#[path = "support/tlsworld.rs"]
+mod tlsworld;
 
 use fakedns::{FakeDns, Record};
 use https::{Answer, FakeHttps};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PublicKeyData,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use smtpd::{Behavior, FakeSmtp};
 use support::*;
+use tlsworld::*;
 
 const MSG: &str = "Subject: policy\n\nbody\n";
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, with the key's SubjectPublicKeyInfo.
-struct Leaf {
-    cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-    spki: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(DnType::CommonName, "dma-rs policy test CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A leaf for `name` signed by this CA, or by itself.
-    fn leaf(&self, name: &str, self_signed: bool) -> Leaf {
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = if self_signed {
-            p.self_signed(&key).unwrap()
-        } else {
-            p.signed_by(&key, &self.issuer).unwrap()
-        };
-        Leaf {
-            cert: cert.der().clone(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            spki: key.subject_public_key_info(),
-        }
-    }
-}
-
-fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.cert.clone()], leaf.key.clone_key())
-    .unwrap();
-    Arc::new(cfg)
-}
-
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
-fn a(name: &str, last: u8) -> Record {
-    Record::A(name.into(), ip(last))
-}
-
-fn mx(domain: &str, host: &str) -> Record {
-    Record::Mx(domain.into(), 10, host.into())
-}
-
-fn txt(name: &str, text: &str) -> Record {
-    Record::Txt(name.into(), vec![text.into()])
-}
-
-fn secure(name: &str) -> Record {
-    Record::Secure(name.into())
-}
-
-/// `3 1 1` for `leaf`: the SHA-256 of its public key.
-fn tlsa_311(host: &str, leaf: &Leaf) -> Record {
-    Record::Tlsa(
-        format!("_25._tcp.{host}"),
-        3,
-        1,
-        1,
-        Sha256::digest(&leaf.spki).to_vec(),
-    )
-}
-
-fn policy(mode: &str, mx: &[&str]) -> String {
-    let mut p = format!("version: STSv1\r\nmode: {mode}\r\nmax_age: 86400\r\n");
-    for m in mx {
-        p.push_str(&format!("mx: {m}\r\n"));
-    }
-    p
-}
-
-/// A server on 127.0.0.`last`:25 offering STARTTLS with `leaf`, or none.
-fn smtp(last: u8, leaf: Option<&Leaf>) -> FakeSmtp {
-    FakeSmtp::start_on(
-        &format!("127.0.0.{last}:25"),
-        Behavior {
-            starttls: leaf.map(server_config),
-            ..Behavior::default()
-        },
-    )
-}
 
 /// The policy host on 127.0.0.`last`:443, its certificate from `ca`.
 fn web(last: u8, ca: &Ca, domain: &str, answer: Answer) -> FakeHttps {
@@ -246,17 +140,7 @@ fn mta_sts_enforce_defers_an_unlisted_mx_a_bad_certificate_and_no_starttls() {
         "mta-sts.sts3.test",
         "mta-sts.sts4.test",
     ];
-    let mut params = CertificateParams::new(names.map(String::from).to_vec()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "mta-sts");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let leaf = Leaf {
-        cert: cert.der().clone(),
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        spki: key.subject_public_key_info(),
-    };
+    let leaf = ca.make(&names, "mta-sts", false, false);
     let _site = FakeHttps::start("127.0.0.44:443", server_config(&leaf), Answer::Policy(p));
     let env = env(&dns, &ca, "SECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\n");
     let log = send(&env, "a@sts2.test");
@@ -678,21 +562,10 @@ fn dane_ta_takes_the_mx_name_or_the_recipient_domain() {
     let env_ca = Ca::new();
     let anchor = Sha256::digest(ca.issuer.der().as_ref()).to_vec();
     let chained = |leaf: &Leaf, last: u8| {
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.cert.clone(), ca.issuer.der().clone()],
-            leaf.key.clone_key(),
-        )
-        .unwrap();
         FakeSmtp::start_on(
             &format!("127.0.0.{last}:25"),
             Behavior {
-                starttls: Some(Arc::new(cfg)),
+                starttls: Some(server_config_with(leaf, &[ca.issuer.der().clone()])),
                 ..Behavior::default()
             },
         )
