@@ -21,22 +21,22 @@
 //! binds port 25 there; tests/dkim.rs has 1-11); run as root:
 //! `DMA_TESTS_REQUIRE_ROOT=1 cargo test --locked --test attack15_dkim`.
 
+#[path = "support/dkimworld.rs"]
+mod dkimworld;
 #[path = "support/dns.rs"]
 mod fakedns;
 #[path = "support/smtpd.rs"]
 mod smtpd;
 mod support;
 
-use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use fakedns::{FakeDns, Record};
+use dkimworld::*;
+use fakedns::FakeDns;
 use smtpd::{Behavior, FakeSmtp};
 use support::installed::{Installed, chown_mode, show};
 use support::*;
@@ -50,12 +50,6 @@ const MAX_HEADER: usize = 1 << 20;
 // ---------------------------------------------------------------------
 // Keys, made by openssl
 
-/// A key pair made by openssl, and its DNS record text.
-struct TestKey {
-    pem: String,
-    record: String,
-}
-
 /// Keys that sign, and key material that must be refused.
 struct Keys {
     rsa: TestKey,
@@ -64,49 +58,6 @@ struct Keys {
     ec_pkcs8: String,
     ec_sec1: String,
     rsa_encrypted: String,
-}
-
-fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    let mut i = c.stdin.take().unwrap();
-    i.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(i);
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn genpkey(algorithm: &[&str]) -> String {
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(algorithm);
-    String::from_utf8(openssl(&args, None)).unwrap()
-}
-
-fn make_key(algorithm: &[&str], kind: &str) -> TestKey {
-    let pem = genpkey(algorithm);
-    let spki = openssl(
-        &["pkey", "-pubout", "-outform", "DER"],
-        Some(pem.as_bytes()),
-    );
-    let public = match kind {
-        "rsa" => &spki[..],
-        _ => &spki[spki.len() - 32..],
-    };
-    TestKey {
-        pem,
-        record: format!("v=DKIM1; k={kind}; p={}", STANDARD.encode(public)),
-    }
 }
 
 fn keys() -> &'static Keys {
@@ -165,29 +116,6 @@ fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
 // The world: a fake DNS with MX and key records, a fake SMTP server,
 // dkimpy, and a receiver's parser
 
-/// The TXT record publishing `key` under `selector` in `domain`.
-fn txt(selector: &str, domain: &str, key: &TestKey) -> Record {
-    let strings = key
-        .record
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    Record::Txt(format!("{selector}._domainkey.{domain}"), strings)
-}
-
-fn mx(domain: &str, last: u8) -> Vec<Record> {
-    let host = format!("mx.{domain}");
-    vec![
-        Record::Mx(domain.into(), 10, host.clone()),
-        Record::A(host, Ipv4Addr::new(127, 0, 15, last)),
-    ]
-}
-
-fn listen(last: u8, b: Behavior) -> FakeSmtp {
-    FakeSmtp::start_on(&format!("127.0.15.{last}:25"), b)
-}
-
 /// A private installation (root runs it, with `-C`) whose mail to
 /// remote.test goes to 127.0.15.`n`, signing for example.org with the RSA
 /// key (selector `rsa`) and the Ed25519 key (selector `ed`).
@@ -227,35 +155,6 @@ fn configure(env: &Env, dns: &FakeDns, keys_conf: &str) {
         dns.addr(),
         env.dir.path().join("log").display()
     ));
-}
-
-/// The message as the server received it, dot-stuffing undone.
-fn unstuffed(data: &str) -> String {
-    data.split_inclusive("\r\n")
-        .map(|l| l.strip_prefix('.').unwrap_or(l))
-        .collect()
-}
-
-/// dkimpy's verdict on `msg`: exit code (0 all verify, 1 one fails, 2
-/// none) and its lines.
-fn verify(dns: &FakeDns, msg: &[u8]) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("msg");
-    std::fs::write(&f, msg).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dkim_verify.py");
-    let o = Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(dns.addr().port().to_string())
-        .arg(&f)
-        .output()
-        .expect("/usr/bin/python3");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !err.contains("ModuleNotFoundError"),
-        "{err}\n(install python3-dkim python3-nacl python3-dnspython: scripts/test-setup.sh)"
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    (o.status.code().unwrap_or(-1), format!("{out}{err}"))
 }
 
 /// The From: addresses of `msg` as a receiver reads them: Python's email
@@ -328,30 +227,6 @@ fn assert_none_signed_for_others<'a>(
         .filter_map(|(what, m)| signed_for_others(dns, m.as_bytes(), what))
         .collect();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-/// The DKIM-Signature fields of `msg` (unfolded).
-fn signatures(msg: &str) -> Vec<String> {
-    let head = msg.split("\r\n\r\n").next().unwrap();
-    let mut out: Vec<String> = Vec::new();
-    let mut in_sig = false;
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if in_sig {
-                out.last_mut().unwrap().push_str(line);
-            }
-        } else {
-            in_sig = line.to_ascii_lowercase().starts_with("dkim-signature:");
-            if in_sig {
-                out.push(line.to_string());
-            }
-        }
-    }
-    out
-}
-
-fn log(env: &Env) -> String {
-    std::fs::read_to_string(env.dir.path().join("log")).unwrap_or_default()
 }
 
 /// The messages `fake` received, as sent; waits up to 20 s for `n`.

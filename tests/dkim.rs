@@ -7,6 +7,8 @@
 //! A real exim verifies them on receipt too, its resolver pointed at the
 //! fake DNS (exim in a mount namespace with a resolv.conf of its own).
 
+#[path = "support/dkimworld.rs"]
+mod dkimworld;
 #[path = "support/exim.rs"]
 mod exim;
 #[path = "support/dns.rs"]
@@ -18,66 +20,17 @@ mod support;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use dkimworld::*;
 use fakedns::{FakeDns, Record};
 use smtpd::{Behavior, FakeSmtp};
 use support::*;
-
-/// A key pair made by openssl, and its DNS record text.
-struct TestKey {
-    pem: String,
-    record: String,
-}
 
 /// The keys, made once per test run (an RSA key takes a moment).
 struct Keys {
     rsa: TestKey,
     ed25519: TestKey,
-}
-
-fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    let mut i = c.stdin.take().unwrap();
-    i.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(i);
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn make_key(algorithm: &[&str], kind: &str) -> TestKey {
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(algorithm);
-    let pem = String::from_utf8(openssl(&args, None)).unwrap();
-    let spki = openssl(
-        &["pkey", "-pubout", "-outform", "DER"],
-        Some(pem.as_bytes()),
-    );
-    // RSA publishes the SubjectPublicKeyInfo; Ed25519 its raw 32 bytes,
-    // which end the SubjectPublicKeyInfo (RFC 8463 §4).
-    let public = match kind {
-        "rsa" => &spki[..],
-        _ => &spki[spki.len() - 32..],
-    };
-    TestKey {
-        pem,
-        record: format!("v=DKIM1; k={kind}; p={}", STANDARD.encode(public)),
-    }
 }
 
 fn keys() -> &'static Keys {
@@ -97,30 +50,6 @@ fn install_key(env: &Env, name: &str, key: &TestKey, mode: u32) -> PathBuf {
     std::fs::write(&p, &key.pem).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     p
-}
-
-/// The TXT record publishing `key` under `selector` in `domain`, in
-/// strings of at most 255 octets.
-fn txt(selector: &str, domain: &str, key: &TestKey) -> Record {
-    let strings = key
-        .record
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    Record::Txt(format!("{selector}._domainkey.{domain}"), strings)
-}
-
-fn mx(domain: &str, last: u8) -> Vec<Record> {
-    let host = format!("mx.{domain}");
-    vec![
-        Record::Mx(domain.into(), 10, host.clone()),
-        Record::A(host, Ipv4Addr::new(127, 0, 15, last)),
-    ]
-}
-
-fn listen(last: u8, b: Behavior) -> FakeSmtp {
-    FakeSmtp::start_on(&format!("127.0.15.{last}:25"), b)
 }
 
 /// A server without 8BITMIME.
@@ -178,45 +107,11 @@ fn world(
     }
 }
 
-fn log(env: &Env) -> String {
-    std::fs::read_to_string(env.dir.path().join("log")).unwrap_or_default()
-}
-
-/// The message as the server received it, dot-stuffing undone.
-fn unstuffed(data: &str) -> String {
-    data.split_inclusive("\r\n")
-        .map(|l| l.strip_prefix('.').unwrap_or(l))
-        .collect()
-}
-
 /// The only message `fake` received, as it was sent.
 fn received(fake: &FakeSmtp, env: &Env) -> String {
     let m = fake.messages();
     assert_eq!(m.len(), 1, "{}\n{}", env.mailq().stdout(), env.dump());
     unstuffed(&m[0].data)
-}
-
-/// dkimpy's verdict on `msg`: its exit code (0 all verify, 1 one fails,
-/// 2 none) and its lines.
-fn verify(dns: &FakeDns, msg: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("msg");
-    std::fs::write(&f, msg).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dkim_verify.py");
-    // Debian's interpreter: the one python3-dkim is installed for.
-    let o = Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(dns.addr().port().to_string())
-        .arg(&f)
-        .output()
-        .expect("/usr/bin/python3");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !err.contains("ModuleNotFoundError"),
-        "{err}\n(install python3-dkim python3-nacl python3-dnspython: scripts/test-setup.sh)"
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    (o.status.code().unwrap_or(-1), format!("{out}{err}"))
 }
 
 /// Asserts that every signature of `msg` verifies; dkimpy's lines.
@@ -229,26 +124,6 @@ fn assert_verifies(dns: &FakeDns, msg: &str) -> String {
 fn assert_fails(dns: &FakeDns, msg: &str, what: &str) {
     let (code, out) = verify(dns, msg);
     assert_eq!(code, 1, "{what}: dkimpy: {out}\nmessage:\n{msg}");
-}
-
-/// The DKIM-Signature fields of `msg`, unfolded.
-fn signatures(msg: &str) -> Vec<String> {
-    let head = msg.split("\r\n\r\n").next().unwrap();
-    let mut out: Vec<String> = Vec::new();
-    let mut in_sig = false;
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if in_sig {
-                out.last_mut().unwrap().push_str(line);
-            }
-        } else {
-            in_sig = line.to_ascii_lowercase().starts_with("dkim-signature:");
-            if in_sig {
-                out.push(line.to_string());
-            }
-        }
-    }
-    out
 }
 
 /// The signed header names (`h=`) of an unfolded signature, lower case.
@@ -404,7 +279,7 @@ fn rsa_and_ed25519_together_make_two_signatures() {
         ],
         "{out}"
     );
-    let (code, out) = verify(&dns, &got.replace("Hello,", "Goodbye,"));
+    let (code, out) = verify(&dns, got.replace("Hello,", "Goodbye,"));
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.matches("fail ").count(), 2, "{out}");
 }
