@@ -84,6 +84,31 @@ fn mail_gid() -> Option<u32> {
         .map(|g| g.gid.as_raw())
 }
 
+/// Whether DANE can work as configured (MX delivery, TLS_POLICY with
+/// dane): it needs a resolver whose AD bit may be believed. A note, not a
+/// warning: most hosts have no validating resolver, and MTA-STS and the
+/// TLS keys still apply.
+fn dane_note(config: &Config) -> Option<String> {
+    if config.smarthost.is_some() || !config.tls_policy.dane {
+        return None;
+    }
+    let r = match config.nameserver {
+        Some(ns) => crate::smtp::dns::Resolver::with_server(ns),
+        None => crate::smtp::dns::Resolver::from_system(),
+    };
+    let servers: Vec<String> = r.servers.iter().map(|s| s.ip().to_string()).collect();
+    let servers = servers.join(", ");
+    Some(if r.trust_ad {
+        format!(
+            "# DANE: the resolver ({servers}) is believed when it says an answer is DNSSEC-validated"
+        )
+    } else {
+        format!(
+            "# DANE: not in use: the resolver ({servers}) is not on this host and resolv.conf has no `options trust-ad` (run a validating resolver such as unbound on 127.0.0.1)"
+        )
+    })
+}
+
 /// Checks `config` (read from `path`). `private`: a `-C` configuration,
 /// whose spool and helper are not the system's (their modes are not
 /// checked against an installation's). `helper`: the `dma-local` in use.
@@ -213,6 +238,9 @@ pub fn check(path: &Path, config: &Config, private: bool, helper: &Path) -> Repo
     warn.extend(dkim_warnings);
 
     let _ = writeln!(text, "# mail name: {name}");
+    if let Some(line) = dane_note(config) {
+        let _ = writeln!(text, "{line}");
+    }
     for line in &dkim_notes {
         let _ = writeln!(text, "{line}");
     }

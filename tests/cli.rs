@@ -571,3 +571,28 @@ fn check_prints_the_settings_and_warns_of_what_is_wrong() {
     );
     assert!(r.stdout().ends_with("# 2 warnings\n"), "{}", r.show());
 }
+
+#[test]
+fn check_says_whether_dane_can_work() {
+    if !need_root("check_dane") {
+        return;
+    }
+    let env = Env::new("");
+    // The test config asks 127.0.0.1 (NAMESERVER): a resolver of this
+    // host's, believed.
+    let out = check(&env, "").stdout();
+    assert!(
+        out.contains("\n# DANE: the resolver (127.0.0.1) is believed when it says an answer is DNSSEC-validated\n"),
+        "{out}"
+    );
+    let out = check(&env, "NAMESERVER 192.0.2.53\n").stdout();
+    assert!(
+        out.contains("\n# DANE: not in use: the resolver (192.0.2.53) is not on this host"),
+        "{out}"
+    );
+    assert!(out.contains("\n# no warnings\n"), "{out}");
+    for extra in ["TLS_POLICY mta-sts\n", "SMARTHOST relay.test\n"] {
+        let out = check(&env, extra).stdout();
+        assert!(!out.contains("# DANE"), "{extra}: {out}");
+    }
+}
