@@ -512,21 +512,6 @@ fn installed(n: u8, b: Behavior, extra: &str) -> Inst {
     Inst { inst, dns, fake }
 }
 
-/// Writes `user`'s script `~/t.NAME` (owned by the user, 0755); its path.
-fn script(user: &str, name: &str, body: &str) -> String {
-    let p = home(user).join(format!("t.{name}"));
-    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
-    let ids = self::user(user);
-    std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p.display().to_string()
-}
-
-/// `~user/t.NAME`, or "" while it does not exist.
-fn t_file(user: &str, name: &str) -> String {
-    std::fs::read_to_string(home(user).join(format!("t.{name}"))).unwrap_or_default()
-}
-
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",

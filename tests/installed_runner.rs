@@ -7,28 +7,12 @@
 mod smtpd;
 mod support;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use smtpd::{Behavior, FakeSmtp};
 use support::installed::*;
 use support::*;
-
-/// Writes `user`'s script `~/t.NAME` (owned by the user, 0755), for their
-/// `.forward`; returns its path.
-fn script(user: &str, name: &str, body: &str) -> String {
-    let p = home(user).join(format!("t.{name}"));
-    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
-    let ids = self::user(user);
-    std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p.display().to_string()
-}
-
-/// `~user/t.NAME`, or "" while it does not exist.
-fn t_file(user: &str, name: &str) -> String {
-    std::fs::read_to_string(home(user).join(format!("t.{name}"))).unwrap_or_default()
-}
 
 /// Waits up to `secs` for `f` to hold.
 fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {

@@ -111,6 +111,22 @@ pub fn clean() {
     }
 }
 
+/// Writes `user`'s script `~/t.NAME` (owned by the user, 0755), for their
+/// `.forward`; returns its path.
+pub fn script(user: &str, name: &str, body: &str) -> String {
+    let p = home(user).join(format!("t.{name}"));
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+    let ids = self::user(user);
+    std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+/// `~user/t.NAME`, or "" while it does not exist.
+pub fn t_file(user: &str, name: &str) -> String {
+    std::fs::read_to_string(home(user).join(format!("t.{name}"))).unwrap_or_default()
+}
+
 /// Writes `user`'s .forward, owned by the user, mode 0644.
 pub fn set_forward(user: &str, text: &str) -> PathBuf {
     let p = home(user).join(".forward");
